@@ -1,0 +1,272 @@
+//! Every message kind of contract v1, as typed bodies.
+//!
+//! On the wire each body sits in an [`Envelope`](crate::Envelope) as
+//! `"kind": "<snake_case name>", "body": {...}`. Unknown kinds are refused, not ignored,
+//! so a newer agent talking to an older controller is visible in its metrics.
+
+use serde::{Deserialize, Serialize};
+
+/// A message body that belongs to one channel. `KINDS` lists the `kind` strings it accepts.
+pub trait Body: Serialize + for<'de> Deserialize<'de> {
+    const KINDS: &'static [&'static str];
+}
+
+/// What the printer is doing, as its agent sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activity {
+    /// Connected, nothing to do.
+    Idle,
+    /// Fetching and verifying a job's file.
+    Transferring,
+    /// Printing, including heat-up.
+    Printing,
+    Paused,
+    /// The printer (firmware or host) reported an error; it needs a person.
+    Error,
+    /// The agent runs but cannot reach its printer.
+    Disconnected,
+}
+
+/// One heater's temperatures in °C.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heater {
+    /// `tool0`, `tool1`, …, `bed`, `chamber`.
+    pub name: String,
+    pub actual: f64,
+    pub target: f64,
+}
+
+/// Progress of the job on the printer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub job_id: String,
+    /// 0.0 ..= 1.0, by file position.
+    pub progress: f64,
+    /// Bytes of the file the printer has consumed.
+    pub file_pos: u64,
+    pub file_size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_count: Option<u32>,
+    pub elapsed_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_s: Option<f64>,
+    /// Cumulative filament consumed per tool (index = tool number), mm.
+    pub extruded_mm: Vec<f64>,
+}
+
+/// The agent's own health, carried in every status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    pub version: String,
+    /// `sim`, `serial`, `octoprint`, `moonraker`.
+    pub backend: String,
+    pub uptime_s: u64,
+    /// Events written to the outbox and not yet acknowledged by the controller.
+    pub outbox_pending: u64,
+}
+
+/// `status` channel: the latest snapshot, retained, QoS 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: Activity,
+    pub temps: Vec<Heater>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobProgress>,
+    /// The printer's or agent's last error text while `state` is `error` or `disconnected`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub agent: AgentHealth,
+    /// The status interval in force, ms.
+    pub interval_ms: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum StatusMessage {
+    Status(Status),
+}
+
+impl Body for StatusMessage {
+    const KINDS: &'static [&'static str] = &["status"];
+}
+
+/// `online` channel: presence, retained; the agent's last will says `online: false`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum OnlineMessage {
+    Online { online: bool },
+}
+
+impl Body for OnlineMessage {
+    const KINDS: &'static [&'static str] = &["online"];
+}
+
+/// How a job ended on the printer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// `events` channel: durable, ordered by `seq`, QoS 1. Each is applied exactly once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum Event {
+    /// The agent took the job and is fetching its file.
+    JobAccepted {
+        job_id: String,
+    },
+    /// The file is verified and on the printer; printing (with heat-up) has begun.
+    JobStarted {
+        job_id: String,
+    },
+    JobPaused {
+        job_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    JobResumed {
+        job_id: String,
+    },
+    /// Cumulative filament consumed so far per tool (mm). Monotonic per job and tool,
+    /// so the controller applies `new − already_applied` and replays cost nothing.
+    Material {
+        job_id: String,
+        extruded_mm: Vec<f64>,
+    },
+    /// The job ended. `extruded_mm` is the final cumulative use per tool.
+    JobFinished {
+        job_id: String,
+        outcome: Outcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        extruded_mm: Vec<f64>,
+        /// Seconds from start to end as the agent measured them.
+        duration_s: f64,
+    },
+    /// The result of a command, by its id. Sent once per command id.
+    CommandResult {
+        command_id: String,
+        ok: bool,
+        message: String,
+    },
+    /// The printer entered an error state (firmware halt, lost connection, …).
+    PrinterError {
+        message: String,
+    },
+    /// The printer recovered from an error, or reconnected.
+    PrinterReady {},
+    /// Anything the firmware or host said that an operator may want to read.
+    FirmwareMessage {
+        message: String,
+    },
+    /// The agent process started (after a restart, `seq` continues).
+    AgentStarted {
+        version: String,
+        backend: String,
+    },
+}
+
+impl Body for Event {
+    const KINDS: &'static [&'static str] = &[
+        "job_accepted",
+        "job_started",
+        "job_paused",
+        "job_resumed",
+        "material",
+        "job_finished",
+        "command_result",
+        "printer_error",
+        "printer_ready",
+        "firmware_message",
+        "agent_started",
+    ];
+}
+
+impl Event {
+    /// The job the event is about, if any.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            Event::JobAccepted { job_id }
+            | Event::JobStarted { job_id }
+            | Event::JobPaused { job_id, .. }
+            | Event::JobResumed { job_id }
+            | Event::Material { job_id, .. }
+            | Event::JobFinished { job_id, .. } => Some(job_id),
+            _ => None,
+        }
+    }
+}
+
+/// What the agent needs to fetch and print a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobAssignment {
+    pub job_id: String,
+    /// Human name of the file, for the printer's display.
+    pub name: String,
+    /// Where to fetch the file (HTTP GET with the agent's token; supports `Range`).
+    pub url: String,
+    /// Lower-case hex sha256 of the file; the agent refuses a file that does not match.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// `commands` channel: controller → agent, QoS 1, each with a unique `command_id`
+/// that the agent executes at most once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum Command {
+    AssignJob(JobAssignment),
+    Pause {
+        job_id: String,
+    },
+    Resume {
+        job_id: String,
+    },
+    Cancel {
+        job_id: String,
+    },
+    /// Stop everything now (firmware `M112` or the back end's equivalent).
+    EmergencyStop {},
+    /// Status interval in ms (clamped by the agent to 100 ..= 60 000).
+    SetTelemetry {
+        interval_ms: u32,
+    },
+    /// Admin only: lines of G-code sent as they are.
+    RawGcode {
+        lines: Vec<String>,
+    },
+    /// Re-read the agent's configuration file.
+    ReloadConfig {},
+}
+
+impl Body for Command {
+    const KINDS: &'static [&'static str] = &[
+        "assign_job",
+        "pause",
+        "resume",
+        "cancel",
+        "emergency_stop",
+        "set_telemetry",
+        "raw_gcode",
+        "reload_config",
+    ];
+}
+
+/// `acks` channel: controller → agent, QoS 0. "Every event with `seq <= applied_seq` is
+/// applied": the agent may delete them from its outbox. Cumulative, so a lost ack costs
+/// only a resend, which the controller recognises and ignores.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum AckMessage {
+    Ack { applied_seq: u64 },
+}
+
+impl Body for AckMessage {
+    const KINDS: &'static [&'static str] = &["ack"];
+}
