@@ -12,7 +12,7 @@
 //! first and each failure has its own [`DecodeError`] variant, so drops can be counted by reason.
 
 use crate::ids::PrinterId;
-use crate::messages::Body;
+use crate::messages::{Body, Needs};
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -186,7 +186,12 @@ pub fn open<B: Body>(
     if !B::KINDS.contains(&header.kind.as_str()) {
         return Err(DecodeError::UnknownKind(header.kind));
     }
-    if header.seq == Some(0) || header.command_id.as_deref() == Some("") {
+    let present = match B::NEEDS {
+        Needs::Nothing => true,
+        Needs::Seq => header.seq.is_some_and(|s| s >= 1),
+        Needs::CommandId => header.command_id.as_deref().is_some_and(|c| !c.is_empty()),
+    };
+    if !present {
         return Err(DecodeError::MissingField);
     }
     serde_json::from_slice(json).map_err(|e| DecodeError::Malformed(e.to_string()))
@@ -292,7 +297,7 @@ mod tests {
 
     #[test]
     fn malformed_json_with_a_valid_mac_is_malformed_not_a_panic() {
-        let json = br#"{"v":1,"printer":"p","kind":"job_started","body":{"job_id":5}}"#;
+        let json = br#"{"v":1,"printer":"p","kind":"job_started","seq":1,"body":{"job_id":5}}"#;
         let mut wire = json.to_vec();
         wire.push(b'\n');
         wire.extend_from_slice(hex::encode(mac(b"k", json).finalize().into_bytes()).as_bytes());
@@ -301,11 +306,32 @@ mod tests {
     }
 
     #[test]
-    fn zero_seq_is_refused() {
+    fn events_need_a_seq_and_commands_an_id() {
         let wire = seal(&finished().with_seq(0), b"k").expect("seal");
-        assert!(matches!(
-            open::<Event>(&wire, b"k", &printer("p-1")),
-            Err(DecodeError::MissingField)
-        ));
+        assert!(matches!(open::<Event>(&wire, b"k", &printer("p-1")), Err(DecodeError::MissingField)));
+        let mut no_seq = finished();
+        no_seq.seq = None;
+        let wire = seal(&no_seq, b"k").expect("seal");
+        assert!(matches!(open::<Event>(&wire, b"k", &printer("p-1")), Err(DecodeError::MissingField)));
+        let cmd = Envelope::new(printer("p-1"), Command::EmergencyStop {});
+        let wire = seal(&cmd, b"k").expect("seal");
+        assert!(matches!(open::<Command>(&wire, b"k", &printer("p-1")), Err(DecodeError::MissingField)));
+    }
+
+    #[test]
+    fn a_nan_temperature_does_not_lose_the_status() {
+        use crate::messages::{Activity, AgentHealth, Heater, Status, StatusMessage};
+        let st = StatusMessage::Status(Status {
+            state: Activity::Idle,
+            temps: vec![Heater { name: "tool0".into(), actual: f64::NAN, target: 0.0 }],
+            job: None,
+            message: None,
+            agent: AgentHealth { version: "v".into(), backend: "sim".into(), uptime_s: 1, outbox_pending: 0 },
+            interval_ms: 1000,
+        });
+        let wire = seal(&Envelope::new(printer("p"), st), b"k").expect("seal");
+        let back: Envelope<StatusMessage> = open(&wire, b"k", &printer("p")).expect("open");
+        let StatusMessage::Status(s) = back.body;
+        assert!(s.temps[0].actual.is_nan());
     }
 }

@@ -6,9 +6,26 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Which header field a channel's envelopes must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    /// Events: `seq` ≥ 1.
+    Seq,
+    /// Commands: a non-empty `command_id`.
+    CommandId,
+}
+
 /// A message body that belongs to one channel. `KINDS` lists the `kind` strings it accepts.
 pub trait Body: Serialize + for<'de> Deserialize<'de> {
     const KINDS: &'static [&'static str];
+    const NEEDS: Needs = Needs::Nothing;
+}
+
+/// Reads a temperature that a sender wrote as `null` (JSON has no NaN: a broken thermistor
+/// serialises as `null`) without refusing the whole message.
+fn number_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// What the printer is doing, as its agent sees it.
@@ -33,7 +50,10 @@ pub enum Activity {
 pub struct Heater {
     /// `tool0`, `tool1`, …, `bed`, `chamber`.
     pub name: String,
+    /// `null` on the wire when the sensor reads nothing (NaN).
+    #[serde(deserialize_with = "number_or_nan")]
     pub actual: f64,
+    #[serde(deserialize_with = "number_or_nan")]
     pub target: f64,
 }
 
@@ -173,6 +193,7 @@ pub enum Event {
 }
 
 impl Body for Event {
+    const NEEDS: Needs = Needs::Seq;
     const KINDS: &'static [&'static str] = &[
         "job_accepted",
         "job_started",
@@ -246,6 +267,7 @@ pub enum Command {
 }
 
 impl Body for Command {
+    const NEEDS: Needs = Needs::CommandId;
     const KINDS: &'static [&'static str] = &[
         "assign_job",
         "pause",

@@ -68,11 +68,8 @@ impl Default for Topics {
 
 impl Topics {
     pub fn new(root: &str) -> Result<Self, InvalidRoot> {
-        if root.is_empty()
-            || root.contains(['+', '#'])
-            || root.ends_with('/')
-            || root.starts_with('/')
-        {
+        // `$` topics belong to the broker; empty levels make topics that are easy to mistype.
+        if root.is_empty() || root.contains(['+', '#', '\0']) || root.starts_with('$') || root.split('/').any(str::is_empty) {
             return Err(InvalidRoot(root.into()));
         }
         Ok(Self { root: root.into() })
@@ -140,7 +137,7 @@ mod tests {
 
     #[test]
     fn bad_roots_are_refused() {
-        for r in ["", "a/#", "+", "a/", "/a"] {
+        for r in ["", "a/#", "+", "a/", "/a", "a//b", "$SYS"] {
             assert!(Topics::new(r).is_err(), "{r:?}");
         }
     }

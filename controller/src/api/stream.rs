@@ -1,0 +1,58 @@
+//! `/api/v1/stream`: Server-Sent Events. First a `snapshot` of everything, then `printer`
+//! (changed fields only) and `job` (whole job) events in commit order. A client too slow to
+//! keep up gets a fresh snapshot instead of a silent gap.
+
+use super::problem::{Caller, Problem};
+use super::{AppState, require};
+use crate::auth::Role;
+use crate::farm::{Change, Farm, Snapshot};
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+
+/// Counts a live client for `/metrics` while the stream exists.
+struct Client(Arc<Farm>);
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.0.sse_clients.fetch_sub(1, Relaxed);
+    }
+}
+
+fn snapshot(s: &Snapshot) -> Event {
+    Event::default().event("snapshot").data(serde_json::to_string(s).unwrap_or_default())
+}
+
+fn change(c: Change) -> Event {
+    match c {
+        Change::Printer(v) => Event::default().event("printer").data(v.to_string()),
+        Change::Job(j) => Event::default().event("job").data(serde_json::to_string(&j).unwrap_or_default()),
+    }
+}
+
+pub async fn stream(State(st): State<AppState>, c: Caller) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    require(&c, Role::Viewer)?;
+    let farm = st.farm.clone();
+    farm.sse_clients.fetch_add(1, Relaxed);
+    let (snap, rx) = farm.subscribe();
+    let state: (Client, Receiver<Change>, Option<Snapshot>) = (Client(farm), rx, Some(snap));
+    let events = futures_util::stream::unfold(state, |(client, mut rx, first)| async move {
+        if let Some(s) = first {
+            return Some((Ok(snapshot(&s)), (client, rx, None)));
+        }
+        match rx.recv().await {
+            Ok(c) => Some((Ok(change(c)), (client, rx, None))),
+            Err(RecvError::Lagged(n)) => {
+                tracing::debug!("stream client lagged by {n} changes; sending a fresh snapshot");
+                let (s, rx) = client.0.subscribe();
+                Some((Ok(snapshot(&s)), (client, rx, None)))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

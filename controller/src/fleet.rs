@@ -1,0 +1,227 @@
+//! Printers: what is stored about each, what is live, and the state the farm shows (DESIGN §5).
+//!
+//! The farm's printer state is derived, never stored: it follows from presence (`online`),
+//! the agent's reported activity, and two operator facts kept in the store (bed not yet
+//! cleared, maintenance). [`derive_state`] is that rule, in one place.
+
+use farm_protocol::messages::{Activity, Status};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrinterState {
+    Offline,
+    Idle,
+    Busy,
+    Paused,
+    Error,
+    AwaitingClear,
+    Maintenance,
+}
+
+impl PrinterState {
+    pub const ALL: [PrinterState; 7] = [
+        PrinterState::Offline,
+        PrinterState::Idle,
+        PrinterState::Busy,
+        PrinterState::Paused,
+        PrinterState::Error,
+        PrinterState::AwaitingClear,
+        PrinterState::Maintenance,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrinterState::Offline => "offline",
+            PrinterState::Idle => "idle",
+            PrinterState::Busy => "busy",
+            PrinterState::Paused => "paused",
+            PrinterState::Error => "error",
+            PrinterState::AwaitingClear => "awaiting_clear",
+            PrinterState::Maintenance => "maintenance",
+        }
+    }
+}
+
+/// What the store keeps about a printer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrinterRecord {
+    pub id: String,
+    pub name: String,
+    /// HMAC key for this printer's messages (the UTF-8 bytes of this string).
+    pub secret: String,
+    /// sha256 (hex) of the printer's token: its broker password and HTTP bearer token.
+    pub token_sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The printer clears its own bed (belt printer, auto-eject); it never waits for an operator.
+    #[serde(default)]
+    pub auto_eject: bool,
+    /// A job ended with something on the bed; no new job until an operator confirms it is clear.
+    #[serde(default)]
+    pub awaiting_clear: bool,
+    #[serde(default)]
+    pub maintenance: bool,
+    /// The job assigned to or running on this printer.
+    #[serde(default)]
+    pub current_job: Option<String>,
+}
+
+/// What is known of a printer from the wire since the controller started (not stored).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Live {
+    pub online: bool,
+    pub status: Option<Status>,
+    pub last_seen: Option<OffsetDateTime>,
+}
+
+/// The one rule for a printer's farm state.
+pub fn derive_state(rec: &PrinterRecord, live: &Live) -> PrinterState {
+    if rec.maintenance {
+        return PrinterState::Maintenance;
+    }
+    if !live.online {
+        return PrinterState::Offline;
+    }
+    let activity = live.status.as_ref().map(|s| s.state);
+    match activity {
+        Some(Activity::Error) => PrinterState::Error,
+        Some(Activity::Disconnected) => PrinterState::Offline,
+        Some(Activity::Paused) => PrinterState::Paused,
+        Some(Activity::Printing | Activity::Transferring) => PrinterState::Busy,
+        // Assigned but not yet picked up: busy, so nothing else is placed there.
+        _ if rec.current_job.is_some() => PrinterState::Busy,
+        _ if rec.awaiting_clear => PrinterState::AwaitingClear,
+        Some(Activity::Idle) => PrinterState::Idle,
+        // Online but no status yet: do not place work on it.
+        None => PrinterState::Offline,
+    }
+}
+
+/// The printer as the API and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrinterView {
+    pub id: String,
+    pub name: String,
+    pub state: PrinterState,
+    pub online: bool,
+    pub activity: Option<Activity>,
+    pub temps: Vec<farm_protocol::messages::Heater>,
+    pub job: Option<farm_protocol::messages::JobProgress>,
+    pub current_job_id: Option<String>,
+    pub message: Option<String>,
+    pub auto_eject: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    pub agent: Option<farm_protocol::messages::AgentHealth>,
+}
+
+pub fn view(rec: &PrinterRecord, live: &Live) -> PrinterView {
+    let status = live.status.as_ref();
+    PrinterView {
+        id: rec.id.clone(),
+        name: rec.name.clone(),
+        state: derive_state(rec, live),
+        online: live.online,
+        activity: status.map(|s| s.state),
+        temps: status.map(|s| s.temps.clone()).unwrap_or_default(),
+        job: status.and_then(|s| s.job.clone()),
+        current_job_id: rec.current_job.clone(),
+        message: status.and_then(|s| s.message.clone()),
+        auto_eject: rec.auto_eject,
+        last_seen: live.last_seen,
+        agent: status.map(|s| s.agent.clone()),
+    }
+}
+
+/// The fields of `new` that differ from `old`, plus `id`: what the live stream sends.
+pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::Value> {
+    let new_v = serde_json::to_value(new).ok()?;
+    let Some(old) = old else { return Some(new_v) };
+    let old_v = serde_json::to_value(old).ok()?;
+    let (serde_json::Value::Object(o), serde_json::Value::Object(n)) = (old_v, new_v) else { return None };
+    let mut out = serde_json::Map::new();
+    for (k, v) in n {
+        if o.get(&k) != Some(&v) {
+            out.insert(k, v);
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.insert("id".into(), serde_json::Value::String(new.id.clone()));
+    Some(serde_json::Value::Object(out))
+}
+
+#[cfg(test)]
+pub(crate) fn sample(id: &str) -> PrinterRecord {
+    PrinterRecord {
+        id: id.into(),
+        name: id.into(),
+        secret: "s".into(),
+        token_sha256: String::new(),
+        created_at: OffsetDateTime::UNIX_EPOCH,
+        auto_eject: false,
+        awaiting_clear: false,
+        maintenance: false,
+        current_job: None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn status(state: Activity) -> Status {
+    Status {
+        state,
+        temps: vec![],
+        job: None,
+        message: None,
+        agent: farm_protocol::messages::AgentHealth {
+            version: "t".into(),
+            backend: "sim".into(),
+            uptime_s: 0,
+            outbox_pending: 0,
+        },
+        interval_ms: 1000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(a: Option<Activity>) -> Live {
+        Live { online: true, status: a.map(status), last_seen: None }
+    }
+
+    #[test]
+    fn state_rule() {
+        let mut r = sample("p");
+        assert_eq!(derive_state(&r, &Live::default()), PrinterState::Offline);
+        assert_eq!(derive_state(&r, &live(None)), PrinterState::Offline);
+        assert_eq!(derive_state(&r, &live(Some(Activity::Idle))), PrinterState::Idle);
+        assert_eq!(derive_state(&r, &live(Some(Activity::Printing))), PrinterState::Busy);
+        assert_eq!(derive_state(&r, &live(Some(Activity::Paused))), PrinterState::Paused);
+        assert_eq!(derive_state(&r, &live(Some(Activity::Error))), PrinterState::Error);
+        r.awaiting_clear = true;
+        assert_eq!(derive_state(&r, &live(Some(Activity::Idle))), PrinterState::AwaitingClear);
+        r.current_job = Some("job-1".into());
+        assert_eq!(derive_state(&r, &live(Some(Activity::Idle))), PrinterState::Busy);
+        r.maintenance = true;
+        assert_eq!(derive_state(&r, &live(Some(Activity::Printing))), PrinterState::Maintenance);
+    }
+
+    #[test]
+    fn diff_carries_only_changes_and_the_id() {
+        let r = sample("p");
+        let a = view(&r, &live(Some(Activity::Idle)));
+        let b = view(&r, &live(Some(Activity::Printing)));
+        let d = diff(Some(&a), &b).expect("a change");
+        let keys: Vec<_> = d.as_object().expect("object").keys().cloned().collect();
+        assert_eq!(keys.len(), 3, "{d}");
+        assert_eq!(d["state"], "busy");
+        assert_eq!(d["activity"], "printing");
+        assert_eq!(d["id"], "p");
+        assert!(diff(Some(&a), &a).is_none());
+    }
+}

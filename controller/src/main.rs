@@ -1,0 +1,221 @@
+//! `farm-controller`: the CLI over the controller library.
+
+mod demo;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use farm_controller::auth::Role;
+use farm_controller::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The print-farm controller: MQTT broker, job queue and scheduler, REST API, live dashboard.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// Where the configuration comes from; flags beat the file, the file beats the defaults.
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// TOML config file (every key optional; see controller/controller.example.toml)
+    #[arg(long, env = "FARM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the store (farm.redb) and uploaded files [default: ./farm-state]
+    #[arg(long, env = "FARM_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.state_dir {
+            c.state_dir = d.clone();
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the controller (embedded broker unless --broker is given)
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// HTTP listen address (API, dashboard, /metrics) [default: 0.0.0.0:8080]
+        #[arg(long, env = "FARM_HTTP")]
+        http: Option<SocketAddr>,
+        /// Embedded MQTT broker listen address [default: 0.0.0.0:1883]
+        #[arg(long, env = "FARM_MQTT_LISTEN")]
+        mqtt_listen: Option<SocketAddr>,
+        /// Use an external broker instead of the embedded one: mqtt://user:password@host:1883
+        #[arg(long, env = "FARM_BROKER_URL")]
+        broker: Option<String>,
+        /// Base URL agents fetch job files from [default: http://<host>:<http port>]
+        #[arg(long, env = "FARM_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// Run a whole demo farm on this machine: controller + simulated printers + sample jobs
+    Demo {
+        /// Number of simulated printers
+        #[arg(long, default_value_t = 12)]
+        printers: usize,
+        /// Simulation speed (10 = ten times faster than a real printer)
+        #[arg(long, default_value_t = 10.0)]
+        speed: f64,
+        /// Dashboard and API address
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// Keep the demo's state here (must be empty) instead of a temporary directory
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Chance that a simulated print fails (the printer recovers by itself)
+        #[arg(long, default_value_t = 0.05)]
+        fail_probability: f64,
+    },
+    /// Enrol and list printers (works on the store directly: stop `serve` first, or use POST /api/v1/printers)
+    Printer {
+        #[command(subcommand)]
+        command: PrinterCmd,
+    },
+    /// Manage API tokens (stop `serve` first)
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PrinterCmd {
+    /// Enrol a printer: mints its id, secret and token and prints a ready agent config
+    Add {
+        /// Printer id: 1-64 of a-z, 0-9, '-'
+        id: String,
+        /// Human name shown on the dashboard [default: the id]
+        #[arg(long)]
+        name: Option<String>,
+        /// The printer clears its own bed (no operator confirmation between jobs)
+        #[arg(long)]
+        auto_eject: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List enrolled printers
+    List {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token and print it (it is stored only as a hash)
+    Add {
+        /// admin, operator, viewer or shop
+        #[arg(long)]
+        role: Role,
+        /// Who or what the token is for
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    logging();
+    match cli.command {
+        Cmd::Serve { common, http, mqtt_listen, broker, public_url } => {
+            let mut c = common.load()?;
+            c.http_listen = http.unwrap_or(c.http_listen);
+            c.mqtt_listen = mqtt_listen.unwrap_or(c.mqtt_listen);
+            c.broker_url = broker.or(c.broker_url);
+            c.public_url = public_url.or(c.public_url);
+            let state_dir = c.state_dir.clone();
+            let (stop_tx, stop) = tokio::sync::watch::channel(false);
+            let ctl = farm_controller::start(c, stop).await?;
+            if !ctl.farm.has_admin() {
+                let token = ctl.farm.add_token("first admin", Role::Admin)?;
+                let path = state_dir.join("admin-token");
+                write_secret(&path, &token)?;
+                tracing::info!("created the first admin token; it is in {} (readable only by this user)", path.display());
+            }
+            wait_for_stop().await;
+            let _ = stop_tx.send(true);
+        }
+        Cmd::Demo { printers, speed, http, state_dir, fail_probability } => {
+            anyhow::ensure!((1..=1000).contains(&printers), "--printers must be between 1 and 1000");
+            anyhow::ensure!(speed > 0.0 && speed <= 1000.0, "--speed must be above 0 and at most 1000");
+            demo::run(demo::Options { printers, speed, http, state_dir, fail_probability }).await?;
+        }
+        Cmd::Printer { command: PrinterCmd::Add { id, name, auto_eject, common } } => {
+            let c = common.load()?;
+            let farm = farm_controller::open_offline(&c)?;
+            let (rec, token) = farm.add_printer(&id, name.as_deref(), auto_eject)?;
+            let endpoints = farm_controller::enrol::Endpoints {
+                controller_url: c.public_url(),
+                broker_url: c.agent_broker_url(),
+                topic_root: c.topic_root.clone(),
+            };
+            print!("{}", farm_controller::enrol::agent_config(&rec, &token, &endpoints));
+            eprintln!("\nPrinter {} enrolled. Save the config above as /etc/farm-agent/agent.toml on its Pi.", rec.id);
+            if c.broker_url.is_some() {
+                eprintln!("External broker: add user {:?} with the token above as its password to the broker.", rec.id);
+            }
+        }
+        Cmd::Printer { command: PrinterCmd::List { common } } => {
+            let farm = farm_controller::open_offline(&common.load()?)?;
+            for p in farm.printers() {
+                println!("{}\t{}\t{}", p.id, p.name, if p.auto_eject { "auto-eject" } else { "operator clears bed" });
+            }
+        }
+        Cmd::Token { command: TokenCmd::Add { role, name, common } } => {
+            anyhow::ensure!(role != Role::Agent, "agent tokens are minted by `printer add`");
+            let farm = farm_controller::open_offline(&common.load()?)?;
+            println!("{}", farm.add_token(&name, role)?);
+        }
+    }
+    Ok(())
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    Ok(())
+}
+
+async fn wait_for_stop() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
