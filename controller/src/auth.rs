@@ -51,7 +51,9 @@ impl std::str::FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "shop" => Ok(Role::Shop),
             "agent" => Ok(Role::Agent),
-            _ => Err(format!("unknown role {s:?}; use admin, operator, viewer, shop or agent")),
+            _ => Err(format!(
+                "unknown role {s:?}; use admin, operator, viewer, shop or agent"
+            )),
         }
     }
 }

@@ -23,15 +23,23 @@ pub struct Embedded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot listen for MQTT on {addr}: {err} (is another broker running there? choose another port with --mqtt-listen)")]
-    Bind { addr: SocketAddr, err: std::io::Error },
+    #[error(
+        "cannot listen for MQTT on {addr}: {err} (is another broker running there? choose another port with --mqtt-listen)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
     #[error("could not start the broker thread: {0}")]
     Thread(std::io::Error),
 }
 
 pub fn start(listen: SocketAddr, farm: Arc<Farm>) -> Result<Embedded, BrokerError> {
     // Probe the port so a clash is reported here, not lost inside rumqttd's thread.
-    drop(std::net::TcpListener::bind(listen).map_err(|err| BrokerError::Bind { addr: listen, err })?);
+    drop(
+        std::net::TcpListener::bind(listen)
+            .map_err(|err| BrokerError::Bind { addr: listen, err })?,
+    );
     let user = format!("farm-controller-{}", crate::auth::random_hex(4));
     let pass = crate::auth::random_hex(24);
     let mut server = ServerSettings {
@@ -50,17 +58,23 @@ pub fn start(listen: SocketAddr, farm: Arc<Farm>) -> Result<Embedded, BrokerErro
         },
     };
     let (u, p) = (user.clone(), pass.clone());
-    server.set_auth_handler(move |client_id: String, username: String, password: String| {
-        let ok = if username == u {
-            password == p
-        } else {
-            client_id == username && farm.broker_login(&username, &password)
-        };
-        if !ok {
-            tracing::warn!(client_id, username, "broker refused a login (wrong token, or client id ≠ username)");
-        }
-        async move { ok }
-    });
+    server.set_auth_handler(
+        move |client_id: String, username: String, password: String| {
+            let ok = if username == u {
+                password == p
+            } else {
+                client_id == username && farm.broker_login(&username, &password)
+            };
+            if !ok {
+                tracing::warn!(
+                    client_id,
+                    username,
+                    "broker refused a login (wrong token, or client id ≠ username)"
+                );
+            }
+            async move { ok }
+        },
+    );
     let config = Config {
         id: 0,
         router: RouterConfig {
@@ -84,6 +98,27 @@ pub fn start(listen: SocketAddr, farm: Arc<Farm>) -> Result<Embedded, BrokerErro
             }
         })
         .map_err(BrokerError::Thread)?;
+    // rumqttd binds inside its thread; wait (briefly) until it accepts, so the first
+    // connection attempt of the controller's own link succeeds.
+    let probe = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(100))
+        .is_err()
+    {
+        if t0.elapsed() > std::time::Duration::from_secs(5) {
+            tracing::warn!(%listen, "the embedded broker is not accepting connections yet; continuing");
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     tracing::info!(%listen, "embedded MQTT broker listening");
-    Ok(Embedded { addr: listen, user, pass })
+    Ok(Embedded {
+        addr: listen,
+        user,
+        pass,
+    })
 }

@@ -56,29 +56,51 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.display().to_string(), err })?;
-        toml::from_str(&text).map_err(|err| ConfigError::Parse { path: path.display().to_string(), err })
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.display().to_string(),
+            err,
+        })?;
+        toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: path.display().to_string(),
+            err,
+        })
     }
 
     fn host(addr: SocketAddr) -> String {
         if addr.ip().is_unspecified() {
-            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into())
         } else {
             addr.ip().to_string()
         }
     }
 
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}:{}", Self::host(self.http_listen), self.http_listen.port()))
+        self.public_url.clone().unwrap_or_else(|| {
+            format!(
+                "http://{}:{}",
+                Self::host(self.http_listen),
+                self.http_listen.port()
+            )
+        })
     }
 
     pub fn agent_broker_url(&self) -> String {
         if let Some(u) = &self.agent_broker_url {
             return u.clone();
         }
-        match self.broker_url.as_deref().and_then(|u| crate::link::parse_url(u).ok()) {
+        match self
+            .broker_url
+            .as_deref()
+            .and_then(|u| crate::link::parse_url(u).ok())
+        {
             Some(a) => format!("mqtt://{}:{}", a.host, a.port),
-            None => format!("mqtt://{}:{}", Self::host(self.mqtt_listen), self.mqtt_listen.port()),
+            None => format!(
+                "mqtt://{}:{}",
+                Self::host(self.mqtt_listen),
+                self.mqtt_listen.port()
+            ),
         }
     }
 }
@@ -92,14 +114,19 @@ mod tests {
         let c: Config = toml::from_str("").expect("empty config");
         assert_eq!(c.topic_root, "farm");
         assert!(toml::from_str::<Config>("htp_listen = \"1.2.3.4:5\"").is_err());
-        let c: Config = toml::from_str("http_listen = \"127.0.0.1:9000\"\nanonymous_role = \"viewer\"").expect("config");
+        let c: Config =
+            toml::from_str("http_listen = \"127.0.0.1:9000\"\nanonymous_role = \"viewer\"")
+                .expect("config");
         assert_eq!(c.public_url(), "http://127.0.0.1:9000");
         assert_eq!(c.anonymous_role, Some(Role::Viewer));
     }
 
     #[test]
     fn agents_are_pointed_at_the_external_broker_without_its_password() {
-        let c = Config { broker_url: Some("mqtt://admin:pw@mq.lan:1884".into()), ..Config::default() };
+        let c = Config {
+            broker_url: Some("mqtt://admin:pw@mq.lan:1884".into()),
+            ..Config::default()
+        };
         assert_eq!(c.agent_broker_url(), "mqtt://mq.lan:1884");
     }
 }

@@ -14,7 +14,14 @@ pub async fn asset(uri: Uri) -> Response {
     match Assets::get(path) {
         Some(f) => {
             let mime = f.metadata.mimetype().to_string();
-            ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache".to_string())], f.data).into_response()
+            (
+                [
+                    (header::CONTENT_TYPE, mime),
+                    (header::CACHE_CONTROL, "no-cache".to_string()),
+                ],
+                f.data,
+            )
+                .into_response()
         }
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
     }

@@ -11,9 +11,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 const SAMPLES: [(&str, &[u8]); 3] = [
-    ("calibration-cube.gcode", include_bytes!("../samples/calibration-cube.gcode")),
-    ("cable-clip.gcode", include_bytes!("../samples/cable-clip.gcode")),
-    ("spool-spacer.gcode", include_bytes!("../samples/spool-spacer.gcode")),
+    (
+        "calibration-cube.gcode",
+        include_bytes!("../samples/calibration-cube.gcode"),
+    ),
+    (
+        "cable-clip.gcode",
+        include_bytes!("../samples/cable-clip.gcode"),
+    ),
+    (
+        "spool-spacer.gcode",
+        include_bytes!("../samples/spool-spacer.gcode"),
+    ),
 ];
 
 pub struct Options {
@@ -25,14 +34,22 @@ pub struct Options {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 pub async fn run(o: Options) -> anyhow::Result<()> {
     let temp = o.state_dir.is_none();
-    let dir = o.state_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("farm-demo-{}", std::process::id())));
+    let dir = o
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("farm-demo-{}", std::process::id())));
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
-        bail!("{} is not empty; the demo starts from a fresh farm: pass an empty or new --state-dir", dir.display());
+        bail!(
+            "{} is not empty; the demo starts from a fresh farm: pass an empty or new --state-dir",
+            dir.display()
+        );
     }
     let config = Config {
         state_dir: dir.join("controller"),
@@ -51,14 +68,26 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     for i in 1..=o.printers {
         let id = format!("demo-{i:02}");
         // Two printers wait for an operator to clear the bed; the rest eject by themselves.
-        let (rec, token) = ctl.farm.add_printer(&id, Some(&format!("Demo printer {i}")), i > 2)?;
-        let mut table: toml::Table = toml::from_str(&farm_controller::enrol::agent_config(&rec, &token, &ctl.enrol))?;
-        table.insert("state_dir".into(), dir.join("agents").join(&id).display().to_string().into());
-        if let Some(sim) = table.get_mut("printer").and_then(|p| p.get_mut("sim")).and_then(|s| s.as_table_mut()) {
+        let (rec, token) = ctl
+            .farm
+            .add_printer(&id, Some(&format!("Demo printer {i}")), i > 2)?;
+        let mut table: toml::Table = toml::from_str(&farm_controller::enrol::agent_config(
+            &rec, &token, &ctl.enrol,
+        ))?;
+        table.insert(
+            "state_dir".into(),
+            dir.join("agents").join(&id).display().to_string().into(),
+        );
+        if let Some(sim) = table
+            .get_mut("printer")
+            .and_then(|p| p.get_mut("sim"))
+            .and_then(|s| s.as_table_mut())
+        {
             sim.insert("speed".into(), o.speed.into());
             sim.insert("fail_probability".into(), o.fail_probability.into());
         }
-        let agent_config = farm_agent::Config::from_toml_str(&toml::to_string(&table)?).with_context(|| format!("agent config for {id}"))?;
+        let agent_config = farm_agent::Config::from_toml_str(&toml::to_string(&table)?)
+            .with_context(|| format!("agent config for {id}"))?;
         agents.push(tokio::spawn(farm_agent::run(agent_config, stop.clone())));
     }
 
@@ -68,11 +97,19 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         next += 1;
     }
 
-    println!("\n  Print farm demo: {} simulated printers at {}x speed", o.printers, o.speed);
+    println!(
+        "\n  Print farm demo: {} simulated printers at {}x speed",
+        o.printers, o.speed
+    );
     println!("  Dashboard:  http://{}/", ctl.http_addr);
-    println!("  API:        http://{}/api/v1/printers   (admin token: {admin})", ctl.http_addr);
+    println!(
+        "  API:        http://{}/api/v1/printers   (admin token: {admin})",
+        ctl.http_addr
+    );
     println!("  Metrics:    http://{}/metrics", ctl.http_addr);
-    println!("  Printers demo-01 and demo-02 wait for \"clear bed\" after each print; the others eject by themselves.");
+    println!(
+        "  Printers demo-01 and demo-02 wait for \"clear bed\" after each print; the others eject by themselves."
+    );
     println!("  Press Ctrl-C to stop.\n");
 
     let mut first_printing = false;
@@ -106,7 +143,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
 /// Uploads sample `n` (round robin) and queues one job for it.
 async fn add_sample(ctl: &farm_controller::Controller, n: usize) -> anyhow::Result<()> {
     let (name, bytes) = SAMPLES[n % SAMPLES.len()];
-    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(bytes))]);
+    let body =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(bytes))]);
     let stored = ctl.files.store(body).await?;
     ctl.farm.add_jobs(name, &stored, 1, 0)?;
     Ok(())

@@ -88,6 +88,8 @@ pub struct Farm {
     /// Wakes the scheduler when a printer may have become free or a job was queued.
     pub kick: Notify,
     pub sse_clients: std::sync::atomic::AtomicU64,
+    /// The controller's MQTT link is up and subscribed (shown in `/api/v1/health`).
+    pub broker_connected: std::sync::atomic::AtomicBool,
     pub started: std::time::Instant,
 }
 
@@ -107,23 +109,34 @@ fn now() -> OffsetDateTime {
 fn clean_name(name: &str) -> Result<String, FarmError> {
     let n = name.trim();
     if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
-        return Err(FarmError::Invalid("a name must be 1 to 128 printable characters".into()));
+        return Err(FarmError::Invalid(
+            "a name must be 1 to 128 printable characters".into(),
+        ));
     }
     Ok(n.to_string())
 }
 
 impl Farm {
     /// Loads the store into memory. Returns the farm and the receiving end of the broker queue.
-    pub fn load(store: Store, topics: Topics, public_url: String) -> Result<(Arc<Farm>, mpsc::Receiver<Outbound>), FarmError> {
+    pub fn load(
+        store: Store,
+        topics: Topics,
+        public_url: String,
+    ) -> Result<(Arc<Farm>, mpsc::Receiver<Outbound>), FarmError> {
         let mut m = Mirror::default();
         for rec in store.printers()? {
             m.credentials.insert(
                 rec.token_sha256.clone(),
-                Principal { role: Role::Agent, printer: Some(rec.id.clone()), name: rec.id.clone() },
+                Principal {
+                    role: Role::Agent,
+                    printer: Some(rec.id.clone()),
+                    name: rec.id.clone(),
+                },
             );
             let live = Live::default();
             let view = fleet::view(&rec, &live);
-            m.printers.insert(rec.id.clone(), PrinterEntry { rec, live, view });
+            m.printers
+                .insert(rec.id.clone(), PrinterEntry { rec, live, view });
         }
         for job in store.jobs()? {
             m.job_numbers.insert(job.id.clone(), job.number);
@@ -131,7 +144,14 @@ impl Farm {
         }
         m.applied = store.applied_seqs()?.into_iter().collect();
         for (hash, t) in store.tokens()? {
-            m.credentials.insert(hash, Principal { role: t.role, printer: None, name: t.name });
+            m.credentials.insert(
+                hash,
+                Principal {
+                    role: t.role,
+                    printer: None,
+                    name: t.name,
+                },
+            );
         }
         let (changes, _) = broadcast::channel(4096);
         let (outbound, rx) = mpsc::channel(10_000);
@@ -145,6 +165,7 @@ impl Farm {
             metrics: Metrics::default(),
             kick: Notify::new(),
             sse_clients: Default::default(),
+            broker_connected: Default::default(),
             started: std::time::Instant::now(),
         };
         Ok((Arc::new(farm), rx))
@@ -176,8 +197,14 @@ impl Farm {
     }
 
     fn send(&self, printer: &str, channel: Channel, payload: Vec<u8>) {
-        let Ok(pid) = PrinterId::new(printer) else { return };
-        let msg = Outbound { topic: self.topics.printer(&pid, channel), payload, qos1: channel == Channel::Commands };
+        let Ok(pid) = PrinterId::new(printer) else {
+            return;
+        };
+        let msg = Outbound {
+            topic: self.topics.printer(&pid, channel),
+            payload,
+            qos1: channel == Channel::Commands,
+        };
         if self.outbound.try_send(msg).is_err() {
             self.metrics.publish_failed.fetch_add(1, Relaxed);
         }
@@ -187,7 +214,10 @@ impl Farm {
 
     /// True once any admin token exists (the first `serve` mints one otherwise).
     pub fn has_admin(&self) -> bool {
-        self.lock().credentials.values().any(|p| p.role == Role::Admin)
+        self.lock()
+            .credentials
+            .values()
+            .any(|p| p.role == Role::Admin)
     }
 
     pub fn principal(&self, token: &str) -> Option<Principal> {
@@ -196,17 +226,26 @@ impl Farm {
 
     /// The HMAC key of a printer, if it is enrolled.
     pub fn secret(&self, printer: &str) -> Option<String> {
-        self.lock().printers.get(printer).map(|e| e.rec.secret.clone())
+        self.lock()
+            .printers
+            .get(printer)
+            .map(|e| e.rec.secret.clone())
     }
 
     /// Checks broker credentials of an agent (username = printer id, password = token).
     pub fn broker_login(&self, user: &str, pass: &str) -> bool {
         let m = self.lock();
-        m.printers.get(user).is_some_and(|e| e.rec.token_sha256 == token_hash(pass))
+        m.printers
+            .get(user)
+            .is_some_and(|e| e.rec.token_sha256 == token_hash(pass))
     }
 
     pub fn printers(&self) -> Vec<PrinterView> {
-        self.lock().printers.values().map(|e| e.view.clone()).collect()
+        self.lock()
+            .printers
+            .values()
+            .map(|e| e.view.clone())
+            .collect()
     }
 
     pub fn printer(&self, id: &str) -> Option<PrinterView> {
@@ -236,7 +275,9 @@ impl Farm {
             return true;
         }
         let m = self.lock();
-        m.jobs.values().any(|j| j.sha256 == sha256 && j.printer_id.is_some() && j.printer_id == who.printer)
+        m.jobs
+            .values()
+            .any(|j| j.sha256 == sha256 && j.printer_id.is_some() && j.printer_id == who.printer)
     }
 
     /// The full state and a receiver for every change after it, taken atomically.
@@ -252,11 +293,13 @@ impl Farm {
 
     pub fn gauges(&self) -> Gauges {
         let m = self.lock();
-        let mut p: BTreeMap<&'static str, u64> = PrinterState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut p: BTreeMap<&'static str, u64> =
+            PrinterState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for e in m.printers.values() {
             *p.entry(e.view.state.as_str()).or_default() += 1;
         }
-        let mut j: BTreeMap<&'static str, u64> = JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        let mut j: BTreeMap<&'static str, u64> =
+            JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         for job in m.jobs.values() {
             *j.entry(job.state.as_str()).or_default() += 1;
         }
@@ -268,13 +311,22 @@ impl Farm {
     }
 
     pub fn online_count(&self) -> usize {
-        self.lock().printers.values().filter(|e| e.live.online).count()
+        self.lock()
+            .printers
+            .values()
+            .filter(|e| e.live.online)
+            .count()
     }
 
     // ---- enrolment and tokens ----------------------------------------------------------
 
     /// Enrols a printer: mints its secret and token. The token is returned once, never stored.
-    pub fn add_printer(&self, id: &str, name: Option<&str>, auto_eject: bool) -> Result<(PrinterRecord, String), FarmError> {
+    pub fn add_printer(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        auto_eject: bool,
+    ) -> Result<(PrinterRecord, String), FarmError> {
         let pid = PrinterId::new(id).map_err(|e| FarmError::Invalid(e.to_string()))?;
         let name = clean_name(name.unwrap_or(id))?;
         let mut m = self.lock();
@@ -294,11 +346,27 @@ impl Farm {
             current_job: None,
         };
         self.store.write(|tx| tx.put_printer(&rec))?;
-        m.credentials.insert(rec.token_sha256.clone(), Principal { role: Role::Agent, printer: Some(rec.id.clone()), name: rec.id.clone() });
+        m.credentials.insert(
+            rec.token_sha256.clone(),
+            Principal {
+                role: Role::Agent,
+                printer: Some(rec.id.clone()),
+                name: rec.id.clone(),
+            },
+        );
         let live = Live::default();
         let view = fleet::view(&rec, &live);
-        let _ = self.changes.send(Change::Printer(serde_json::to_value(&view).unwrap_or_default()));
-        m.printers.insert(rec.id.clone(), PrinterEntry { rec: rec.clone(), live, view });
+        let _ = self.changes.send(Change::Printer(
+            serde_json::to_value(&view).unwrap_or_default(),
+        ));
+        m.printers.insert(
+            rec.id.clone(),
+            PrinterEntry {
+                rec: rec.clone(),
+                live,
+                view,
+            },
+        );
         Ok((rec, token))
     }
 
@@ -307,10 +375,21 @@ impl Farm {
         let name = clean_name(name)?;
         let token = new_token();
         let hash = token_hash(&token);
-        let rec = TokenRecord { name: name.clone(), role, created_at: now() };
+        let rec = TokenRecord {
+            name: name.clone(),
+            role,
+            created_at: now(),
+        };
         let mut m = self.lock();
         self.store.write(|tx| tx.put_token(&hash, &rec))?;
-        m.credentials.insert(hash, Principal { role, printer: None, name });
+        m.credentials.insert(
+            hash,
+            Principal {
+                role,
+                printer: None,
+                name,
+            },
+        );
         Ok(token)
     }
 
@@ -318,7 +397,9 @@ impl Farm {
 
     pub fn apply_status(&self, printer: &str, status: Status) {
         let mut m = self.lock();
-        let Some(e) = m.printers.get_mut(printer) else { return };
+        let Some(e) = m.printers.get_mut(printer) else {
+            return;
+        };
         e.live.online = true;
         e.live.last_seen = Some(now());
         let progress = status.job.as_ref().map(|j| (j.job_id.clone(), j.progress));
@@ -341,7 +422,9 @@ impl Farm {
 
     pub fn apply_online(&self, printer: &str, online: bool) {
         let mut m = self.lock();
-        let Some(e) = m.printers.get_mut(printer) else { return };
+        let Some(e) = m.printers.get_mut(printer) else {
+            return;
+        };
         e.live.online = online;
         if online {
             e.live.last_seen = Some(now());
@@ -362,7 +445,12 @@ impl Farm {
     }
 
     /// Applies one event exactly once, in seq order (DESIGN §4).
-    pub fn apply_event(&self, printer: &str, seq: u64, event: &Event) -> Result<Applied, FarmError> {
+    pub fn apply_event(
+        &self,
+        printer: &str,
+        seq: u64,
+        event: &Event,
+    ) -> Result<Applied, FarmError> {
         let mut guard = self.lock();
         let m = &mut *guard;
         let have = m.applied.get(printer).copied().unwrap_or(0);
@@ -374,7 +462,10 @@ impl Farm {
             self.metrics.events_out_of_order.fetch_add(1, Relaxed);
             return Ok(Applied::Gap { have });
         }
-        let entry = m.printers.get(printer).ok_or_else(|| FarmError::NoPrinter(printer.into()))?;
+        let entry = m
+            .printers
+            .get(printer)
+            .ok_or_else(|| FarmError::NoPrinter(printer.into()))?;
         let mut rec = entry.rec.clone();
         let t = now();
         let job_number = event.job_id().and_then(|id| m.job_numbers.get(id).copied());
@@ -383,7 +474,11 @@ impl Farm {
         let mut refused = None;
 
         match event {
-            Event::CommandResult { command_id, ok, message } => {
+            Event::CommandResult {
+                command_id,
+                ok,
+                message,
+            } => {
                 if let Some(mut c) = self.store.command(command_id)? {
                     c.result = Some((*ok, message.clone()));
                     if !ok
@@ -419,7 +514,9 @@ impl Farm {
             },
             Event::PrinterError { message } => tracing::warn!(printer, %message, "printer error"),
             Event::FirmwareMessage { message } => tracing::info!(printer, %message, "firmware"),
-            Event::AgentStarted { version, backend } => tracing::info!(printer, %version, %backend, "agent started"),
+            Event::AgentStarted { version, backend } => {
+                tracing::info!(printer, %version, %backend, "agent started")
+            }
             _ => {}
         }
 
@@ -458,9 +555,16 @@ impl Farm {
 
     /// Tells an agent which events are applied, so it can forget them.
     pub fn ack(&self, printer: &str, applied_seq: u64) {
-        let Some(secret) = self.secret(printer) else { return };
-        let Ok(pid) = PrinterId::new(printer) else { return };
-        if let Ok(p) = seal(&Envelope::new(pid, AckMessage::Ack { applied_seq }), secret.as_bytes()) {
+        let Some(secret) = self.secret(printer) else {
+            return;
+        };
+        let Ok(pid) = PrinterId::new(printer) else {
+            return;
+        };
+        if let Ok(p) = seal(
+            &Envelope::new(pid, AckMessage::Ack { applied_seq }),
+            secret.as_bytes(),
+        ) {
             self.send(printer, Channel::Acks, p);
         }
     }
@@ -468,10 +572,18 @@ impl Farm {
     // ---- from operators ----------------------------------------------------------------
 
     /// Queues `copies` jobs for a stored file.
-    pub fn add_jobs(&self, name: &str, stored: &crate::files::Stored, copies: u32, priority: i32) -> Result<Vec<Job>, FarmError> {
+    pub fn add_jobs(
+        &self,
+        name: &str,
+        stored: &crate::files::Stored,
+        copies: u32,
+        priority: i32,
+    ) -> Result<Vec<Job>, FarmError> {
         let name = clean_name(name)?;
         if !(1..=1000).contains(&copies) {
-            return Err(FarmError::Invalid("copies must be between 1 and 1000".into()));
+            return Err(FarmError::Invalid(
+                "copies must be between 1 and 1000".into(),
+            ));
         }
         let mut m = self.lock();
         let t = now();
@@ -523,8 +635,15 @@ impl Farm {
             return Ok(job);
         }
         let mut m = self.lock();
-        let n = *m.job_numbers.get(id).ok_or_else(|| FarmError::NoJob(id.into()))?;
-        let mut j = m.jobs.get(&n).cloned().ok_or_else(|| FarmError::NoJob(id.into()))?;
+        let n = *m
+            .job_numbers
+            .get(id)
+            .ok_or_else(|| FarmError::NoJob(id.into()))?;
+        let mut j = m
+            .jobs
+            .get(&n)
+            .cloned()
+            .ok_or_else(|| FarmError::NoJob(id.into()))?;
         jobs::cancel_queued(&mut j, now()).map_err(|e| FarmError::Conflict(e.to_string()))?;
         self.store.write(|tx| tx.put_job(&j))?;
         self.announce_job(&j);
@@ -535,9 +654,14 @@ impl Farm {
     /// The operator confirms the bed is empty.
     pub fn clear_bed(&self, printer: &str) -> Result<PrinterView, FarmError> {
         let mut m = self.lock();
-        let e = m.printers.get_mut(printer).ok_or_else(|| FarmError::NoPrinter(printer.into()))?;
+        let e = m
+            .printers
+            .get_mut(printer)
+            .ok_or_else(|| FarmError::NoPrinter(printer.into()))?;
         if !e.rec.awaiting_clear {
-            return Err(FarmError::Conflict(format!("printer {printer} is not waiting for its bed to be cleared")));
+            return Err(FarmError::Conflict(format!(
+                "printer {printer} is not waiting for its bed to be cleared"
+            )));
         }
         let mut rec = e.rec.clone();
         rec.awaiting_clear = false;
@@ -550,21 +674,42 @@ impl Farm {
 
     /// Records and sends a command; returns its id. The result arrives later as an event.
     pub fn send_command(&self, printer: &str, command: Command) -> Result<String, FarmError> {
-        let secret = self.secret(printer).ok_or_else(|| FarmError::NoPrinter(printer.into()))?;
+        let secret = self
+            .secret(printer)
+            .ok_or_else(|| FarmError::NoPrinter(printer.into()))?;
         let pid = PrinterId::new(printer).map_err(|e| FarmError::Invalid(e.to_string()))?;
         let id = format!("c-{}", random_hex(8));
         let env = Envelope::new(pid, command).with_command_id(id.clone());
-        let kind = serde_json::to_value(&env).ok().and_then(|v| v["kind"].as_str().map(str::to_string)).unwrap_or_default();
+        let kind = serde_json::to_value(&env)
+            .ok()
+            .and_then(|v| v["kind"].as_str().map(str::to_string))
+            .unwrap_or_default();
         let job_id = match &env.body {
             Command::AssignJob(a) => Some(a.job_id.clone()),
-            Command::Pause { job_id } | Command::Resume { job_id } | Command::Cancel { job_id } => Some(job_id.clone()),
+            Command::Pause { job_id } | Command::Resume { job_id } | Command::Cancel { job_id } => {
+                Some(job_id.clone())
+            }
             _ => None,
         };
-        let payload = seal(&env, secret.as_bytes()).map_err(|e| FarmError::Invalid(e.to_string()))?;
-        let rec = CommandRecord { id: id.clone(), printer_id: printer.into(), kind: kind.clone(), job_id, sent_at: now(), result: None };
+        let payload =
+            seal(&env, secret.as_bytes()).map_err(|e| FarmError::Invalid(e.to_string()))?;
+        let rec = CommandRecord {
+            id: id.clone(),
+            printer_id: printer.into(),
+            kind: kind.clone(),
+            job_id,
+            sent_at: now(),
+            result: None,
+        };
         self.store.write(|tx| tx.put_command(&rec))?;
         self.send(printer, Channel::Commands, payload);
-        self.metrics.commands_sent.inc(Command::KINDS.iter().find(|k| **k == kind).copied().unwrap_or("other"));
+        self.metrics.commands_sent.inc(
+            Command::KINDS
+                .iter()
+                .find(|k| **k == kind)
+                .copied()
+                .unwrap_or("other"),
+        );
         Ok(id)
     }
 
@@ -582,14 +727,26 @@ impl Farm {
     pub fn schedule(&self) -> Result<usize, FarmError> {
         let starts = {
             let m = self.lock();
-            crate::scheduler::plan(m.printers.values().map(|e| (e.rec.id.as_str(), e.view.state)), m.jobs.values())
+            crate::scheduler::plan(
+                m.printers
+                    .values()
+                    .map(|e| (e.rec.id.as_str(), e.view.state)),
+                m.jobs.values(),
+            )
         };
         let mut started = 0;
         for s in starts {
             let mut m = self.lock();
-            let (Some(n), Some(e)) = (m.job_numbers.get(&s.job_id).copied(), m.printers.get(&s.printer_id)) else { continue };
+            let (Some(n), Some(e)) = (
+                m.job_numbers.get(&s.job_id).copied(),
+                m.printers.get(&s.printer_id),
+            ) else {
+                continue;
+            };
             // Re-check under the lock: the farm may have moved since planning.
-            let Some(mut j) = m.jobs.get(&n).cloned() else { continue };
+            let Some(mut j) = m.jobs.get(&n).cloned() else {
+                continue;
+            };
             if j.state != JobState::Queued || e.view.state != PrinterState::Idle {
                 continue;
             }
@@ -599,9 +756,12 @@ impl Farm {
             jobs::assign(&mut j, &rec.id, command_id.clone(), now());
             rec.current_job = Some(j.id.clone());
             let assignment = self.assignment(&j);
-            let pid = PrinterId::new(rec.id.as_str()).map_err(|e| FarmError::Invalid(e.to_string()))?;
-            let env = Envelope::new(pid, Command::AssignJob(assignment)).with_command_id(command_id.clone());
-            let payload = seal(&env, secret.as_bytes()).map_err(|e| FarmError::Invalid(e.to_string()))?;
+            let pid =
+                PrinterId::new(rec.id.as_str()).map_err(|e| FarmError::Invalid(e.to_string()))?;
+            let env = Envelope::new(pid, Command::AssignJob(assignment))
+                .with_command_id(command_id.clone());
+            let payload =
+                seal(&env, secret.as_bytes()).map_err(|e| FarmError::Invalid(e.to_string()))?;
             let crec = CommandRecord {
                 id: command_id,
                 printer_id: rec.id.clone(),
@@ -638,7 +798,9 @@ impl Farm {
             let m = self.lock();
             m.jobs
                 .values()
-                .filter(|j| j.state == JobState::Assigned && j.assigned_at.is_some_and(|t| t < cutoff))
+                .filter(|j| {
+                    j.state == JobState::Assigned && j.assigned_at.is_some_and(|t| t < cutoff)
+                })
                 .filter_map(|j| {
                     let p = m.printers.get(j.printer_id.as_deref()?)?;
                     p.live.online.then(|| (j.clone(), p.rec.secret.clone()))
@@ -646,9 +808,15 @@ impl Farm {
                 .collect()
         };
         for (j, secret) in pending {
-            let (Some(printer), Some(cid)) = (j.printer_id.clone(), j.assign_command_id.clone()) else { continue };
-            let Ok(pid) = PrinterId::new(printer.as_str()) else { continue };
-            let env = Envelope::new(pid, Command::AssignJob(self.assignment(&j))).with_command_id(cid);
+            let (Some(printer), Some(cid)) = (j.printer_id.clone(), j.assign_command_id.clone())
+            else {
+                continue;
+            };
+            let Ok(pid) = PrinterId::new(printer.as_str()) else {
+                continue;
+            };
+            let env =
+                Envelope::new(pid, Command::AssignJob(self.assignment(&j))).with_command_id(cid);
             if let Ok(p) = seal(&env, secret.as_bytes()) {
                 tracing::debug!(job = %j.id, %printer, "resending assignment");
                 self.send(&printer, Channel::Commands, p);

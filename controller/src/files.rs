@@ -11,7 +11,9 @@ use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    #[error("the file is larger than the {limit}-byte upload limit; raise `max_upload_bytes` in the controller config if this is intended")]
+    #[error(
+        "the file is larger than the {limit}-byte upload limit; raise `max_upload_bytes` in the controller config if this is intended"
+    )]
     TooLarge { limit: u64 },
     #[error("the file is empty")]
     Empty,
@@ -56,7 +58,10 @@ impl FileStore {
 
     /// Where the file with this hash lives, if the hash is well-formed and the file exists.
     pub fn path(&self, sha256: &str) -> Option<PathBuf> {
-        let ok = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = sha256.len() == 64
+            && sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         let p = self.dir.join(format!("{sha256}.gcode"));
         (ok && p.is_file()).then_some(p)
     }
@@ -78,7 +83,9 @@ impl FileStore {
             let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
             size += chunk.len() as u64;
             if size > self.max_bytes {
-                return Err(UploadError::TooLarge { limit: self.max_bytes });
+                return Err(UploadError::TooLarge {
+                    limit: self.max_bytes,
+                });
             }
             if head.len() < 65_536 {
                 head.extend_from_slice(&chunk[..chunk.len().min(65_536 - head.len())]);
@@ -92,11 +99,16 @@ impl FileStore {
             return Err(UploadError::Empty);
         }
         if head.contains(&0) {
-            return Err(UploadError::NotGcode("it contains NUL bytes (a binary file?)".into()));
+            return Err(UploadError::NotGcode(
+                "it contains NUL bytes (a binary file?)".into(),
+            ));
         }
         let path = tmp.clone();
         let analysis = tokio::task::spawn_blocking(move || {
-            analyze(std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?))
+            analyze(std::io::BufReader::with_capacity(
+                1 << 16,
+                std::fs::File::open(path)?,
+            ))
         })
         .await
         .map_err(|e| UploadError::Body(e.to_string()))??;
@@ -104,14 +116,21 @@ impl FileStore {
             return Err(UploadError::NotGcode("no G/M/T commands found".into()));
         }
         if analysis.binary_lines * 10 > analysis.lines.max(1) {
-            return Err(UploadError::NotGcode(format!("{} of {} lines are binary", analysis.binary_lines, analysis.lines)));
+            return Err(UploadError::NotGcode(format!(
+                "{} of {} lines are binary",
+                analysis.binary_lines, analysis.lines
+            )));
         }
         let sha256 = hex::encode(hasher.finalize());
         let dest = self.dir.join(format!("{sha256}.gcode"));
         tokio::fs::rename(&tmp, &dest).await?;
         sync_dir(&self.dir);
         std::mem::forget(guard);
-        Ok(Stored { sha256, size, analysis })
+        Ok(Stored {
+            sha256,
+            size,
+            analysis,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -138,7 +157,9 @@ impl Drop for RemoveOnDrop {
 mod tests {
     use super::*;
 
-    fn stream(parts: Vec<&'static [u8]>) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin {
+    fn stream(
+        parts: Vec<&'static [u8]>,
+    ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Unpin {
         futures_util::stream::iter(parts.into_iter().map(|p| Ok(bytes::Bytes::from_static(p))))
     }
 
@@ -146,7 +167,10 @@ mod tests {
     async fn stores_gcode_under_its_hash() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs = FileStore::open(dir.path().to_path_buf(), 1 << 20).expect("open");
-        let s = fs.store(stream(vec![b"M83\nG1 X1 ", b"E2\n"])).await.expect("store");
+        let s = fs
+            .store(stream(vec![b"M83\nG1 X1 ", b"E2\n"]))
+            .await
+            .expect("store");
         assert_eq!(s.sha256, hex::encode(Sha256::digest(b"M83\nG1 X1 E2\n")));
         assert_eq!(s.analysis.filament_mm, vec![2.0]);
         assert!(fs.path(&s.sha256).is_some());
@@ -157,11 +181,26 @@ mod tests {
     async fn refuses_binary_oversize_and_empty_and_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs = FileStore::open(dir.path().to_path_buf(), 16).expect("open");
-        assert!(matches!(fs.store(stream(vec![b"\x89PNG\x00\x00"])).await, Err(UploadError::NotGcode(_))));
-        assert!(matches!(fs.store(stream(vec![b"G1 X1 E1\n", b"G1 X2 E2\nG1 X3\n"])).await, Err(UploadError::TooLarge { .. })));
-        assert!(matches!(fs.store(stream(vec![])).await, Err(UploadError::Empty)));
-        assert!(matches!(fs.store(stream(vec![b"hello world\n"])).await, Err(UploadError::NotGcode(_))));
-        let left = std::fs::read_dir(dir.path().join("incoming")).expect("dir").count();
+        assert!(matches!(
+            fs.store(stream(vec![b"\x89PNG\x00\x00"])).await,
+            Err(UploadError::NotGcode(_))
+        ));
+        assert!(matches!(
+            fs.store(stream(vec![b"G1 X1 E1\n", b"G1 X2 E2\nG1 X3\n"]))
+                .await,
+            Err(UploadError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            fs.store(stream(vec![])).await,
+            Err(UploadError::Empty)
+        ));
+        assert!(matches!(
+            fs.store(stream(vec![b"hello world\n"])).await,
+            Err(UploadError::NotGcode(_))
+        ));
+        let left = std::fs::read_dir(dir.path().join("incoming"))
+            .expect("dir")
+            .count();
         assert_eq!(left, 0, "refused uploads must not leave files behind");
     }
 }

@@ -140,7 +140,9 @@ pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::
     let new_v = serde_json::to_value(new).ok()?;
     let Some(old) = old else { return Some(new_v) };
     let old_v = serde_json::to_value(old).ok()?;
-    let (serde_json::Value::Object(o), serde_json::Value::Object(n)) = (old_v, new_v) else { return None };
+    let (serde_json::Value::Object(o), serde_json::Value::Object(n)) = (old_v, new_v) else {
+        return None;
+    };
     let mut out = serde_json::Map::new();
     for (k, v) in n {
         if o.get(&k) != Some(&v) {
@@ -191,7 +193,11 @@ mod tests {
     use super::*;
 
     fn live(a: Option<Activity>) -> Live {
-        Live { online: true, status: a.map(status), last_seen: None }
+        Live {
+            online: true,
+            status: a.map(status),
+            last_seen: None,
+        }
     }
 
     #[test]
@@ -199,16 +205,37 @@ mod tests {
         let mut r = sample("p");
         assert_eq!(derive_state(&r, &Live::default()), PrinterState::Offline);
         assert_eq!(derive_state(&r, &live(None)), PrinterState::Offline);
-        assert_eq!(derive_state(&r, &live(Some(Activity::Idle))), PrinterState::Idle);
-        assert_eq!(derive_state(&r, &live(Some(Activity::Printing))), PrinterState::Busy);
-        assert_eq!(derive_state(&r, &live(Some(Activity::Paused))), PrinterState::Paused);
-        assert_eq!(derive_state(&r, &live(Some(Activity::Error))), PrinterState::Error);
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Idle))),
+            PrinterState::Idle
+        );
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Printing))),
+            PrinterState::Busy
+        );
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Paused))),
+            PrinterState::Paused
+        );
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Error))),
+            PrinterState::Error
+        );
         r.awaiting_clear = true;
-        assert_eq!(derive_state(&r, &live(Some(Activity::Idle))), PrinterState::AwaitingClear);
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Idle))),
+            PrinterState::AwaitingClear
+        );
         r.current_job = Some("job-1".into());
-        assert_eq!(derive_state(&r, &live(Some(Activity::Idle))), PrinterState::Busy);
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Idle))),
+            PrinterState::Busy
+        );
         r.maintenance = true;
-        assert_eq!(derive_state(&r, &live(Some(Activity::Printing))), PrinterState::Maintenance);
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Printing))),
+            PrinterState::Maintenance
+        );
     }
 
     #[test]

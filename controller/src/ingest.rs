@@ -41,7 +41,9 @@ pub fn handle(farm: &Farm, topic: &str, payload: &[u8]) {
                 return;
             };
             match farm.apply_event(printer.as_str(), seq, &env.body) {
-                Ok(Applied::Applied(s) | Applied::Replay(s) | Applied::Gap { have: s }) => farm.ack(printer.as_str(), s),
+                Ok(Applied::Applied(s) | Applied::Replay(s) | Applied::Gap { have: s }) => {
+                    farm.ack(printer.as_str(), s)
+                }
                 Err(e) => {
                     // Not applied and not acked: the agent resends it.
                     tracing::error!(%printer, seq, "could not apply event: {e}");

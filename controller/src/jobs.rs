@@ -47,22 +47,31 @@ impl JobState {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Completed | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
     }
 
     /// On a printer (assigned to it and not finished).
     pub fn is_active(self) -> bool {
-        matches!(self, JobState::Assigned | JobState::Transferring | JobState::Printing | JobState::Paused)
+        matches!(
+            self,
+            JobState::Assigned | JobState::Transferring | JobState::Printing | JobState::Paused
+        )
     }
 }
 
 impl std::str::FromStr for JobState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|j| j.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = Self::ALL.iter().map(|j| j.as_str()).collect();
-            format!("unknown job state {s:?}; use one of {}", names.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|j| j.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|j| j.as_str()).collect();
+                format!("unknown job state {s:?}; use one of {}", names.join(", "))
+            })
     }
 }
 
@@ -104,9 +113,17 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     #[error("job {job} is {state:?}; event {event} does not apply")]
-    WrongState { job: String, state: JobState, event: &'static str },
+    WrongState {
+        job: String,
+        state: JobState,
+        event: &'static str,
+    },
     #[error("job {job} is on printer {on:?}, not {from}")]
-    WrongPrinter { job: String, on: Option<String>, from: String },
+    WrongPrinter {
+        job: String,
+        on: Option<String>,
+        from: String,
+    },
 }
 
 /// What changed, so the caller can update the printer too.
@@ -114,7 +131,10 @@ pub enum Refused {
 pub enum Effect {
     Changed,
     /// The job left the printer; `printed` says whether anything reached the bed.
-    Finished { outcome: Outcome, printed: bool },
+    Finished {
+        outcome: Outcome,
+        printed: bool,
+    },
 }
 
 fn event_name(e: &Event) -> &'static str {
@@ -143,12 +163,25 @@ pub fn merge_material(have: &mut Vec<f64>, new: &[f64]) {
 }
 
 /// Applies a job event from printer `from` at `now`.
-pub fn apply(job: &mut Job, from: &str, ev: &Event, now: OffsetDateTime) -> Result<Effect, Refused> {
+pub fn apply(
+    job: &mut Job,
+    from: &str,
+    ev: &Event,
+    now: OffsetDateTime,
+) -> Result<Effect, Refused> {
     use JobState::*;
     if job.printer_id.as_deref() != Some(from) {
-        return Err(Refused::WrongPrinter { job: job.id.clone(), on: job.printer_id.clone(), from: from.into() });
+        return Err(Refused::WrongPrinter {
+            job: job.id.clone(),
+            on: job.printer_id.clone(),
+            from: from.into(),
+        });
     }
-    let refuse = |job: &Job| Refused::WrongState { job: job.id.clone(), state: job.state, event: event_name(ev) };
+    let refuse = |job: &Job| Refused::WrongState {
+        job: job.id.clone(),
+        state: job.state,
+        event: event_name(ev),
+    };
     match ev {
         Event::JobAccepted { .. } => match job.state {
             Assigned => job.state = Transferring,
@@ -175,7 +208,12 @@ pub fn apply(job: &mut Job, from: &str, ev: &Event, now: OffsetDateTime) -> Resu
             }
             merge_material(&mut job.extruded_mm, extruded_mm);
         }
-        Event::JobFinished { outcome, reason, extruded_mm, .. } => {
+        Event::JobFinished {
+            outcome,
+            reason,
+            extruded_mm,
+            ..
+        } => {
             if !job.state.is_active() {
                 return Err(refuse(job));
             }
@@ -191,7 +229,10 @@ pub fn apply(job: &mut Job, from: &str, ev: &Event, now: OffsetDateTime) -> Resu
             }
             job.failure_reason = reason.clone().filter(|_| *outcome != Outcome::Completed);
             job.finished_at = Some(now);
-            return Ok(Effect::Finished { outcome: *outcome, printed });
+            return Ok(Effect::Finished {
+                outcome: *outcome,
+                printed,
+            });
         }
         _ => return Err(refuse(job)),
     }
@@ -221,7 +262,11 @@ pub fn unassign(job: &mut Job, why: &str) {
 /// Cancels a job that is not on a printer. On a printer it takes a command instead.
 pub fn cancel_queued(job: &mut Job, now: OffsetDateTime) -> Result<(), Refused> {
     if job.state != JobState::Queued {
-        return Err(Refused::WrongState { job: job.id.clone(), state: job.state, event: "cancel" });
+        return Err(Refused::WrongState {
+            job: job.id.clone(),
+            state: job.state,
+            event: "cancel",
+        });
     }
     job.state = JobState::Cancelled;
     job.finished_at = Some(now);
@@ -267,21 +312,75 @@ mod tests {
     }
 
     fn finished(outcome: Outcome, mm: f64) -> Event {
-        Event::JobFinished { job_id: "job-1".into(), outcome, reason: Some("why".into()), extruded_mm: vec![mm], duration_s: 1.0 }
+        Event::JobFinished {
+            job_id: "job-1".into(),
+            outcome,
+            reason: Some("why".into()),
+            extruded_mm: vec![mm],
+            duration_s: 1.0,
+        }
     }
 
     #[test]
     fn the_happy_path() {
         let mut j = on_printer();
         assert_eq!(j.attempts, 1);
-        apply(&mut j, "p-1", &Event::JobAccepted { job_id: "job-1".into() }, NOW).expect("accepted");
+        apply(
+            &mut j,
+            "p-1",
+            &Event::JobAccepted {
+                job_id: "job-1".into(),
+            },
+            NOW,
+        )
+        .expect("accepted");
         assert_eq!(j.state, JobState::Transferring);
-        apply(&mut j, "p-1", &Event::JobStarted { job_id: "job-1".into() }, NOW).expect("started");
-        apply(&mut j, "p-1", &Event::JobPaused { job_id: "job-1".into(), reason: None }, NOW).expect("paused");
-        apply(&mut j, "p-1", &Event::JobResumed { job_id: "job-1".into() }, NOW).expect("resumed");
-        apply(&mut j, "p-1", &Event::Material { job_id: "job-1".into(), extruded_mm: vec![40.0] }, NOW).expect("material");
+        apply(
+            &mut j,
+            "p-1",
+            &Event::JobStarted {
+                job_id: "job-1".into(),
+            },
+            NOW,
+        )
+        .expect("started");
+        apply(
+            &mut j,
+            "p-1",
+            &Event::JobPaused {
+                job_id: "job-1".into(),
+                reason: None,
+            },
+            NOW,
+        )
+        .expect("paused");
+        apply(
+            &mut j,
+            "p-1",
+            &Event::JobResumed {
+                job_id: "job-1".into(),
+            },
+            NOW,
+        )
+        .expect("resumed");
+        apply(
+            &mut j,
+            "p-1",
+            &Event::Material {
+                job_id: "job-1".into(),
+                extruded_mm: vec![40.0],
+            },
+            NOW,
+        )
+        .expect("material");
         let e = apply(&mut j, "p-1", &finished(Outcome::Completed, 100.0), NOW).expect("finished");
-        assert_eq!(e, Effect::Finished { outcome: Outcome::Completed, printed: true });
+        assert_eq!(
+            e,
+            Effect::Finished {
+                outcome: Outcome::Completed,
+                printed: true
+            }
+        );
         assert_eq!(j.state, JobState::Completed);
         assert_eq!(j.extruded_mm, vec![100.0]);
         assert_eq!(j.failure_reason, None);
@@ -290,16 +389,55 @@ mod tests {
     #[test]
     fn refused_transitions() {
         let mut j = on_printer();
-        assert!(apply(&mut j, "p-1", &Event::JobResumed { job_id: "job-1".into() }, NOW).is_err());
-        assert!(apply(&mut j, "p-1", &Event::JobPaused { job_id: "job-1".into(), reason: None }, NOW).is_err());
+        assert!(
+            apply(
+                &mut j,
+                "p-1",
+                &Event::JobResumed {
+                    job_id: "job-1".into()
+                },
+                NOW
+            )
+            .is_err()
+        );
+        assert!(
+            apply(
+                &mut j,
+                "p-1",
+                &Event::JobPaused {
+                    job_id: "job-1".into(),
+                    reason: None
+                },
+                NOW
+            )
+            .is_err()
+        );
         assert!(matches!(
-            apply(&mut j, "p-2", &Event::JobStarted { job_id: "job-1".into() }, NOW),
+            apply(
+                &mut j,
+                "p-2",
+                &Event::JobStarted {
+                    job_id: "job-1".into()
+                },
+                NOW
+            ),
             Err(Refused::WrongPrinter { .. })
         ));
         apply(&mut j, "p-1", &finished(Outcome::Cancelled, 5.0), NOW).expect("cancel");
         // A replayed finish or a late material report changes nothing.
         assert!(apply(&mut j, "p-1", &finished(Outcome::Completed, 9.0), NOW).is_err());
-        assert!(apply(&mut j, "p-1", &Event::Material { job_id: "job-1".into(), extruded_mm: vec![9.0] }, NOW).is_err());
+        assert!(
+            apply(
+                &mut j,
+                "p-1",
+                &Event::Material {
+                    job_id: "job-1".into(),
+                    extruded_mm: vec![9.0]
+                },
+                NOW
+            )
+            .is_err()
+        );
         assert_eq!(j.state, JobState::Cancelled);
         assert_eq!(j.extruded_mm, vec![5.0]);
     }
@@ -317,7 +455,13 @@ mod tests {
     fn a_download_failure_leaves_nothing_printed() {
         let mut j = on_printer();
         let e = apply(&mut j, "p-1", &finished(Outcome::Failed, 0.0), NOW).expect("failed");
-        assert_eq!(e, Effect::Finished { outcome: Outcome::Failed, printed: false });
+        assert_eq!(
+            e,
+            Effect::Finished {
+                outcome: Outcome::Failed,
+                printed: false
+            }
+        );
         assert_eq!(j.failure_reason.as_deref(), Some("why"));
     }
 

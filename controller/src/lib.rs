@@ -61,8 +61,13 @@ pub enum StartError {
     BrokerUrl(String),
     #[error("bad topic_root: {0}")]
     TopicRoot(String),
-    #[error("cannot listen for HTTP on {addr}: {err} (is something else on that port? choose another with --http)")]
-    Http { addr: SocketAddr, err: std::io::Error },
+    #[error(
+        "cannot listen for HTTP on {addr}: {err} (is something else on that port? choose another with --http)"
+    )]
+    Http {
+        addr: SocketAddr,
+        err: std::io::Error,
+    },
 }
 
 /// A running controller.
@@ -80,31 +85,60 @@ pub fn open_offline(config: &Config) -> Result<Arc<Farm>, StartError> {
 }
 
 fn open_farm(config: &Config) -> Result<(Arc<Farm>, mpsc::Receiver<farm::Outbound>), StartError> {
-    std::fs::create_dir_all(&config.state_dir)
-        .map_err(|err| StartError::StateDir { path: config.state_dir.display().to_string(), err })?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|err| StartError::StateDir {
+        path: config.state_dir.display().to_string(),
+        err,
+    })?;
     let store = store::Store::open(&config.state_dir.join("farm.redb"))?;
-    let topics = farm_protocol::Topics::new(&config.topic_root).map_err(|e| StartError::TopicRoot(e.to_string()))?;
+    let topics = farm_protocol::Topics::new(&config.topic_root)
+        .map_err(|e| StartError::TopicRoot(e.to_string()))?;
     Ok(Farm::load(store, topics, config.public_url())?)
 }
 
 /// Starts broker (or connects to one), ingest, scheduler and HTTP; returns once all listen.
 /// Tasks stop when `shutdown` turns true.
-pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> Result<Controller, StartError> {
+pub async fn start(
+    config: Config,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Controller, StartError> {
     let (farm, outbound) = open_farm(&config)?;
     let files = Arc::new(
-        FileStore::open(config.state_dir.join("files"), config.max_upload_bytes)
-            .map_err(|err| StartError::StateDir { path: config.state_dir.join("files").display().to_string(), err })?,
+        FileStore::open(config.state_dir.join("files"), config.max_upload_bytes).map_err(
+            |err| StartError::StateDir {
+                path: config.state_dir.join("files").display().to_string(),
+                err,
+            },
+        )?,
     );
     let (addr, broker_kind) = match &config.broker_url {
-        Some(url) => (link::parse_url(url).map_err(StartError::BrokerUrl)?, "external"),
+        Some(url) => (
+            link::parse_url(url).map_err(StartError::BrokerUrl)?,
+            "external",
+        ),
         None => {
             let b = broker::start(config.mqtt_listen, farm.clone())?;
-            let host = if b.addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { b.addr.ip().to_string() };
-            (link::BrokerAddress { host, port: b.addr.port(), user: Some(b.user), pass: Some(b.pass) }, "embedded")
+            let host = if b.addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                b.addr.ip().to_string()
+            };
+            (
+                link::BrokerAddress {
+                    host,
+                    port: b.addr.port(),
+                    user: Some(b.user),
+                    pass: Some(b.pass),
+                },
+                "embedded",
+            )
         }
     };
     tokio::spawn(link::run(farm.clone(), addr, outbound, shutdown.clone()));
-    tokio::spawn(schedule_loop(farm.clone(), Duration::from_secs(config.status_stale_s.max(3)), shutdown.clone()));
+    tokio::spawn(schedule_loop(
+        farm.clone(),
+        Duration::from_secs(config.status_stale_s.max(3)),
+        shutdown.clone(),
+    ));
 
     let enrol = enrol::Endpoints {
         controller_url: config.public_url(),
@@ -120,8 +154,14 @@ pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> Result<Co
     };
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await
-        .map_err(|err| StartError::Http { addr: config.http_listen, err })?;
-    let http_addr = listener.local_addr().map_err(|err| StartError::Http { addr: config.http_listen, err })?;
+        .map_err(|err| StartError::Http {
+            addr: config.http_listen,
+            err,
+        })?;
+    let http_addr = listener.local_addr().map_err(|err| StartError::Http {
+        addr: config.http_listen,
+        err,
+    })?;
     let app = api::router(state);
     let mut stop = shutdown.clone();
     tokio::spawn(async move {
@@ -132,7 +172,12 @@ pub async fn start(config: Config, shutdown: watch::Receiver<bool>) -> Result<Co
         }
     });
     tracing::info!(%http_addr, broker = broker_kind, "controller ready");
-    Ok(Controller { farm, files, http_addr, enrol })
+    Ok(Controller {
+        farm,
+        files,
+        http_addr,
+        enrol,
+    })
 }
 
 /// Runs the scheduler when something may have changed, and the slow sweeps now and then.

@@ -9,6 +9,10 @@ use crate::farm::{Farm, Outbound};
 use farm_protocol::Channel;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Events, presence and status: the three subscriptions the link makes on every connect.
+const SUBSCRIPTIONS: usize = 3;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -23,7 +27,16 @@ pub struct BrokerAddress {
 
 impl std::fmt::Debug for BrokerAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "mqtt://{}{}:{}", self.user.as_deref().map(|u| format!("{u}:***@")).unwrap_or_default(), self.host, self.port)
+        write!(
+            f,
+            "mqtt://{}{}:{}",
+            self.user
+                .as_deref()
+                .map(|u| format!("{u}:***@"))
+                .unwrap_or_default(),
+            self.host,
+            self.port
+        )
     }
 }
 
@@ -49,26 +62,43 @@ pub fn parse_url(url: &str) -> Result<BrokerAddress, String> {
         None => (None, None),
     };
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?),
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse().map_err(|_| format!("{url}: bad port {p:?}"))?,
+        ),
         None => (hostport.to_string(), 1883),
     };
     if host.is_empty() {
         return Err(format!("{url}: no host"));
     }
-    Ok(BrokerAddress { host, port, user, pass })
+    Ok(BrokerAddress {
+        host,
+        port,
+        user,
+        pass,
+    })
 }
 
-pub async fn run(farm: Arc<Farm>, addr: BrokerAddress, mut outbound: mpsc::Receiver<Outbound>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    farm: Arc<Farm>,
+    addr: BrokerAddress,
+    mut outbound: mpsc::Receiver<Outbound>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let client_id = format!("farm-controller-{}", crate::auth::random_hex(4));
     let mut opts = MqttOptions::new(client_id, addr.host.clone(), addr.port);
     opts.set_keep_alive(Duration::from_secs(10));
-    opts.set_max_packet_size(farm_protocol::MAX_PAYLOAD_BYTES + 4096, farm_protocol::MAX_PAYLOAD_BYTES + 4096);
+    opts.set_max_packet_size(
+        farm_protocol::MAX_PAYLOAD_BYTES + 4096,
+        farm_protocol::MAX_PAYLOAD_BYTES + 4096,
+    );
     if let Some(u) = &addr.user {
         opts.set_credentials(u.clone(), addr.pass.clone().unwrap_or_default());
     }
     let (client, mut events) = AsyncClient::new(opts, 10_000);
     let topics = farm.topics().clone();
     let mut backoff = Duration::from_millis(200);
+    let mut subacks = 0;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -82,6 +112,7 @@ pub async fn run(farm: Arc<Farm>, addr: BrokerAddress, mut outbound: mpsc::Recei
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(200);
+                    subacks = 0;
                     tracing::info!(broker = ?addr, "connected to the MQTT broker");
                     for (ch, qos) in [(Channel::Events, QoS::AtLeastOnce), (Channel::Online, QoS::AtLeastOnce), (Channel::Status, QoS::AtMostOnce)] {
                         if let Err(e) = client.try_subscribe(topics.all_printers(ch), qos) {
@@ -89,9 +120,16 @@ pub async fn run(farm: Arc<Farm>, addr: BrokerAddress, mut outbound: mpsc::Recei
                         }
                     }
                 }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    subacks += 1;
+                    if subacks == SUBSCRIPTIONS {
+                        farm.broker_connected.store(true, Relaxed);
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => crate::ingest::handle(&farm, &p.topic, &p.payload),
                 Ok(_) => {}
                 Err(e) => {
+                    farm.broker_connected.store(false, Relaxed);
                     tracing::warn!(broker = ?addr, "MQTT connection lost: {e}; retrying in {backoff:?}");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -111,12 +149,23 @@ mod tests {
     #[test]
     fn broker_urls() {
         let a = parse_url("mqtt://u:p@broker.lan:1884").expect("url");
-        assert_eq!((a.host.as_str(), a.port, a.user.as_deref(), a.pass.as_deref()), ("broker.lan", 1884, Some("u"), Some("p")));
+        assert_eq!(
+            (
+                a.host.as_str(),
+                a.port,
+                a.user.as_deref(),
+                a.pass.as_deref()
+            ),
+            ("broker.lan", 1884, Some("u"), Some("p"))
+        );
         let b = parse_url("mqtt://127.0.0.1").expect("url");
         assert_eq!((b.port, b.user), (1883, None));
         assert!(parse_url("mqtts://x").is_err());
         assert!(parse_url("http://x").is_err());
         assert!(parse_url("mqtt://x:notaport").is_err());
-        assert!(!format!("{a:?}").contains(":p@"), "the password must not be printed");
+        assert!(
+            !format!("{a:?}").contains(":p@"),
+            "the password must not be printed"
+        );
     }
 }

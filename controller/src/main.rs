@@ -130,7 +130,10 @@ enum TokenCmd {
 fn logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -139,7 +142,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging();
     match cli.command {
-        Cmd::Serve { common, http, mqtt_listen, broker, public_url } => {
+        Cmd::Serve {
+            common,
+            http,
+            mqtt_listen,
+            broker,
+            public_url,
+        } => {
             let mut c = common.load()?;
             c.http_listen = http.unwrap_or(c.http_listen);
             c.mqtt_listen = mqtt_listen.unwrap_or(c.mqtt_listen);
@@ -152,17 +161,47 @@ async fn main() -> anyhow::Result<()> {
                 let token = ctl.farm.add_token("first admin", Role::Admin)?;
                 let path = state_dir.join("admin-token");
                 write_secret(&path, &token)?;
-                tracing::info!("created the first admin token; it is in {} (readable only by this user)", path.display());
+                tracing::info!(
+                    "created the first admin token; it is in {} (readable only by this user)",
+                    path.display()
+                );
             }
             wait_for_stop().await;
             let _ = stop_tx.send(true);
         }
-        Cmd::Demo { printers, speed, http, state_dir, fail_probability } => {
-            anyhow::ensure!((1..=1000).contains(&printers), "--printers must be between 1 and 1000");
-            anyhow::ensure!(speed > 0.0 && speed <= 1000.0, "--speed must be above 0 and at most 1000");
-            demo::run(demo::Options { printers, speed, http, state_dir, fail_probability }).await?;
+        Cmd::Demo {
+            printers,
+            speed,
+            http,
+            state_dir,
+            fail_probability,
+        } => {
+            anyhow::ensure!(
+                (1..=1000).contains(&printers),
+                "--printers must be between 1 and 1000"
+            );
+            anyhow::ensure!(
+                speed > 0.0 && speed <= 1000.0,
+                "--speed must be above 0 and at most 1000"
+            );
+            demo::run(demo::Options {
+                printers,
+                speed,
+                http,
+                state_dir,
+                fail_probability,
+            })
+            .await?;
         }
-        Cmd::Printer { command: PrinterCmd::Add { id, name, auto_eject, common } } => {
+        Cmd::Printer {
+            command:
+                PrinterCmd::Add {
+                    id,
+                    name,
+                    auto_eject,
+                    common,
+                },
+        } => {
             let c = common.load()?;
             let farm = farm_controller::open_offline(&c)?;
             let (rec, token) = farm.add_printer(&id, name.as_deref(), auto_eject)?;
@@ -171,20 +210,45 @@ async fn main() -> anyhow::Result<()> {
                 broker_url: c.agent_broker_url(),
                 topic_root: c.topic_root.clone(),
             };
-            print!("{}", farm_controller::enrol::agent_config(&rec, &token, &endpoints));
-            eprintln!("\nPrinter {} enrolled. Save the config above as /etc/farm-agent/agent.toml on its Pi.", rec.id);
+            print!(
+                "{}",
+                farm_controller::enrol::agent_config(&rec, &token, &endpoints)
+            );
+            eprintln!(
+                "\nPrinter {} enrolled. Save the config above as /etc/farm-agent/agent.toml on its Pi.",
+                rec.id
+            );
             if c.broker_url.is_some() {
-                eprintln!("External broker: add user {:?} with the token above as its password to the broker.", rec.id);
+                eprintln!(
+                    "External broker: add user {:?} with the token above as its password to the broker.",
+                    rec.id
+                );
             }
         }
-        Cmd::Printer { command: PrinterCmd::List { common } } => {
+        Cmd::Printer {
+            command: PrinterCmd::List { common },
+        } => {
             let farm = farm_controller::open_offline(&common.load()?)?;
             for p in farm.printers() {
-                println!("{}\t{}\t{}", p.id, p.name, if p.auto_eject { "auto-eject" } else { "operator clears bed" });
+                println!(
+                    "{}\t{}\t{}",
+                    p.id,
+                    p.name,
+                    if p.auto_eject {
+                        "auto-eject"
+                    } else {
+                        "operator clears bed"
+                    }
+                );
             }
         }
-        Cmd::Token { command: TokenCmd::Add { role, name, common } } => {
-            anyhow::ensure!(role != Role::Agent, "agent tokens are minted by `printer add`");
+        Cmd::Token {
+            command: TokenCmd::Add { role, name, common },
+        } => {
+            anyhow::ensure!(
+                role != Role::Agent,
+                "agent tokens are minted by `printer add`"
+            );
             let farm = farm_controller::open_offline(&common.load()?)?;
             println!("{}", farm.add_token(&name, role)?);
         }

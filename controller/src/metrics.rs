@@ -20,11 +20,17 @@ impl Labelled {
     }
 
     pub fn get(&self, label: &str) -> u64 {
-        self.0.lock().map(|m| m.get(label).copied().unwrap_or(0)).unwrap_or(0)
+        self.0
+            .lock()
+            .map(|m| m.get(label).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        self.0.lock().map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default()
+        self.0
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -58,10 +64,20 @@ pub struct Gauges {
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
 }
 
-fn labelled(out: &mut String, name: &str, help: &str, label: &str, rows: &[(&'static str, u64)], kind: &str) {
+fn labelled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: &[(&'static str, u64)],
+    kind: &str,
+) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (l, v) in rows {
         let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {v}");
@@ -71,19 +87,97 @@ fn labelled(out: &mut String, name: &str, help: &str, label: &str, rows: &[(&'st
 impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut o = String::with_capacity(4096);
-        labelled(&mut o, "farm_mqtt_received_total", "MQTT messages received from agents", "channel", &self.mqtt_received.snapshot(), "counter");
-        labelled(&mut o, "farm_mqtt_dropped_total", "MQTT messages dropped, by reason", "reason", &self.mqtt_dropped.snapshot(), "counter");
-        counter(&mut o, "farm_events_applied_total", "Agent events applied (exactly once)", self.events_applied.load(Relaxed));
-        counter(&mut o, "farm_events_replayed_total", "Agent events recognised as already applied", self.events_replayed.load(Relaxed));
-        counter(&mut o, "farm_events_out_of_order_total", "Agent events ahead of a missing seq, left for resend", self.events_out_of_order.load(Relaxed));
-        counter(&mut o, "farm_events_refused_total", "Applied events that did not fit the job state", self.events_refused.load(Relaxed));
-        labelled(&mut o, "farm_commands_sent_total", "Commands sent to agents", "kind", &self.commands_sent.snapshot(), "counter");
-        counter(&mut o, "farm_publish_failed_total", "Messages that could not be queued for the broker", self.publish_failed.load(Relaxed));
-        labelled(&mut o, "farm_uploads_rejected_total", "Uploads refused, by reason", "reason", &self.uploads_rejected.snapshot(), "counter");
-        labelled(&mut o, "farm_http_requests_total", "HTTP requests by status class", "class", &self.http_requests.snapshot(), "counter");
-        labelled(&mut o, "farm_printers", "Printers by farm state", "state", &g.printers_by_state, "gauge");
-        labelled(&mut o, "farm_jobs", "Jobs by state", "state", &g.jobs_by_state, "gauge");
-        let _ = writeln!(o, "# HELP farm_stream_clients Live stream (SSE) clients\n# TYPE farm_stream_clients gauge\nfarm_stream_clients {}", g.sse_clients);
+        labelled(
+            &mut o,
+            "farm_mqtt_received_total",
+            "MQTT messages received from agents",
+            "channel",
+            &self.mqtt_received.snapshot(),
+            "counter",
+        );
+        labelled(
+            &mut o,
+            "farm_mqtt_dropped_total",
+            "MQTT messages dropped, by reason",
+            "reason",
+            &self.mqtt_dropped.snapshot(),
+            "counter",
+        );
+        counter(
+            &mut o,
+            "farm_events_applied_total",
+            "Agent events applied (exactly once)",
+            self.events_applied.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "farm_events_replayed_total",
+            "Agent events recognised as already applied",
+            self.events_replayed.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "farm_events_out_of_order_total",
+            "Agent events ahead of a missing seq, left for resend",
+            self.events_out_of_order.load(Relaxed),
+        );
+        counter(
+            &mut o,
+            "farm_events_refused_total",
+            "Applied events that did not fit the job state",
+            self.events_refused.load(Relaxed),
+        );
+        labelled(
+            &mut o,
+            "farm_commands_sent_total",
+            "Commands sent to agents",
+            "kind",
+            &self.commands_sent.snapshot(),
+            "counter",
+        );
+        counter(
+            &mut o,
+            "farm_publish_failed_total",
+            "Messages that could not be queued for the broker",
+            self.publish_failed.load(Relaxed),
+        );
+        labelled(
+            &mut o,
+            "farm_uploads_rejected_total",
+            "Uploads refused, by reason",
+            "reason",
+            &self.uploads_rejected.snapshot(),
+            "counter",
+        );
+        labelled(
+            &mut o,
+            "farm_http_requests_total",
+            "HTTP requests by status class",
+            "class",
+            &self.http_requests.snapshot(),
+            "counter",
+        );
+        labelled(
+            &mut o,
+            "farm_printers",
+            "Printers by farm state",
+            "state",
+            &g.printers_by_state,
+            "gauge",
+        );
+        labelled(
+            &mut o,
+            "farm_jobs",
+            "Jobs by state",
+            "state",
+            &g.jobs_by_state,
+            "gauge",
+        );
+        let _ = writeln!(
+            o,
+            "# HELP farm_stream_clients Live stream (SSE) clients\n# TYPE farm_stream_clients gauge\nfarm_stream_clients {}",
+            g.sse_clients
+        );
         o
     }
 }
@@ -98,9 +192,16 @@ mod tests {
         m.mqtt_dropped.inc("bad_signature");
         m.mqtt_dropped.inc("bad_signature");
         m.events_applied.fetch_add(3, Relaxed);
-        let g = Gauges { printers_by_state: vec![("idle", 2)], jobs_by_state: vec![("queued", 1)], sse_clients: 0 };
+        let g = Gauges {
+            printers_by_state: vec![("idle", 2)],
+            jobs_by_state: vec![("queued", 1)],
+            sse_clients: 0,
+        };
         let text = m.render(&g);
-        assert!(text.contains("farm_mqtt_dropped_total{reason=\"bad_signature\"} 2\n"), "{text}");
+        assert!(
+            text.contains("farm_mqtt_dropped_total{reason=\"bad_signature\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("farm_events_applied_total 3\n"));
         assert!(text.contains("farm_printers{state=\"idle\"} 2\n"));
         assert_eq!(m.mqtt_dropped.get("bad_signature"), 2);

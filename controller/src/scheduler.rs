@@ -16,18 +16,31 @@ pub struct Start {
 }
 
 /// Which queued jobs start now, and where.
-pub fn plan<'a>(printers: impl IntoIterator<Item = (&'a str, PrinterState)>, jobs: impl IntoIterator<Item = &'a Job>) -> Vec<Start> {
-    let mut idle: Vec<&str> = printers.into_iter().filter(|(_, s)| *s == PrinterState::Idle).map(|(id, _)| id).collect();
+pub fn plan<'a>(
+    printers: impl IntoIterator<Item = (&'a str, PrinterState)>,
+    jobs: impl IntoIterator<Item = &'a Job>,
+) -> Vec<Start> {
+    let mut idle: Vec<&str> = printers
+        .into_iter()
+        .filter(|(_, s)| *s == PrinterState::Idle)
+        .map(|(id, _)| id)
+        .collect();
     if idle.is_empty() {
         return vec![];
     }
     idle.sort_unstable();
-    let mut queued: Vec<&Job> = jobs.into_iter().filter(|j| j.state == JobState::Queued).collect();
+    let mut queued: Vec<&Job> = jobs
+        .into_iter()
+        .filter(|j| j.state == JobState::Queued)
+        .collect();
     queued.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.number));
     queued
         .into_iter()
         .zip(idle)
-        .map(|(j, p)| Start { job_id: j.id.clone(), printer_id: p.to_string() })
+        .map(|(j, p)| Start {
+            job_id: j.id.clone(),
+            printer_id: p.to_string(),
+        })
         .collect()
 }
 
@@ -56,8 +69,14 @@ mod tests {
         assert_eq!(
             starts,
             vec![
-                Start { job_id: "job-2".into(), printer_id: "p-1".into() },
-                Start { job_id: "job-1".into(), printer_id: "p-2".into() },
+                Start {
+                    job_id: "job-2".into(),
+                    printer_id: "p-1".into()
+                },
+                Start {
+                    job_id: "job-1".into(),
+                    printer_id: "p-2".into()
+                },
             ]
         );
     }

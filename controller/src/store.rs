@@ -32,7 +32,9 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("state store record {key} is unreadable: {err}")]
     Record { key: String, err: serde_json::Error },
-    #[error("state store {path} has schema version {found}, newer than this controller understands ({SCHEMA_VERSION}); upgrade farm-controller")]
+    #[error(
+        "state store {path} has schema version {found}, newer than this controller understands ({SCHEMA_VERSION}); upgrade farm-controller"
+    )]
     TooNew { path: String, found: u64 },
 }
 
@@ -47,7 +49,10 @@ impl<T, E: Into<redb::Error>> Db<T> for Result<T, E> {
 }
 
 fn decode<T: DeserializeOwned>(key: impl ToString, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|err| StoreError::Record { key: key.to_string(), err })
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Record {
+        key: key.to_string(),
+        err,
+    })
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -98,7 +103,10 @@ impl Store {
             let found = meta.get("schema_version").db()?.map(|v| v.value());
             match found {
                 Some(v) if v > SCHEMA_VERSION => {
-                    return Err(StoreError::TooNew { path: path.display().to_string(), found: v });
+                    return Err(StoreError::TooNew {
+                        path: path.display().to_string(),
+                        found: v,
+                    });
                 }
                 Some(_) => {} // version 1 is the first; later versions migrate here
                 None => {
@@ -166,7 +174,10 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction and commits it durably; nothing is written if `f` fails.
-    pub fn write<T, E: From<StoreError>>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let txn = self.db.begin_write().db()?;
         let out = {
             let mut tx = Tx { txn: &txn };
@@ -184,12 +195,20 @@ pub struct Tx<'a> {
 
 impl Tx<'_> {
     pub fn put_printer(&mut self, p: &PrinterRecord) -> Result<(), StoreError> {
-        self.txn.open_table(PRINTERS).db()?.insert(p.id.as_str(), encode(p).as_slice()).db()?;
+        self.txn
+            .open_table(PRINTERS)
+            .db()?
+            .insert(p.id.as_str(), encode(p).as_slice())
+            .db()?;
         Ok(())
     }
 
     pub fn put_job(&mut self, j: &Job) -> Result<(), StoreError> {
-        self.txn.open_table(JOBS).db()?.insert(j.number, encode(j).as_slice()).db()?;
+        self.txn
+            .open_table(JOBS)
+            .db()?
+            .insert(j.number, encode(j).as_slice())
+            .db()?;
         Ok(())
     }
 
@@ -202,21 +221,39 @@ impl Tx<'_> {
     }
 
     pub fn applied_seq(&mut self, printer: &str) -> Result<u64, StoreError> {
-        Ok(self.txn.open_table(APPLIED_SEQ).db()?.get(printer).db()?.map_or(0, |v| v.value()))
+        Ok(self
+            .txn
+            .open_table(APPLIED_SEQ)
+            .db()?
+            .get(printer)
+            .db()?
+            .map_or(0, |v| v.value()))
     }
 
     pub fn set_applied_seq(&mut self, printer: &str, seq: u64) -> Result<(), StoreError> {
-        self.txn.open_table(APPLIED_SEQ).db()?.insert(printer, seq).db()?;
+        self.txn
+            .open_table(APPLIED_SEQ)
+            .db()?
+            .insert(printer, seq)
+            .db()?;
         Ok(())
     }
 
     pub fn put_token(&mut self, hash: &str, t: &TokenRecord) -> Result<(), StoreError> {
-        self.txn.open_table(TOKENS).db()?.insert(hash, encode(t).as_slice()).db()?;
+        self.txn
+            .open_table(TOKENS)
+            .db()?
+            .insert(hash, encode(t).as_slice())
+            .db()?;
         Ok(())
     }
 
     pub fn put_command(&mut self, c: &CommandRecord) -> Result<(), StoreError> {
-        self.txn.open_table(COMMANDS).db()?.insert(c.id.as_str(), encode(c).as_slice()).db()?;
+        self.txn
+            .open_table(COMMANDS)
+            .db()?
+            .insert(c.id.as_str(), encode(c).as_slice())
+            .db()?;
         Ok(())
     }
 
@@ -246,7 +283,10 @@ mod tests {
             .expect("write");
         }
         let s = Store::open(&path).expect("reopen");
-        assert_eq!(s.applied_seqs().expect("seqs"), vec![("p-1".to_string(), 7)]);
+        assert_eq!(
+            s.applied_seqs().expect("seqs"),
+            vec![("p-1".to_string(), 7)]
+        );
         s.write(|tx| {
             assert_eq!(tx.next_job_number()?, 3);
             Ok::<_, StoreError>(())

@@ -308,14 +308,23 @@ mod tests {
     #[test]
     fn events_need_a_seq_and_commands_an_id() {
         let wire = seal(&finished().with_seq(0), b"k").expect("seal");
-        assert!(matches!(open::<Event>(&wire, b"k", &printer("p-1")), Err(DecodeError::MissingField)));
+        assert!(matches!(
+            open::<Event>(&wire, b"k", &printer("p-1")),
+            Err(DecodeError::MissingField)
+        ));
         let mut no_seq = finished();
         no_seq.seq = None;
         let wire = seal(&no_seq, b"k").expect("seal");
-        assert!(matches!(open::<Event>(&wire, b"k", &printer("p-1")), Err(DecodeError::MissingField)));
+        assert!(matches!(
+            open::<Event>(&wire, b"k", &printer("p-1")),
+            Err(DecodeError::MissingField)
+        ));
         let cmd = Envelope::new(printer("p-1"), Command::EmergencyStop {});
         let wire = seal(&cmd, b"k").expect("seal");
-        assert!(matches!(open::<Command>(&wire, b"k", &printer("p-1")), Err(DecodeError::MissingField)));
+        assert!(matches!(
+            open::<Command>(&wire, b"k", &printer("p-1")),
+            Err(DecodeError::MissingField)
+        ));
     }
 
     #[test]
@@ -323,10 +332,19 @@ mod tests {
         use crate::messages::{Activity, AgentHealth, Heater, Status, StatusMessage};
         let st = StatusMessage::Status(Status {
             state: Activity::Idle,
-            temps: vec![Heater { name: "tool0".into(), actual: f64::NAN, target: 0.0 }],
+            temps: vec![Heater {
+                name: "tool0".into(),
+                actual: f64::NAN,
+                target: 0.0,
+            }],
             job: None,
             message: None,
-            agent: AgentHealth { version: "v".into(), backend: "sim".into(), uptime_s: 1, outbox_pending: 0 },
+            agent: AgentHealth {
+                version: "v".into(),
+                backend: "sim".into(),
+                uptime_s: 1,
+                outbox_pending: 0,
+            },
             interval_ms: 1000,
         });
         let wire = seal(&Envelope::new(printer("p"), st), b"k").expect("seal");

@@ -69,7 +69,11 @@ impl Default for Topics {
 impl Topics {
     pub fn new(root: &str) -> Result<Self, InvalidRoot> {
         // `$` topics belong to the broker; empty levels make topics that are easy to mistype.
-        if root.is_empty() || root.contains(['+', '#', '\0']) || root.starts_with('$') || root.split('/').any(str::is_empty) {
+        if root.is_empty()
+            || root.contains(['+', '#', '\0'])
+            || root.starts_with('$')
+            || root.split('/').any(str::is_empty)
+        {
             return Err(InvalidRoot(root.into()));
         }
         Ok(Self { root: root.into() })

@@ -6,6 +6,8 @@
 //! Each process writes its log to a file in the test's directory; [`Farm::logs`] prints them
 //! when a test fails, so a red CI says why.
 
+pub mod browser;
+
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -16,30 +18,52 @@ use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// Path of a workspace binary next to the running test executable.
 pub fn bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // target/debug/deps/e2e-xxxx → target/debug/<name>
-    let dir = exe.parent().and_then(Path::parent).ok_or_else(|| anyhow!("no target dir"))?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("no target dir"))?;
     let p = dir.join(name);
     if !p.is_file() {
-        bail!("{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", p.display());
+        bail!(
+            "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+            p.display()
+        );
     }
     Ok(p)
 }
 
 /// A fixture shipped with this crate (tests/data).
 pub fn data(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// Sim settings that make `job` take about `seconds` of wall time, whatever the file.
+pub fn speed_for(job: &Value, seconds: f64) -> String {
+    let estimate = job["estimated_s"].as_f64().unwrap_or(seconds);
+    format!("speed = {:.3}", (estimate / seconds).max(0.1))
 }
 
 /// An MQTT client of our own, for tests that must speak to the broker directly (forgery, bad
 /// input). Returns once the broker accepted the login, or the error it gave.
-pub async fn mqtt_client(port: u16, client_id: &str, user: &str, pass: &str) -> Result<rumqttc::AsyncClient> {
+pub async fn mqtt_client(
+    port: u16,
+    client_id: &str,
+    user: &str,
+    pass: &str,
+) -> Result<rumqttc::AsyncClient> {
     use rumqttc::{Event, MqttOptions, Packet};
     let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
     o.set_credentials(user, pass);
@@ -66,7 +90,10 @@ pub fn install_crypto() {
 }
 
 async fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let err = out.try_clone()?;
     Command::new(program)
         .args(args)
@@ -80,7 +107,11 @@ async fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
 }
 
 /// Waits for `cond` to return `Some`, checking every 50 ms, up to `limit`.
-pub async fn eventually<T>(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> Option<T>) -> Result<T> {
+pub async fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut cond: impl AsyncFnMut() -> Option<T>,
+) -> Result<T> {
     let t0 = Instant::now();
     loop {
         if let Some(v) = cond().await {
@@ -106,7 +137,12 @@ pub struct FarmOptions {
 
 impl Default for FarmOptions {
     fn default() -> Self {
-        Self { broker_url: None, agent_broker_url: None, max_upload_bytes: 64 * 1024 * 1024, anonymous_role: None }
+        Self {
+            broker_url: None,
+            agent_broker_url: None,
+            max_upload_bytes: 64 * 1024 * 1024,
+            anonymous_role: None,
+        }
     }
 }
 
@@ -134,14 +170,18 @@ impl Farm {
             http: format!("http://127.0.0.1:{http_port}"),
             mqtt_port,
             admin: String::new(),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
             opts,
             http_port,
             controller: None,
             agents: vec![],
         };
         f.start_controller().await?;
-        f.admin = std::fs::read_to_string(f.dir.path().join("controller/admin-token"))?.trim().to_string();
+        f.admin = std::fs::read_to_string(f.dir.path().join("controller/admin-token"))?
+            .trim()
+            .to_string();
         Ok(f)
     }
 
@@ -170,12 +210,20 @@ impl Farm {
         std::fs::write(self.config_path(), toml)?;
         let cfg = self.config_path().display().to_string();
         let log = self.dir.path().join("controller.log");
-        self.controller = Some(spawn(&bin("farm-controller")?, &["serve", "--config", &cfg], &log).await?);
+        self.controller =
+            Some(spawn(&bin("farm-controller")?, &["serve", "--config", &cfg], &log).await?);
         let url = format!("{}/api/v1/health", self.http);
         let client = self.client.clone();
-        eventually("controller health", Duration::from_secs(20), async || {
-            client.get(&url).send().await.ok().filter(|r| r.status().is_success())
-        })
+        // Ready means serving HTTP and subscribed at the broker: before that, agents' messages
+        // would find no listener.
+        eventually(
+            "controller health with its broker link up",
+            Duration::from_secs(20),
+            async || {
+                let v: Value = client.get(&url).send().await.ok()?.json().await.ok()?;
+                (v["broker_connected"] == true).then_some(())
+            },
+        )
         .await?;
         Ok(())
     }
@@ -209,16 +257,30 @@ impl Farm {
         if status.as_u16() != 201 {
             bail!("enrolment of {id} answered {status}: {body}");
         }
-        let mut config = body["agent_config"].as_str().ok_or_else(|| anyhow!("no agent_config"))?.to_string();
+        let mut config = body["agent_config"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no agent_config"))?
+            .to_string();
         let state = self.dir.path().join("agents").join(id);
-        config = config.replace("state_dir = \"/var/lib/farm-agent\"", &format!("state_dir = {:?}", state.display().to_string()));
-        config = config.replace("[printer.sim]\nspeed = 1.0\n", &format!("[printer.sim]\n{sim}\n"));
+        config = config.replace(
+            "state_dir = \"/var/lib/farm-agent\"",
+            &format!("state_dir = {:?}", state.display().to_string()),
+        );
+        config = config.replace(
+            "[printer.sim]\nspeed = 1.0\n",
+            &format!("[printer.sim]\n{sim}\n"),
+        );
         std::fs::write(self.dir.path().join(format!("{id}.toml")), &config)?;
         Ok(())
     }
 
     pub async fn start_agent(&mut self, id: &str) -> Result<()> {
-        let cfg = self.dir.path().join(format!("{id}.toml")).display().to_string();
+        let cfg = self
+            .dir
+            .path()
+            .join(format!("{id}.toml"))
+            .display()
+            .to_string();
         let log = self.dir.path().join(format!("agent-{id}.log"));
         let child = spawn(&bin("farm-agent")?, &["run", "--config", &cfg], &log).await?;
         self.agents.push((id.to_string(), child));
@@ -229,12 +291,22 @@ impl Farm {
     pub fn agent_keys(&self, id: &str) -> Result<(String, String)> {
         let text = std::fs::read_to_string(self.dir.path().join(format!("{id}.toml")))?;
         let t: toml::Table = toml::from_str(&text)?;
-        let key = |k: &str| t.get(k).and_then(|v| v.as_str()).map(str::to_string).ok_or_else(|| anyhow!("{id}.toml has no {k}"));
+        let key = |k: &str| {
+            t.get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("{id}.toml has no {k}"))
+        };
         Ok((key("secret")?, key("token")?))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
-        let r = self.client.get(format!("{}{path}", self.http)).bearer_auth(&self.admin).send().await?;
+        let r = self
+            .client
+            .get(format!("{}{path}", self.http))
+            .bearer_auth(&self.admin)
+            .send()
+            .await?;
         let s = r.status();
         let v = r.json().await?;
         if !s.is_success() {
@@ -244,7 +316,13 @@ impl Farm {
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> Result<(u16, Value)> {
-        let r = self.client.post(format!("{}{path}", self.http)).bearer_auth(&self.admin).json(&body).send().await?;
+        let r = self
+            .client
+            .post(format!("{}{path}", self.http))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await?;
         let s = r.status().as_u16();
         Ok((s, r.json().await.unwrap_or(Value::Null)))
     }
@@ -253,7 +331,10 @@ impl Farm {
     pub async fn upload(&self, name: &str, bytes: Vec<u8>, copies: u32) -> Result<Vec<Value>> {
         let r = self
             .client
-            .post(format!("{}/api/v1/jobs?name={name}&copies={copies}", self.http))
+            .post(format!(
+                "{}/api/v1/jobs?name={name}&copies={copies}",
+                self.http
+            ))
             .bearer_auth(&self.admin)
             .header("content-type", "application/octet-stream")
             .body(bytes)
@@ -268,7 +349,13 @@ impl Farm {
     }
 
     pub async fn metrics(&self) -> Result<String> {
-        Ok(self.client.get(format!("{}/metrics", self.http)).send().await?.text().await?)
+        Ok(self
+            .client
+            .get(format!("{}/metrics", self.http))
+            .send()
+            .await?
+            .text()
+            .await?)
     }
 
     /// The value of one metric line (exact name with labels), 0 when absent.
@@ -276,7 +363,11 @@ impl Farm {
         let text = self.metrics().await?;
         Ok(text
             .lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|r| r.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or(0.0))
     }
 
@@ -288,7 +379,11 @@ impl Farm {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         if let Ok(rd) = std::fs::read_dir(self.dir.path()) {
-            let mut files: Vec<_> = rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+            let mut files: Vec<_> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
             files.sort();
             for p in files {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
@@ -327,7 +422,11 @@ impl Drop for Stream {
 
 impl Stream {
     async fn open(client: &reqwest::Client, http: &str, token: &str) -> Result<Stream> {
-        let resp = reqwest::Client::new().get(format!("{http}/api/v1/stream")).bearer_auth(token).send().await?;
+        let resp = reqwest::Client::new()
+            .get(format!("{http}/api/v1/stream"))
+            .bearer_auth(token)
+            .send()
+            .await?;
         let _ = client;
         if !resp.status().is_success() {
             bail!("stream answered {}", resp.status());
@@ -361,7 +460,11 @@ impl Stream {
                 }
             }
         });
-        Ok(Stream { events, notify, task })
+        Ok(Stream {
+            events,
+            notify,
+            task,
+        })
     }
 
     pub fn events(&self) -> Vec<(String, Value)> {
@@ -369,7 +472,12 @@ impl Stream {
     }
 
     /// Waits until `pred` holds over everything received so far.
-    pub async fn wait_for<T>(&self, what: &str, limit: Duration, mut pred: impl FnMut(&[(String, Value)]) -> Option<T>) -> Result<T> {
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut pred: impl FnMut(&[(String, Value)]) -> Option<T>,
+    ) -> Result<T> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.notify.notified();
@@ -414,7 +522,10 @@ impl Stream {
                 "snapshot" => {
                     m.clear();
                     for p in v["printers"].as_array().into_iter().flatten() {
-                        m.insert(p["id"].as_str().unwrap_or("").to_string(), p["state"].as_str().unwrap_or("").to_string());
+                        m.insert(
+                            p["id"].as_str().unwrap_or("").to_string(),
+                            p["state"].as_str().unwrap_or("").to_string(),
+                        );
                     }
                 }
                 "printer" => {
@@ -452,7 +563,11 @@ impl Mosquitto {
                 passwd.display()
             ),
         )?;
-        let mut m = Mosquitto { port, dir, child: None };
+        let mut m = Mosquitto {
+            port,
+            dir,
+            child: None,
+        };
         for (u, p) in users {
             m.add_user(u, p).context("mosquitto_passwd is missing: install Debian's `mosquitto` package (scripts/test.sh does)")?;
         }
@@ -463,11 +578,15 @@ impl Mosquitto {
     /// Starts (again) on the same port.
     pub async fn resume(&mut self) -> Result<()> {
         let conf = self.dir.join("mosquitto.conf").display().to_string();
-        let exe = which("mosquitto").ok_or_else(|| anyhow!("mosquitto is not installed: apt-get install mosquitto (scripts/test.sh does)"))?;
+        let exe = which("mosquitto").ok_or_else(|| {
+            anyhow!("mosquitto is not installed: apt-get install mosquitto (scripts/test.sh does)")
+        })?;
         self.child = Some(spawn(&exe, &["-c", &conf], &self.dir.join("mosquitto.log")).await?);
         let port = self.port;
         eventually("mosquitto listening", Duration::from_secs(10), async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
         })
         .await?;
         Ok(())
@@ -476,7 +595,9 @@ impl Mosquitto {
     /// Adds a login; takes effect at the next [`Mosquitto::resume`].
     pub fn add_user(&self, user: &str, pass: &str) -> Result<()> {
         let passwd = self.dir.join("passwd").display().to_string();
-        let st = std::process::Command::new("mosquitto_passwd").args(["-b", &passwd, user, pass]).status()?;
+        let st = std::process::Command::new("mosquitto_passwd")
+            .args(["-b", &passwd, user, pass])
+            .status()?;
         if !st.success() {
             bail!("mosquitto_passwd failed for {user}");
         }

@@ -2,7 +2,7 @@
 //! goes away for 20 s while a printer keeps printing.
 
 use anyhow::{Result, ensure};
-use farm_e2e::{Farm, FarmOptions, Mosquitto, data, eventually, or_logs};
+use farm_e2e::{Farm, FarmOptions, Mosquitto, data, eventually, or_logs, speed_for};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -17,40 +17,55 @@ async fn job(farm: &Farm, id: &str) -> Option<Value> {
 fn exact_material(j: &Value) -> bool {
     let (g, w) = (&j["extruded_mm"], &j["filament_mm"]);
     g.as_array().zip(w.as_array()).is_some_and(|(g, w)| {
-        g.len() == w.len() && g.iter().zip(w).all(|(a, b)| (a.as_f64().unwrap_or(-1.0) - b.as_f64().unwrap_or(-2.0)).abs() < 1e-6)
+        g.len() == w.len()
+            && g.iter().zip(w).all(|(a, b)| {
+                (a.as_f64().unwrap_or(-1.0) - b.as_f64().unwrap_or(-2.0)).abs() < 1e-6
+            })
     })
-}
-
-/// Sim settings that make `job` take about `seconds` of wall time.
-fn speed_for(job: &Value, seconds: f64) -> String {
-    let estimate = job["estimated_s"].as_f64().unwrap_or(seconds);
-    format!("speed = {:.3}", (estimate / seconds).max(0.1))
 }
 
 /// Waits until the printer's agent reports an empty outbox: every event it wrote was applied.
 async fn outbox_drained(farm: &Farm, id: &str) -> Result<()> {
-    eventually("the agent's outbox to drain", Duration::from_secs(30), async || {
-        let p = printer(farm, id).await?;
-        (p["online"] == true && p["agent"]["outbox_pending"] == 0).then_some(())
-    })
+    eventually(
+        "the agent's outbox to drain",
+        Duration::from_secs(30),
+        async || {
+            let p = printer(farm, id).await?;
+            (p["online"] == true && p["agent"]["outbox_pending"] == 0).then_some(())
+        },
+    )
     .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_controller_mid_print_loses_nothing() {
-    let mut farm = Farm::start(FarmOptions::default()).await.expect("controller");
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller");
     let r = kill_9(&mut farm).await;
     or_logs(r, &farm);
 }
 
 async fn kill_9(farm: &mut Farm) -> Result<()> {
-    let jobs = farm.upload("long-print.gcode", data("long-print.gcode"), 2).await?;
+    let jobs = farm
+        .upload("long-print.gcode", data("long-print.gcode"), 2)
+        .await?;
     // Each print takes about 20 s of wall time, whatever the file.
-    farm.add_agent("p-1", true, &speed_for(&jobs[0], 20.0)).await?;
-    let (first, second) = (jobs[0]["id"].as_str().unwrap_or("").to_string(), jobs[1]["id"].as_str().unwrap_or("").to_string());
-    eventually("the first job well under way", Duration::from_secs(60), async || {
-        job(farm, &first).await.filter(|j| j["state"] == "printing" && j["progress"].as_f64().unwrap_or(0.0) > 0.1)
-    })
+    farm.add_agent("p-1", true, &speed_for(&jobs[0], 20.0))
+        .await?;
+    let (first, second) = (
+        jobs[0]["id"].as_str().unwrap_or("").to_string(),
+        jobs[1]["id"].as_str().unwrap_or("").to_string(),
+    );
+    eventually(
+        "the first job well under way",
+        Duration::from_secs(60),
+        async || {
+            job(farm, &first)
+                .await
+                .filter(|j| j["state"] == "printing" && j["progress"].as_f64().unwrap_or(0.0) > 0.1)
+        },
+    )
     .await?;
 
     farm.kill_controller().await?;
@@ -60,18 +75,29 @@ async fn kill_9(farm: &mut Farm) -> Result<()> {
 
     // Both acknowledged jobs are still there after the restart, and both finish.
     for id in [&first, &second] {
-        let j = eventually("the job completed after the restart", Duration::from_secs(120), async || {
-            job(farm, id).await.filter(|j| j["state"] == "completed")
-        })
+        let j = eventually(
+            "the job completed after the restart",
+            Duration::from_secs(120),
+            async || job(farm, id).await.filter(|j| j["state"] == "completed"),
+        )
         .await?;
-        ensure!(j["attempts"] == 1, "job {id} was not restarted or duplicated: {j}");
-        ensure!(exact_material(&j), "job {id} counted exactly the file's filament once: {j}");
+        ensure!(
+            j["attempts"] == 1,
+            "job {id} was not restarted or duplicated: {j}"
+        );
+        ensure!(
+            exact_material(&j),
+            "job {id} counted exactly the file's filament once: {j}"
+        );
     }
     outbox_drained(farm, "p-1").await?;
     // The restarted controller recognised at least the events it had applied before the kill
     // that the agent could not yet forget.
     let all = farm.get("/api/v1/jobs").await?;
-    ensure!(all["items"].as_array().map(Vec::len) == Some(2), "exactly the two uploaded jobs: {all}");
+    ensure!(
+        all["items"].as_array().map(Vec::len) == Some(2),
+        "exactly the two uploaded jobs: {all}"
+    );
     Ok(())
 }
 
@@ -79,7 +105,9 @@ async fn kill_9(farm: &mut Farm) -> Result<()> {
 async fn a_broker_outage_of_20_s_mid_print_loses_and_doubles_nothing() {
     farm_e2e::install_crypto();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut mq = Mosquitto::start(tmp.path(), &[("controller", "controller-pass")]).await.expect("mosquitto starts");
+    let mut mq = Mosquitto::start(tmp.path(), &[("controller", "controller-pass")])
+        .await
+        .expect("mosquitto starts");
     let url = format!("mqtt://controller:controller-pass@127.0.0.1:{}", mq.port);
     let opts = FarmOptions {
         broker_url: Some(url),
@@ -92,7 +120,9 @@ async fn a_broker_outage_of_20_s_mid_print_loses_and_doubles_nothing() {
 }
 
 async fn outage(farm: &mut Farm, mq: &mut Mosquitto) -> Result<()> {
-    let jobs = farm.upload("long-print.gcode", data("long-print.gcode"), 1).await?;
+    let jobs = farm
+        .upload("long-print.gcode", data("long-print.gcode"), 1)
+        .await?;
     // The print takes about 60 s of wall time, so a 20 s outage falls well inside it.
     farm.enrol("p-1", true, &speed_for(&jobs[0], 60.0)).await?;
     let (_, token) = farm.agent_keys("p-1")?;
@@ -103,7 +133,9 @@ async fn outage(farm: &mut Farm, mq: &mut Mosquitto) -> Result<()> {
     farm.start_agent("p-1").await?;
     let id = jobs[0]["id"].as_str().unwrap_or("").to_string();
     let before = eventually("the job printing", Duration::from_secs(60), async || {
-        job(farm, &id).await.filter(|j| j["state"] == "printing" && j["progress"].as_f64().unwrap_or(0.0) > 0.02)
+        job(farm, &id)
+            .await
+            .filter(|j| j["state"] == "printing" && j["progress"].as_f64().unwrap_or(0.0) > 0.02)
     })
     .await?;
     let p0 = before["progress"].as_f64().unwrap_or(0.0);
@@ -114,18 +146,28 @@ async fn outage(farm: &mut Farm, mq: &mut Mosquitto) -> Result<()> {
 
     // The printer kept printing while the broker was away: 20 s of a 60 s print is about a
     // third of it, so the first status after the outage is far ahead of where it stood.
-    eventually("a status after the outage, well ahead", Duration::from_secs(30), async || {
-        let p = printer(farm, "p-1").await?;
-        let progress = p["job"]["progress"].as_f64()?;
-        (p["online"] == true && progress > p0 + 0.15).then_some(progress)
-    })
+    eventually(
+        "a status after the outage, well ahead",
+        Duration::from_secs(30),
+        async || {
+            let p = printer(farm, "p-1").await?;
+            let progress = p["job"]["progress"].as_f64()?;
+            (p["online"] == true && progress > p0 + 0.15).then_some(progress)
+        },
+    )
     .await?;
     let done = eventually("the job completed", Duration::from_secs(120), async || {
         job(farm, &id).await.filter(|j| j["state"] == "completed")
     })
     .await?;
-    ensure!(done["attempts"] == 1 && exact_material(&done), "applied once, exact material: {done}");
+    ensure!(
+        done["attempts"] == 1 && exact_material(&done),
+        "applied once, exact material: {done}"
+    );
     outbox_drained(farm, "p-1").await?;
-    ensure!(farm.metric("farm_events_applied_total").await? >= 4.0, "events from before and after the outage were applied");
+    ensure!(
+        farm.metric("farm_events_applied_total").await? >= 4.0,
+        "events from before and after the outage were applied"
+    );
     Ok(())
 }

@@ -20,20 +20,45 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-pub async fn list(State(st): State<AppState>, c: Caller, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, Problem> {
+pub async fn list(
+    State(st): State<AppState>,
+    c: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Viewer)?;
     let bad = |d: String| Problem::new(StatusCode::BAD_REQUEST, "Bad query", &d);
-    let state = q.state.as_deref().map(str::parse::<JobState>).transpose().map_err(bad)?;
-    let after = q.cursor.as_deref().map(str::parse::<u64>).transpose().map_err(|_| bad("cursor must be a value from next_cursor".into()))?;
+    let state = q
+        .state
+        .as_deref()
+        .map(str::parse::<JobState>)
+        .transpose()
+        .map_err(bad)?;
+    let after = q
+        .cursor
+        .as_deref()
+        .map(str::parse::<u64>)
+        .transpose()
+        .map_err(|_| bad("cursor must be a value from next_cursor".into()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let items = st.farm.jobs(state, after.unwrap_or(0), limit);
-    let next = (items.len() == limit).then(|| items.last().map(|j| j.number.to_string())).flatten();
-    Ok(Json(serde_json::json!({ "items": items, "next_cursor": next })))
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|j| j.number.to_string()))
+        .flatten();
+    Ok(Json(
+        serde_json::json!({ "items": items, "next_cursor": next }),
+    ))
 }
 
-pub async fn show(State(st): State<AppState>, c: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, Problem> {
+pub async fn show(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Viewer)?;
-    st.farm.job(&id).map(Json).ok_or_else(|| crate::farm::FarmError::NoJob(id).into())
+    st.farm
+        .job(&id)
+        .map(Json)
+        .ok_or_else(|| crate::farm::FarmError::NoJob(id).into())
 }
 
 #[derive(Deserialize)]
@@ -45,9 +70,18 @@ pub struct UploadQuery {
 }
 
 /// Upload: the raw G-code is the body. Stored once by sha256; `copies` jobs are queued.
-pub async fn upload(State(st): State<AppState>, c: Caller, Query(q): Query<UploadQuery>, req: Request) -> Result<Response, Problem> {
+pub async fn upload(
+    State(st): State<AppState>,
+    c: Caller,
+    Query(q): Query<UploadQuery>,
+    req: Request,
+) -> Result<Response, Problem> {
     require(&c, Role::Operator)?;
-    let ctype = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if ctype.starts_with("multipart/") {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -56,39 +90,81 @@ pub async fn upload(State(st): State<AppState>, c: Caller, Query(q): Query<Uploa
         ));
     }
     let name = q.name.unwrap_or_else(|| "upload.gcode".into());
-    let stored = st.files.store(req.into_body().into_data_stream()).await.map_err(|e| {
-        st.farm.metrics.uploads_rejected.inc(e.reason());
-        let status = match e {
-            crate::files::UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            crate::files::UploadError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        Problem::new(status, "Upload refused", &e.to_string())
-    })?;
-    let jobs = st.farm.add_jobs(&name, &stored, q.copies.unwrap_or(1), q.priority.unwrap_or(0))?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "jobs": jobs, "analysis": stored.analysis }))).into_response())
+    let stored = st
+        .files
+        .store(req.into_body().into_data_stream())
+        .await
+        .map_err(|e| {
+            st.farm.metrics.uploads_rejected.inc(e.reason());
+            let status = match e {
+                crate::files::UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                crate::files::UploadError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            Problem::new(status, "Upload refused", &e.to_string())
+        })?;
+    let jobs = st.farm.add_jobs(
+        &name,
+        &stored,
+        q.copies.unwrap_or(1),
+        q.priority.unwrap_or(0),
+    )?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "jobs": jobs, "analysis": stored.analysis })),
+    )
+        .into_response())
 }
 
-pub async fn cancel(State(st): State<AppState>, c: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, Problem> {
+pub async fn cancel(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
     let job = st.farm.cancel_job(&id)?;
-    let status = if job.state.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if job.state.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(job)))
 }
 
 /// A stored file, for the agent whose printer has a job with it (or staff). Supports `Range`.
-pub async fn file(State(st): State<AppState>, c: Caller, Path(sha256): Path<String>, req: Request) -> Result<Response, Problem> {
+pub async fn file(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(sha256): Path<String>,
+    req: Request,
+) -> Result<Response, Problem> {
     let Some(who) = c.0.as_ref() else {
-        return Err(Problem::new(StatusCode::UNAUTHORIZED, "Authentication required", "send the agent's token as `Authorization: Bearer <token>`"));
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Authentication required",
+            "send the agent's token as `Authorization: Bearer <token>`",
+        ));
     };
     let path = match st.files.path(&sha256) {
         Some(p) if st.farm.may_fetch(who, &sha256) => p,
         // The same answer for "absent" and "not yours": no probing for other printers' files.
-        _ => return Err(Problem::new(StatusCode::NOT_FOUND, "No such file", "no file with that sha256 is assigned to you")),
+        _ => {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "No such file",
+                "no file with that sha256 is assigned to you",
+            ));
+        }
     };
-    let res = tower_http::services::ServeFile::new(path).oneshot(req).await;
+    let res = tower_http::services::ServeFile::new(path)
+        .oneshot(req)
+        .await;
     match res {
         Ok(r) => Ok(r.map(Body::new)),
-        Err(e) => Err(Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Could not read the file", &e.to_string())),
+        Err(e) => Err(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Could not read the file",
+            &e.to_string(),
+        )),
     }
 }

@@ -45,18 +45,32 @@ pub fn router(state: AppState) -> Router {
         .route("/printers/{id}", get(printers::show))
         .route("/printers/{id}/commands", post(printers::command))
         .route("/printers/{id}/clear", post(printers::clear))
-        .route("/jobs", get(jobs::list).post(jobs::upload).layer(axum::extract::DefaultBodyLimit::disable()))
+        .route(
+            "/jobs",
+            get(jobs::list)
+                .post(jobs::upload)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/jobs/{id}", get(jobs::show))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/files/{sha256}", get(jobs::file))
         .route("/stream", get(stream::stream))
-        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "No such API endpoint", "see the README for the API") });
+        .fallback(|| async {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "No such API endpoint",
+                "see the README for the API",
+            )
+        });
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .fallback(crate::dashboard::asset)
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .with_state(state)
 }
 
@@ -78,6 +92,7 @@ async fn health(State(st): State<AppState>) -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": st.farm.started.elapsed().as_secs(),
         "broker": st.broker,
+        "broker_connected": st.farm.broker_connected.load(std::sync::atomic::Ordering::Relaxed),
         "printers_online": st.farm.online_count(),
     }))
 }
@@ -88,17 +103,29 @@ struct Login {
 }
 
 /// Exchanges an API token for an HttpOnly session cookie (for the dashboard and its stream).
-async fn session(State(st): State<AppState>, JsonBody(login): JsonBody<Login>) -> Result<Response, Problem> {
+async fn session(
+    State(st): State<AppState>,
+    JsonBody(login): JsonBody<Login>,
+) -> Result<Response, Problem> {
     match st.farm.principal(&login.token) {
         Some(p) if p.role != Role::Agent => {
-            let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000", problem::COOKIE, login.token);
-            let mut res = axum::Json(serde_json::json!({"role": p.role, "name": p.name})).into_response();
+            let cookie = format!(
+                "{}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age=2592000",
+                problem::COOKIE,
+                login.token
+            );
+            let mut res =
+                axum::Json(serde_json::json!({"role": p.role, "name": p.name})).into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 res.headers_mut().insert(header::SET_COOKIE, v);
             }
             Ok(res)
         }
-        _ => Err(Problem::new(StatusCode::UNAUTHORIZED, "Unknown token", "that token is not valid here; create one with `farm-controller token add`")),
+        _ => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "Unknown token",
+            "that token is not valid here; create one with `farm-controller token add`",
+        )),
     }
 }
 
@@ -114,7 +141,11 @@ pub fn require(c: &Caller, role: Role) -> Result<(), Problem> {
         Some(p) => Err(Problem::new(
             StatusCode::FORBIDDEN,
             "Not allowed",
-            &format!("this needs the {} role; your token has {}", role.as_str(), p.role.as_str()),
+            &format!(
+                "this needs the {} role; your token has {}",
+                role.as_str(),
+                p.role.as_str()
+            ),
         )),
         None => Err(Problem::new(
             StatusCode::UNAUTHORIZED,

@@ -12,12 +12,21 @@ use serde::Deserialize;
 
 pub async fn list(State(st): State<AppState>, c: Caller) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Viewer)?;
-    Ok(Json(serde_json::json!({ "items": st.farm.printers(), "next_cursor": null })))
+    Ok(Json(
+        serde_json::json!({ "items": st.farm.printers(), "next_cursor": null }),
+    ))
 }
 
-pub async fn show(State(st): State<AppState>, c: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, Problem> {
+pub async fn show(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Viewer)?;
-    st.farm.printer(&id).map(Json).ok_or_else(|| crate::farm::FarmError::NoPrinter(id).into())
+    st.farm
+        .printer(&id)
+        .map(Json)
+        .ok_or_else(|| crate::farm::FarmError::NoPrinter(id).into())
 }
 
 #[derive(Deserialize)]
@@ -31,12 +40,21 @@ pub struct NewPrinter {
 }
 
 /// Enrols a printer and returns, once, its token and a ready agent config.
-pub async fn add(State(st): State<AppState>, c: Caller, JsonBody(n): JsonBody<NewPrinter>) -> Result<impl IntoResponse, Problem> {
+pub async fn add(
+    State(st): State<AppState>,
+    c: Caller,
+    JsonBody(n): JsonBody<NewPrinter>,
+) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Admin)?;
-    let (rec, token) = st.farm.add_printer(&n.id, n.name.as_deref(), n.auto_eject)?;
+    let (rec, token) = st
+        .farm
+        .add_printer(&n.id, n.name.as_deref(), n.auto_eject)?;
     let config = crate::enrol::agent_config(&rec, &token, &st.enrol);
     let view = st.farm.printer(&rec.id);
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "printer": view, "token": token, "agent_config": config }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "printer": view, "token": token, "agent_config": config })),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -57,11 +75,25 @@ pub async fn command(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<CommandRequest>,
 ) -> Result<impl IntoResponse, Problem> {
-    require(&c, if matches!(req, CommandRequest::RawGcode { .. }) { Role::Admin } else { Role::Operator })?;
-    let printer = st.farm.printer(&id).ok_or_else(|| crate::farm::FarmError::NoPrinter(id.clone()))?;
+    require(
+        &c,
+        if matches!(req, CommandRequest::RawGcode { .. }) {
+            Role::Admin
+        } else {
+            Role::Operator
+        },
+    )?;
+    let printer = st
+        .farm
+        .printer(&id)
+        .ok_or_else(|| crate::farm::FarmError::NoPrinter(id.clone()))?;
     let job = || {
         printer.current_job_id.clone().ok_or_else(|| {
-            Problem::new(StatusCode::CONFLICT, "No job", &format!("printer {id} has no job to pause, resume or cancel"))
+            Problem::new(
+                StatusCode::CONFLICT,
+                "No job",
+                &format!("printer {id} has no job to pause, resume or cancel"),
+            )
         })
     };
     let cmd = match req {
@@ -72,20 +104,35 @@ pub async fn command(
         CommandRequest::SetTelemetry { interval_ms } => Command::SetTelemetry { interval_ms },
         CommandRequest::RawGcode { lines } => {
             if lines.is_empty() || lines.iter().any(|l| l.contains(['\n', '\r'])) {
-                return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid G-code", "send one or more lines, none containing a line break"));
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid G-code",
+                    "send one or more lines, none containing a line break",
+                ));
             }
             Command::RawGcode { lines }
         }
     };
     if !printer.online {
-        return Err(Problem::new(StatusCode::CONFLICT, "Printer offline", &format!("printer {id} is offline; the command would not arrive")));
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "Printer offline",
+            &format!("printer {id} is offline; the command would not arrive"),
+        ));
     }
     let command_id = st.farm.send_command(&id, cmd)?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "command_id": command_id }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "command_id": command_id })),
+    ))
 }
 
 /// The operator confirms the bed is clear, so the printer can take the next job.
-pub async fn clear(State(st): State<AppState>, c: Caller, Path(id): Path<String>) -> Result<impl IntoResponse, Problem> {
+pub async fn clear(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
     Ok(Json(st.farm.clear_bed(&id)?))
 }

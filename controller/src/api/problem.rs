@@ -21,7 +21,11 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, title: &str, detail: &str) -> Self {
-        Self { status, title: title.into(), detail: detail.into() }
+        Self {
+            status,
+            title: title.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -33,7 +37,12 @@ impl IntoResponse for Problem {
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -41,7 +50,9 @@ impl From<FarmError> for Problem {
     fn from(e: FarmError) -> Self {
         let (status, title) = match &e {
             FarmError::NoPrinter(_) | FarmError::NoJob(_) => (StatusCode::NOT_FOUND, "Not found"),
-            FarmError::PrinterExists(_) | FarmError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            FarmError::PrinterExists(_) | FarmError::Conflict(_) => {
+                (StatusCode::CONFLICT, "Conflict")
+            }
             FarmError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
             FarmError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "Storage failure"),
         };
@@ -79,9 +90,18 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim);
-        let cookie = parts.headers.get_all(header::COOKIE).iter().filter_map(|h| h.to_str().ok()).find_map(|h| {
-            h.split(';').find_map(|kv| kv.trim().strip_prefix(COOKIE).and_then(|v| v.strip_prefix('=')))
-        });
+        let cookie = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|h| h.to_str().ok())
+            .find_map(|h| {
+                h.split(';').find_map(|kv| {
+                    kv.trim()
+                        .strip_prefix(COOKIE)
+                        .and_then(|v| v.strip_prefix('='))
+                })
+            });
         if let Some(tok) = bearer.or(cookie) {
             return match st.farm.principal(tok) {
                 Some(p) => Ok(Caller(Some(p))),
@@ -99,5 +119,9 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 fn anonymous(role: crate::auth::Role) -> Principal {
-    Principal { role, printer: None, name: "anonymous".into() }
+    Principal {
+        role,
+        printer: None,
+        name: "anonymous".into(),
+    }
 }

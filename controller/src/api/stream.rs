@@ -24,17 +24,24 @@ impl Drop for Client {
 }
 
 fn snapshot(s: &Snapshot) -> Event {
-    Event::default().event("snapshot").data(serde_json::to_string(s).unwrap_or_default())
+    Event::default()
+        .event("snapshot")
+        .data(serde_json::to_string(s).unwrap_or_default())
 }
 
 fn change(c: Change) -> Event {
     match c {
         Change::Printer(v) => Event::default().event("printer").data(v.to_string()),
-        Change::Job(j) => Event::default().event("job").data(serde_json::to_string(&j).unwrap_or_default()),
+        Change::Job(j) => Event::default()
+            .event("job")
+            .data(serde_json::to_string(&j).unwrap_or_default()),
     }
 }
 
-pub async fn stream(State(st): State<AppState>, c: Caller) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+pub async fn stream(
+    State(st): State<AppState>,
+    c: Caller,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
     require(&c, Role::Viewer)?;
     let farm = st.farm.clone();
     farm.sse_clients.fetch_add(1, Relaxed);
