@@ -165,6 +165,12 @@ fn describe(e: &ConnectionError, while_connecting: bool) -> String {
 }
 
 /// The live connection state of one link.
+/// What [`Session::publish_events`] managed to queue.
+struct Queued {
+    last: Option<u64>,
+    complete: bool,
+}
+
 struct Session {
     settings: LinkSettings,
     client: AsyncClient,
@@ -240,19 +246,11 @@ impl Session {
             }
         };
         let all = rows.len() < BURST;
-        for (seq, wire) in rows {
-            let topic = self.events_topic.clone();
-            if self
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, false, wire)
-                .is_err()
-            {
-                // Full request channel: it stays in the outbox; housekeeping retries.
-                return;
-            }
+        let queued = self.publish_events(rows);
+        if let Some(seq) = queued.last {
             self.next_send = seq + 1;
         }
-        if all {
+        if all && queued.complete {
             self.next_send = self.next_send.max(before.last_seq + 1);
         }
     }
@@ -267,16 +265,29 @@ impl Session {
                 return;
             }
         };
-        for (_, wire) in rows {
+        self.publish_events(rows);
+    }
+
+    /// Queues sealed events for the broker in order, stopping at the first that does not fit
+    /// (a full request channel): what was not queued stays in the outbox for a later try.
+    fn publish_events(&self, rows: Vec<(u64, Vec<u8>)>) -> Queued {
+        let mut queued = Queued {
+            last: None,
+            complete: true,
+        };
+        for (seq, wire) in rows {
             let topic = self.events_topic.clone();
             if self
                 .client
                 .try_publish(topic, QoS::AtLeastOnce, false, wire)
                 .is_err()
             {
-                return;
+                queued.complete = false;
+                break;
             }
+            queued.last = Some(seq);
         }
+        queued
     }
 
     async fn housekeeping(&mut self) {

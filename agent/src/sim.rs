@@ -13,8 +13,8 @@
 
 use crate::config::SimConfig;
 use crate::printer::{Backend, Port, PrinterCommand, Reply, Snapshot};
-use farm_protocol::gcode::analysis::MAX_LINE_BYTES;
 use farm_protocol::gcode::machine::Heat;
+use farm_protocol::gcode::{Content, LineSplitter};
 use farm_protocol::gcode::{Machine, analyze, parse_line};
 use farm_protocol::messages::{Activity, Event, Heater, JobProgress, Outcome};
 use std::path::Path;
@@ -103,7 +103,7 @@ struct Failure {
 struct PrintJob {
     job_id: String,
     reader: BufReader<File>,
-    line: Vec<u8>,
+    line: LineSplitter,
     machine: Machine,
     file_pos: u64,
     file_size: u64,
@@ -141,35 +141,19 @@ struct SimPrinter {
     published_at: Instant,
 }
 
-/// One line read with the analyzer's rules: `(bytes consumed, overlong)`; `None` at EOF.
-async fn read_line(
-    r: &mut BufReader<File>,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<(u64, bool)>> {
-    buf.clear();
-    let mut consumed = 0u64;
-    let mut overlong = false;
+/// Reads the next line with the analyzer's rules (the shared [`LineSplitter`]), so byte
+/// offsets and filament agree with the analyzer exactly. `false` at end of file.
+async fn read_line(r: &mut BufReader<File>, line: &mut LineSplitter) -> std::io::Result<bool> {
+    line.clear();
     loop {
         let chunk = r.fill_buf().await?;
         if chunk.is_empty() {
-            return Ok((consumed > 0).then_some((consumed, overlong)));
+            return Ok(line.pending());
         }
-        let (take, eol) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(p) => (p + 1, true),
-            None => (chunk.len(), false),
-        };
-        if !overlong {
-            if buf.len() + take > MAX_LINE_BYTES {
-                overlong = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(&chunk[..take]);
-            }
-        }
+        let (take, eol) = line.feed(chunk);
         r.consume(take);
-        consumed += take as u64;
         if eol {
-            return Ok(Some((consumed, overlong)));
+            return Ok(true);
         }
     }
 }
@@ -324,9 +308,9 @@ impl SimPrinter {
         let speed = self.cfg.speed;
         for _ in 0..BATCH_LINES {
             let read = read_line(&mut job.reader, &mut job.line).await;
-            let (consumed, overlong) = match read {
-                Ok(Some(r)) => r,
-                Ok(None) => {
+            match read {
+                Ok(true) => {}
+                Ok(false) => {
                     self.job = Some(job);
                     self.finish(Outcome::Completed, None);
                     return;
@@ -337,11 +321,8 @@ impl SimPrinter {
                     return;
                 }
             };
-            job.file_pos += consumed;
-            let text = job.line.strip_suffix(b"\n").unwrap_or(&job.line);
-            let text = text.strip_suffix(b"\r").unwrap_or(text);
-            // Same skip rules as the analyzer, so the totals agree to the last bit.
-            if !overlong && !text.contains(&0) {
+            job.file_pos += job.line.len();
+            if let Content::Text(text) = job.line.content() {
                 let step = job.machine.step(&parse_line(text));
                 job.machine_s += step.duration_s;
                 owed_s += step.duration_s / speed;
@@ -534,7 +515,7 @@ impl SimPrinter {
         self.job = Some(PrintJob {
             job_id: job_id.clone(),
             reader: BufReader::with_capacity(64 * 1024, file),
-            line: Vec::with_capacity(256),
+            line: LineSplitter::default(),
             machine: Machine::default(),
             file_pos: 0,
             file_size: analysis.bytes,

@@ -1,12 +1,12 @@
 //! Whole-file analysis: streams bytes through the [`Machine`] with bounded memory.
 
 use super::line::parse_line;
+use super::lines::{Content, LineSplitter};
 use super::machine::{Bounds, Machine};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 
-/// Longest line kept whole; longer lines are counted and skipped (never buffered unbounded).
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
+pub use super::lines::MAX_LINE_BYTES;
 
 /// What a file will do on a printer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,33 +41,21 @@ pub fn analyze(mut r: impl BufRead) -> std::io::Result<Analysis> {
         overlong_lines: 0,
         binary_lines: 0,
     };
-    let mut buf = Vec::with_capacity(256);
-    let mut overlong = false;
+    let mut lines = LineSplitter::default();
     loop {
         let chunk = r.fill_buf()?;
         if chunk.is_empty() {
             break;
         }
-        let (take, eol) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(p) => (p + 1, true),
-            None => (chunk.len(), false),
-        };
-        if !overlong {
-            if buf.len() + take > MAX_LINE_BYTES {
-                overlong = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(&chunk[..take]);
-            }
-        }
+        let (take, eol) = lines.feed(chunk);
         r.consume(take);
-        a.bytes += take as u64;
         if eol {
-            finish_line(&mut m, &mut a, &mut buf, &mut overlong);
+            finish_line(&mut m, &mut a, &lines);
+            lines.clear();
         }
     }
-    if !buf.is_empty() || overlong {
-        finish_line(&mut m, &mut a, &mut buf, &mut overlong);
+    if lines.pending() {
+        finish_line(&mut m, &mut a, &lines);
     }
     a.filament_mm = m.consumed_mm();
     a.layers = m.layers();
@@ -75,16 +63,13 @@ pub fn analyze(mut r: impl BufRead) -> std::io::Result<Analysis> {
     Ok(a)
 }
 
-fn finish_line(m: &mut Machine, a: &mut Analysis, buf: &mut Vec<u8>, overlong: &mut bool) {
+fn finish_line(m: &mut Machine, a: &mut Analysis, line: &LineSplitter) {
     a.lines += 1;
-    if *overlong {
-        a.overlong_lines += 1;
-    } else {
-        let text = buf.strip_suffix(b"\n").unwrap_or(buf);
-        let text = text.strip_suffix(b"\r").unwrap_or(text);
-        if text.contains(&0) {
-            a.binary_lines += 1;
-        } else {
+    a.bytes += line.len();
+    match line.content() {
+        Content::Overlong => a.overlong_lines += 1,
+        Content::Binary => a.binary_lines += 1,
+        Content::Text(text) => {
             let l = parse_line(text);
             if l.letter.is_some() {
                 a.commands += 1;
@@ -92,8 +77,6 @@ fn finish_line(m: &mut Machine, a: &mut Analysis, buf: &mut Vec<u8>, overlong: &
             a.estimated_s += m.step(&l).duration_s;
         }
     }
-    buf.clear();
-    *overlong = false;
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //!
 //! | module | what it does |
 //! |---|---|
+//! | [`lines`] | splits a byte stream into lines with bounded memory: the one set of line rules |
 //! | [`line`] | splits one line into command, parameters and comment (no allocation) |
 //! | [`machine`] | the printer's coordinate state: G90/G91, M82/M83, G92, tools, feed/flow; turns each line into time and filament |
 //! | [`analysis`] | streams a whole file through the machine: filament per tool, time, layers, bounds |
@@ -11,8 +12,10 @@
 
 pub mod analysis;
 pub mod line;
+pub mod lines;
 pub mod machine;
 
 pub use analysis::{Analysis, analyze};
 pub use line::{Line, parse_line};
+pub use lines::{Content, LineSplitter};
 pub use machine::{Machine, Step};

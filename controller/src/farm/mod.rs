@@ -1,0 +1,398 @@
+//! The running farm: the store, its in-memory mirror, and the stream of changes.
+//!
+//! Every write goes through [`Farm`] while holding one lock: commit to the store first, then
+//! update the mirror, then announce the change. So the mirror never shows what is not durable,
+//! and the live stream sees changes in commit order. Reads copy out of the mirror.
+//!
+//! Messages for agents (commands, acks) are queued to the MQTT link as [`Outbound`]; the link
+//! owns the socket.
+//!
+//! | file | writes that come from |
+//! |---|---|
+//! | `mod.rs` | loading, reads, enrolment and tokens |
+//! | [`agents`] | agents: status, presence, events (exactly once, in order), acks |
+//! | [`queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
+
+mod agents;
+mod queue;
+
+use crate::auth::{Principal, Role, new_token, random_hex, token_hash};
+use crate::fleet::{self, Live, PrinterRecord, PrinterState, PrinterView};
+use crate::jobs::{Job, JobState};
+use crate::metrics::{Gauges, Metrics};
+use crate::store::{Store, StoreError, TokenRecord};
+use farm_protocol::{Channel, PrinterId, Topics};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use time::OffsetDateTime;
+use tokio::sync::{Notify, broadcast, mpsc};
+
+/// A message for the broker.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos1: bool,
+}
+
+/// One change on the live stream (`/api/v1/stream`).
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Changed fields of one printer, with its `id`.
+    Printer(serde_json::Value),
+    Job(Box<Job>),
+}
+
+/// Everything the stream sends first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub printers: Vec<PrinterView>,
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FarmError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no printer {0:?}")]
+    NoPrinter(String),
+    #[error("no job {0:?}")]
+    NoJob(String),
+    #[error("a printer with id {0:?} already exists")]
+    PrinterExists(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+struct PrinterEntry {
+    rec: PrinterRecord,
+    live: Live,
+    view: PrinterView,
+}
+
+#[derive(Default)]
+struct Mirror {
+    printers: BTreeMap<String, PrinterEntry>,
+    jobs: BTreeMap<u64, Job>,
+    job_numbers: HashMap<String, u64>,
+    applied: HashMap<String, u64>,
+    /// Token hash → who holds it (API tokens and printers' agent tokens).
+    credentials: HashMap<String, Principal>,
+}
+
+impl Mirror {
+    /// Adds an enrolled printer (offline until it speaks) and its agent's credential.
+    fn insert_printer(&mut self, rec: PrinterRecord) -> PrinterView {
+        let agent = Principal {
+            role: Role::Agent,
+            printer: Some(rec.id.clone()),
+            name: rec.id.clone(),
+        };
+        self.credentials.insert(rec.token_sha256.clone(), agent);
+        let live = Live::default();
+        let view = fleet::view(&rec, &live);
+        self.printers.insert(
+            rec.id.clone(),
+            PrinterEntry {
+                rec,
+                live,
+                view: view.clone(),
+            },
+        );
+        view
+    }
+}
+
+pub struct Farm {
+    store: Store,
+    mirror: Mutex<Mirror>,
+    changes: broadcast::Sender<Change>,
+    outbound: mpsc::Sender<Outbound>,
+    topics: Topics,
+    /// Base URL agents fetch files from.
+    public_url: String,
+    pub metrics: Metrics,
+    /// Wakes the scheduler when a printer may have become free or a job was queued.
+    pub kick: Notify,
+    pub sse_clients: std::sync::atomic::AtomicU64,
+    /// The controller's MQTT link is up and subscribed (shown in `/api/v1/health`).
+    pub broker_connected: std::sync::atomic::AtomicBool,
+    pub started: std::time::Instant,
+}
+
+/// What applying one event did, for the caller to acknowledge.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Applied(u64),
+    Replay(u64),
+    Gap { have: u64 },
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// Printer names are free text for people, but bounded and printable.
+fn clean_name(name: &str) -> Result<String, FarmError> {
+    let n = name.trim();
+    if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
+        return Err(FarmError::Invalid(
+            "a name must be 1 to 128 printable characters".into(),
+        ));
+    }
+    Ok(n.to_string())
+}
+
+impl Farm {
+    /// Loads the store into memory. Returns the farm and the receiving end of the broker queue.
+    pub fn load(
+        store: Store,
+        topics: Topics,
+        public_url: String,
+    ) -> Result<(Arc<Farm>, mpsc::Receiver<Outbound>), FarmError> {
+        let mut m = Mirror::default();
+        for rec in store.printers()? {
+            m.insert_printer(rec);
+        }
+        for job in store.jobs()? {
+            m.job_numbers.insert(job.id.clone(), job.number);
+            m.jobs.insert(job.number, job);
+        }
+        m.applied = store.applied_seqs()?.into_iter().collect();
+        for (hash, t) in store.tokens()? {
+            m.credentials.insert(
+                hash,
+                Principal {
+                    role: t.role,
+                    printer: None,
+                    name: t.name,
+                },
+            );
+        }
+        let (changes, _) = broadcast::channel(4096);
+        let (outbound, rx) = mpsc::channel(10_000);
+        let farm = Farm {
+            store,
+            mirror: Mutex::new(m),
+            changes,
+            outbound,
+            topics,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            metrics: Metrics::default(),
+            kick: Notify::new(),
+            sse_clients: Default::default(),
+            broker_connected: Default::default(),
+            started: std::time::Instant::now(),
+        };
+        Ok((Arc::new(farm), rx))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Mirror> {
+        // A panic while holding the lock cannot leave the mirror ahead of the store (the store
+        // commits first), so a poisoned lock is still safe to use.
+        self.mirror.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    fn announce_printer(&self, e: &mut PrinterEntry) {
+        let new = fleet::view(&e.rec, &e.live);
+        if let Some(d) = fleet::diff(Some(&e.view), &new) {
+            if new.state == PrinterState::Idle && e.view.state != PrinterState::Idle {
+                self.kick.notify_one();
+            }
+            e.view = new;
+            let _ = self.changes.send(Change::Printer(d));
+        }
+    }
+
+    fn announce_job(&self, j: &Job) {
+        let _ = self.changes.send(Change::Job(Box::new(j.clone())));
+    }
+
+    fn send(&self, printer: &str, channel: Channel, payload: Vec<u8>) {
+        let Ok(pid) = PrinterId::new(printer) else {
+            return;
+        };
+        let msg = Outbound {
+            topic: self.topics.printer(&pid, channel),
+            payload,
+            qos1: channel == Channel::Commands,
+        };
+        if self.outbound.try_send(msg).is_err() {
+            self.metrics.publish_failed.fetch_add(1, Relaxed);
+        }
+    }
+
+    // ---- reads -------------------------------------------------------------------------
+
+    /// True once any admin token exists (the first `serve` mints one otherwise).
+    pub fn has_admin(&self) -> bool {
+        self.lock()
+            .credentials
+            .values()
+            .any(|p| p.role == Role::Admin)
+    }
+
+    pub fn principal(&self, token: &str) -> Option<Principal> {
+        self.lock().credentials.get(&token_hash(token)).cloned()
+    }
+
+    /// The HMAC key of a printer, if it is enrolled.
+    pub fn secret(&self, printer: &str) -> Option<String> {
+        self.lock()
+            .printers
+            .get(printer)
+            .map(|e| e.rec.secret.clone())
+    }
+
+    /// Checks broker credentials of an agent (username = printer id, password = token).
+    pub fn broker_login(&self, user: &str, pass: &str) -> bool {
+        let m = self.lock();
+        m.printers
+            .get(user)
+            .is_some_and(|e| e.rec.token_sha256 == token_hash(pass))
+    }
+
+    pub fn printers(&self) -> Vec<PrinterView> {
+        self.lock()
+            .printers
+            .values()
+            .map(|e| e.view.clone())
+            .collect()
+    }
+
+    pub fn printer(&self, id: &str) -> Option<PrinterView> {
+        self.lock().printers.get(id).map(|e| e.view.clone())
+    }
+
+    pub fn job(&self, id: &str) -> Option<Job> {
+        let m = self.lock();
+        m.job_numbers.get(id).and_then(|n| m.jobs.get(n)).cloned()
+    }
+
+    /// Jobs in number order after `after`, optionally of one state; at most `limit`.
+    pub fn jobs(&self, state: Option<JobState>, after: u64, limit: usize) -> Vec<Job> {
+        let m = self.lock();
+        m.jobs
+            .range(after.saturating_add(1)..)
+            .map(|(_, j)| j)
+            .filter(|j| state.is_none_or(|s| j.state == s))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// True if some job (on an agent's printer, or any for staff) uses the file.
+    pub fn may_fetch(&self, who: &Principal, sha256: &str) -> bool {
+        if who.role.covers(Role::Viewer) {
+            return true;
+        }
+        let m = self.lock();
+        m.jobs
+            .values()
+            .any(|j| j.sha256 == sha256 && j.printer_id.is_some() && j.printer_id == who.printer)
+    }
+
+    /// The full state and a receiver for every change after it, taken atomically.
+    pub fn subscribe(&self) -> (Snapshot, broadcast::Receiver<Change>) {
+        let m = self.lock();
+        let rx = self.changes.subscribe();
+        let snap = Snapshot {
+            printers: m.printers.values().map(|e| e.view.clone()).collect(),
+            jobs: m.jobs.values().cloned().collect(),
+        };
+        (snap, rx)
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let m = self.lock();
+        let mut p: BTreeMap<&'static str, u64> =
+            PrinterState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for e in m.printers.values() {
+            *p.entry(e.view.state.as_str()).or_default() += 1;
+        }
+        let mut j: BTreeMap<&'static str, u64> =
+            JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        for job in m.jobs.values() {
+            *j.entry(job.state.as_str()).or_default() += 1;
+        }
+        Gauges {
+            printers_by_state: p.into_iter().collect(),
+            jobs_by_state: j.into_iter().collect(),
+            sse_clients: self.sse_clients.load(Relaxed),
+        }
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.lock()
+            .printers
+            .values()
+            .filter(|e| e.live.online)
+            .count()
+    }
+
+    // ---- enrolment and tokens ----------------------------------------------------------
+
+    /// Enrols a printer: mints its secret and token. The token is returned once, never stored.
+    pub fn add_printer(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        auto_eject: bool,
+    ) -> Result<(PrinterRecord, String), FarmError> {
+        let pid = PrinterId::new(id).map_err(|e| FarmError::Invalid(e.to_string()))?;
+        let name = clean_name(name.unwrap_or(id))?;
+        let mut m = self.lock();
+        if m.printers.contains_key(pid.as_str()) {
+            return Err(FarmError::PrinterExists(id.into()));
+        }
+        let token = new_token();
+        let rec = PrinterRecord {
+            id: pid.to_string(),
+            name,
+            secret: random_hex(32),
+            token_sha256: token_hash(&token),
+            created_at: now(),
+            auto_eject,
+            awaiting_clear: false,
+            maintenance: false,
+            current_job: None,
+        };
+        self.store.write(|tx| tx.put_printer(&rec))?;
+        let view = m.insert_printer(rec.clone());
+        let _ = self.changes.send(Change::Printer(
+            serde_json::to_value(&view).unwrap_or_default(),
+        ));
+        Ok((rec, token))
+    }
+
+    /// Creates an API token for a role; returns the token (shown once).
+    pub fn add_token(&self, name: &str, role: Role) -> Result<String, FarmError> {
+        let name = clean_name(name)?;
+        let token = new_token();
+        let hash = token_hash(&token);
+        let rec = TokenRecord {
+            name: name.clone(),
+            role,
+            created_at: now(),
+        };
+        let mut m = self.lock();
+        self.store.write(|tx| tx.put_token(&hash, &rec))?;
+        m.credentials.insert(
+            hash,
+            Principal {
+                role,
+                printer: None,
+                name,
+            },
+        );
+        Ok(token)
+    }
+}
