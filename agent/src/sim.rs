@@ -15,7 +15,7 @@ use crate::config::SimConfig;
 use crate::printer::{Backend, Port, PrinterCommand, Reply, Snapshot};
 use farm_protocol::gcode::machine::Heat;
 use farm_protocol::gcode::{Content, LineSplitter};
-use farm_protocol::gcode::{Machine, analyze, parse_line};
+use farm_protocol::gcode::{Machine, analyze_with, limits_from_tail, parse_line};
 use farm_protocol::messages::{Activity, Event, Heater, JobProgress, Outcome};
 use std::path::Path;
 use std::time::Duration;
@@ -104,6 +104,8 @@ struct PrintJob {
     job_id: String,
     reader: BufReader<File>,
     line: LineSplitter,
+    /// End of file reached and the planner's last moves scheduled: the next tick completes.
+    drained: bool,
     machine: Machine,
     file_pos: u64,
     file_size: u64,
@@ -311,6 +313,19 @@ impl SimPrinter {
             match read {
                 Ok(true) => {}
                 Ok(false) => {
+                    // The planner holds the last moves back for look-ahead: run them out
+                    // (paced like any other batch) before the print counts as done.
+                    let rest = if job.drained {
+                        0.0
+                    } else {
+                        job.machine.finish()
+                    };
+                    job.drained = true;
+                    if rest > 0.0 {
+                        job.machine_s += rest;
+                        owed_s += rest / speed;
+                        break;
+                    }
                     self.job = Some(job);
                     self.finish(Outcome::Completed, None);
                     return;
@@ -478,8 +493,10 @@ impl SimPrinter {
             (other, _) => return Err(format!("printer is not ready ({other:?})")),
         }
         let p = path.to_path_buf();
-        let analysis = tokio::task::spawn_blocking(move || {
-            analyze(std::io::BufReader::new(std::fs::File::open(p)?))
+        let (analysis, limits) = tokio::task::spawn_blocking(move || {
+            let mut r = std::io::BufReader::new(std::fs::File::open(p)?);
+            let limits = limits_from_tail(&mut r)?;
+            Ok::<_, std::io::Error>((analyze_with(r, limits)?, limits))
         })
         .await
         .map_err(|e| format!("file analysis stopped: {e}"))?
@@ -516,7 +533,8 @@ impl SimPrinter {
             job_id: job_id.clone(),
             reader: BufReader::with_capacity(64 * 1024, file),
             line: LineSplitter::default(),
-            machine: Machine::default(),
+            drained: false,
+            machine: Machine::new(limits),
             file_pos: 0,
             file_size: analysis.bytes,
             layer_count: analysis.layers,

@@ -29,7 +29,7 @@ fn rig(config: SimConfig, layers: u32) -> Rig {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("job.gcode");
     std::fs::write(&path, sample(layers)).expect("write");
-    let a = analyze(std::io::BufReader::new(
+    let a = farm_protocol::gcode::analyze(std::io::BufReader::new(
         std::fs::File::open(&path).expect("open"),
     ))
     .expect("analyze");

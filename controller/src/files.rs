@@ -4,7 +4,7 @@
 //! G-code (text with commands, not a binary), analysed, and only then renamed into place, so a
 //! half-written or refused upload never appears under a hash.
 
-use farm_protocol::gcode::{Analysis, analyze};
+use farm_protocol::gcode::{Analysis, analyze_seekable};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -105,7 +105,8 @@ impl FileStore {
         }
         let path = tmp.clone();
         let analysis = tokio::task::spawn_blocking(move || {
-            analyze(std::io::BufReader::with_capacity(
+            // Seekable: PrusaSlicer and SuperSlicer state machine limits at the end of the file.
+            analyze_seekable(std::io::BufReader::with_capacity(
                 1 << 16,
                 std::fs::File::open(path)?,
             ))

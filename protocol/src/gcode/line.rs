@@ -13,6 +13,8 @@ pub struct Line<'a> {
     pub comment: Option<&'a str>,
     /// The first word when it is not a letter+number code, e.g. `PAUSE` or `SET_PRINT_STATS_INFO`.
     pub macro_name: Option<&'a str>,
+    /// For a macro: the rest of the line before any comment, trimmed (e.g. `ACCEL=7000 ACCEL_TO_DECEL=3500`).
+    pub macro_args: Option<&'a str>,
 }
 
 impl<'a> Line<'a> {
@@ -64,6 +66,7 @@ pub fn parse_line(raw: &[u8]) -> Line<'_> {
         params: [None; 26],
         comment: None,
         macro_name: None,
+        macro_args: None,
     };
     // Cut the comment first so a ';' or '(' inside it cannot start a word.
     let mut code = raw;
@@ -111,6 +114,7 @@ pub fn parse_line(raw: &[u8]) -> Line<'_> {
                 .position(|c| c.is_ascii_whitespace())
                 .map_or(s.len(), |p| i + p);
             line.macro_name = std::str::from_utf8(&s[i..w_end]).ok();
+            line.macro_args = std::str::from_utf8(&s[w_end..]).ok().map(str::trim);
             return line;
         }
         let (value, used) = parse_number(&s[i + 1..]);
@@ -167,6 +171,7 @@ mod tests {
         assert!(t.is(b'T', 3));
         let m = parse_line(b"EXCLUDE_OBJECT_START NAME=cube");
         assert_eq!(m.macro_name, Some("EXCLUDE_OBJECT_START"));
+        assert_eq!(m.macro_args, Some("NAME=cube"));
         assert_eq!(m.letter, None);
         let j = parse_line(b"\x00\xff\xfe G1 X");
         assert_eq!(j.get('X'), None);

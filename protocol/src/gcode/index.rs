@@ -1,0 +1,326 @@
+//! Filament consumed up to any byte offset of a file, without re-reading the file from the start.
+//!
+//! OctoPrint reports `progress.filepos` and Moonraker `virtual_sdcard.file_position`: the offset
+//! of the next byte the printer host will read. To charge a cancelled print exactly, the agent
+//! needs the filament the lines before that offset consumed, computed by the same [`Machine`] as
+//! the analyzer so that the offset at end of file gives exactly [`Analysis::filament_mm`].
+//!
+//! [`ExtrusionIndex`] is built in one streaming pass and keeps a checkpoint (byte offset, line
+//! count, consumed per tool, a clone of the machine) at the first line boundary at or after
+//! every `stride` bytes (default [`DEFAULT_STRIDE`], 64 KiB). A query seeks to the last
+//! checkpoint at or before the offset and replays at most one stride of lines, so it reads
+//! ~64 KiB whatever the file size, and replays the same operations in the same order as a full
+//! pass: the result is bit-for-bit the full pass's.
+//!
+//! **Line rule**: a line counts once the offset is at or past its end (its newline included).
+//! An offset in the middle of a line does not count that line: the host has not finished
+//! reading it, so the printer has not executed it. A last line without a newline ends at the
+//! end of the file.
+//!
+//! **Memory**: a checkpoint holds a clone of the [`Machine`] with its look-ahead planner
+//! flushed (the planner's buffered moves only matter for time, never for filament), so it
+//! costs `size_of::<Checkpoint>()` (see [`checkpoint_bytes`]) plus per tool ~64 bytes, plus
+//! the machine's per-layer time list (8 bytes per layer started so far: the machine keeps it
+//! and offers no way to leave it out). A 200 MB file at the default stride has ~3 050
+//! checkpoints. The whole index is held under [`MAX_INDEX_BYTES`]: past it, every other
+//! checkpoint is dropped and the stride doubles, so a hostile file (100 000 layer comments,
+//! then 200 MB of moves) costs longer replays, never unbounded memory.
+//!
+//! **Cache**: the index is `Serialize`/`Deserialize` so the agent can store it beside the file.
+//! `Machine` has no serde form (its state is private to `machine.rs`), so the machine clones are
+//! not serialised: a deserialised index is *cold*: still exact, but a query replays from the
+//! start of the file until [`ExtrusionIndex::warm`] re-derives the clones in one pass (and
+//! checks that the file still matches the stored offsets and totals). Once `Machine` derives
+//! serde, dropping the `#[serde(skip)]` below makes the cache warm as stored.
+//!
+//! [`Analysis::filament_mm`]: super::Analysis::filament_mm
+
+use super::line::parse_line;
+use super::lines::{Content, LineSplitter};
+use super::machine::Machine;
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+
+/// Bytes between checkpoints unless told otherwise.
+pub const DEFAULT_STRIDE: u64 = 64 * 1024;
+
+/// Version of the serialised form; a cache with another version is rebuilt, not trusted.
+pub const INDEX_FORMAT: u32 = 1;
+
+/// Memory the checkpoints may hold (estimated by [`checkpoint_bytes`]) before they are thinned.
+pub const MAX_INDEX_BYTES: usize = 32 * 1024 * 1024;
+
+/// Estimated bytes one checkpoint holds: its inline size, the machine's per-layer times and
+/// per-tool state (extruder, heater, consumed entry: 64 bytes with slack).
+pub fn checkpoint_bytes(c: &Checkpoint) -> usize {
+    let layers = c.machine.as_ref().map_or(0, |m| m.layer_times_s().len());
+    size_of::<Checkpoint>() + layers * size_of::<f64>() + c.consumed_mm.len() * 64
+}
+
+/// The machine's state without the moves held for look-ahead: flushing plans them (time only),
+/// and the second clone leaves the emptied buffer's capacity behind.
+fn snapshot(m: &Machine) -> Machine {
+    let mut flushed = m.clone();
+    flushed.finish();
+    flushed.clone()
+}
+
+/// The machine's state at a line boundary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Byte offset where a line starts (the end of the line before it).
+    pub offset: u64,
+    /// Lines before `offset`.
+    pub line: u64,
+    /// Filament consumed per tool by the lines before `offset`, mm.
+    pub consumed_mm: Vec<f64>,
+    /// `None` after deserialisation until [`ExtrusionIndex::warm`].
+    #[serde(skip)]
+    machine: Option<Machine>,
+}
+
+/// Checkpoints over one file; see the module documentation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtrusionIndex {
+    pub format: u32,
+    /// The stride the index was built with (checkpoints are further apart if it was thinned).
+    pub stride: u64,
+    /// Size of the indexed file, bytes.
+    pub bytes: u64,
+    pub lines: u64,
+    /// Filament consumed by the whole file per tool, mm (= the analyzer's `filament_mm`).
+    pub total_mm: Vec<f64>,
+    /// In offset order, the first at offset 0.
+    pub checkpoints: Vec<Checkpoint>,
+    /// False after deserialisation until [`ExtrusionIndex::warm`]: the machines are missing,
+    /// and the stored totals went through a text form that may not round-trip every bit.
+    #[serde(skip)]
+    warm: bool,
+}
+
+/// Builds an [`ExtrusionIndex`] from lines fed in order, e.g. beside the analyzer in one pass.
+#[derive(Debug, Clone)]
+pub struct ExtrusionIndexBuilder {
+    machine: Machine,
+    /// The stride asked for; `spacing` is what is used now (doubled each time memory is thinned).
+    stride: u64,
+    spacing: u64,
+    offset: u64,
+    lines: u64,
+    last_checkpoint: u64,
+    checkpoints: Vec<Checkpoint>,
+    held_bytes: usize,
+}
+
+impl Default for ExtrusionIndexBuilder {
+    fn default() -> Self {
+        Self::new(DEFAULT_STRIDE)
+    }
+}
+
+impl ExtrusionIndexBuilder {
+    /// `stride`: bytes between checkpoints (at least 1).
+    pub fn new(stride: u64) -> Self {
+        Self::with_machine(Machine::default(), stride)
+    }
+
+    /// Starts from this machine (e.g. one made with the analyzer's limits) at offset 0.
+    pub fn with_machine(machine: Machine, stride: u64) -> Self {
+        let mut b = Self {
+            machine,
+            stride: stride.max(1),
+            spacing: stride.max(1),
+            offset: 0,
+            lines: 0,
+            last_checkpoint: 0,
+            checkpoints: Vec::new(),
+            held_bytes: 0,
+        };
+        b.checkpoint();
+        b
+    }
+
+    fn checkpoint(&mut self) {
+        self.last_checkpoint = self.offset;
+        let c = Checkpoint {
+            offset: self.offset,
+            line: self.lines,
+            consumed_mm: self.machine.consumed_mm(),
+            machine: Some(snapshot(&self.machine)),
+        };
+        self.held_bytes += checkpoint_bytes(&c);
+        self.checkpoints.push(c);
+        if self.held_bytes > MAX_INDEX_BYTES && self.checkpoints.len() > 2 {
+            // Keep every other checkpoint (the start always) and space new ones twice as far.
+            let mut i = 0;
+            self.checkpoints.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.checkpoints.shrink_to_fit();
+            self.held_bytes = self.checkpoints.iter().map(checkpoint_bytes).sum();
+            self.spacing = self.spacing.saturating_mul(2);
+        }
+    }
+
+    /// One finished line as [`LineSplitter`] gives it, and its length in the file, newline
+    /// included ([`LineSplitter::len`]).
+    pub fn line(&mut self, content: Content<'_>, len: u64) {
+        apply(&mut self.machine, content);
+        self.offset += len;
+        self.lines += 1;
+        if self.offset - self.last_checkpoint >= self.spacing {
+            self.checkpoint();
+        }
+    }
+
+    /// The machine after the lines fed so far.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    pub fn finish(self) -> ExtrusionIndex {
+        ExtrusionIndex {
+            format: INDEX_FORMAT,
+            stride: self.stride,
+            bytes: self.offset,
+            lines: self.lines,
+            total_mm: self.machine.consumed_mm(),
+            checkpoints: self.checkpoints,
+            warm: true,
+        }
+    }
+}
+
+/// What the analyzer does with a line: junk lines (overlong, binary) do not reach the machine.
+fn apply(m: &mut Machine, content: Content<'_>) {
+    if let Content::Text(text) = content {
+        m.step(&parse_line(text));
+    }
+}
+
+/// Feeds a whole stream through `on_line(content, len)` with the one set of line rules.
+fn for_each_line(mut r: impl BufRead, mut on_line: impl FnMut(Content<'_>, u64)) -> io::Result<()> {
+    let mut lines = LineSplitter::default();
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let (take, eol) = lines.feed(chunk);
+        r.consume(take);
+        if eol {
+            on_line(lines.content(), lines.len());
+            lines.clear();
+        }
+    }
+    if lines.pending() {
+        on_line(lines.content(), lines.len());
+    }
+    Ok(())
+}
+
+impl ExtrusionIndex {
+    /// Indexes a whole stream in one pass.
+    pub fn build(r: impl BufRead, stride: u64) -> io::Result<Self> {
+        let mut b = ExtrusionIndexBuilder::new(stride);
+        for_each_line(r, |c, len| b.line(c, len))?;
+        Ok(b.finish())
+    }
+
+    /// Filament consumed per tool (mm, index = tool) by the lines that end at or before
+    /// `offset`; see the module's line rule. `file` must be the indexed file, unchanged.
+    /// The vector has one entry per tool seen so far (at least one).
+    pub fn consumed_at(&self, file: impl Read + Seek, offset: u64) -> io::Result<Vec<f64>> {
+        if offset >= self.bytes && self.warm {
+            return Ok(self.total_mm.clone());
+        }
+        // Last checkpoint at or before `offset` that holds a machine; a cold index starts over.
+        let upto = self.checkpoints.partition_point(|c| c.offset <= offset);
+        let start = self.checkpoints[..upto]
+            .iter()
+            .rev()
+            .find_map(|c| Some((c.offset, c.machine.as_ref()?)));
+        let (mut pos, mut m) = match start {
+            Some((at, m)) => (at, m.clone()),
+            None => (0, Machine::default()),
+        };
+        if pos == offset {
+            return Ok(m.consumed_mm());
+        }
+        let mut file = file;
+        file.seek(SeekFrom::Start(pos))?;
+        let mut r = BufReader::with_capacity(64 * 1024, file);
+        let mut lines = LineSplitter::default();
+        while pos < offset {
+            let chunk = r.fill_buf()?;
+            if chunk.is_empty() {
+                // End of file: a last line without a newline ends here.
+                if lines.pending() && pos + lines.len() <= offset {
+                    apply(&mut m, lines.content());
+                }
+                break;
+            }
+            let (take, eol) = lines.feed(chunk);
+            r.consume(take);
+            if eol {
+                let end = pos + lines.len();
+                if end > offset {
+                    break; // the offset is inside this line: not read yet
+                }
+                apply(&mut m, lines.content());
+                pos = end;
+                lines.clear();
+            }
+        }
+        Ok(m.consumed_mm())
+    }
+
+    /// True unless deserialised and not yet [`ExtrusionIndex::warm`]ed.
+    pub fn is_warm(&self) -> bool {
+        self.warm
+    }
+
+    /// After loading a cached index: re-derives the machine clones in one pass over `file`
+    /// (from a default [`Machine`], as [`ExtrusionIndex::build`]).
+    /// Fails with `InvalidData` (and leaves the index cold) when the file no longer matches
+    /// the stored size, line boundaries or totals: the cache belongs to another file.
+    pub fn warm(&mut self, file: impl Read) -> io::Result<()> {
+        let fresh = Self::build(BufReader::with_capacity(64 * 1024, file), self.stride)?;
+        // Totals are compared to 1e-9 relative: a text cache (JSON) need not round-trip every
+        // bit, and this is an identity check; the answers afterwards come from `fresh`.
+        let close = |a: &[f64], b: &[f64]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0))
+        };
+        let same = self.format == INDEX_FORMAT
+            && fresh.bytes == self.bytes
+            && fresh.lines == self.lines
+            && close(&fresh.total_mm, &self.total_mm)
+            && fresh.checkpoints.len() == self.checkpoints.len()
+            && fresh
+                .checkpoints
+                .iter()
+                .zip(&self.checkpoints)
+                .all(|(a, b)| {
+                    a.offset == b.offset
+                        && a.line == b.line
+                        && close(&a.consumed_mm, &b.consumed_mm)
+                });
+        if !same {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "extrusion index does not match this file",
+            ));
+        }
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Estimated bytes the index holds (see [`checkpoint_bytes`]).
+    pub fn memory_bytes(&self) -> usize {
+        size_of::<Self>() + self.checkpoints.iter().map(checkpoint_bytes).sum::<usize>()
+    }
+}
