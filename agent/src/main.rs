@@ -1,6 +1,8 @@
 //! `farm-agent`: the command line around [`farm_agent::run`]. Everything else lives in the
 //! library; this file parses arguments, sets up logging and signals, and reports errors.
 
+mod analyze_cmd;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -27,6 +29,15 @@ enum Cmd {
     /// Parse and validate a config file and print a summary (the secret and token are not
     /// shown). Exits non-zero with the reason if the file is not valid.
     CheckConfig(ConfigArg),
+    /// Analyse a G-code file: filament per tool (mm and grams), print time beside the
+    /// slicer's own estimate, layers, bounds, thumbnails. Needs no config.
+    Analyze {
+        /// The G-code file
+        file: PathBuf,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -79,6 +90,7 @@ fn real_main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
+        Cmd::Analyze { file, json } => analyze_cmd::run(&file, json),
         Cmd::CheckConfig(a) => {
             let config = farm_agent::Config::load(&a.config)
                 .with_context(|| format!("config {} is not usable", a.config.display()))?;
