@@ -13,6 +13,7 @@
 //! | [`fetch`] | HTTP download with `Range` resume, sha256 check, bounded cache |
 //! | [`printer`] | the back-end interface every printer type implements |
 //! | [`sim`] | the simulated printer back end |
+//! | [`serial`] | serial G-code building blocks: line framing, firmware reply parsing, firmware profiles |
 //! | [`material`] | cumulative, never-decreasing material reports |
 //! | [`status`] | composing and pacing the status snapshot |
 //!
@@ -37,6 +38,7 @@ pub mod material;
 pub mod outbox;
 pub mod printer;
 pub mod runner;
+pub mod serial;
 pub mod sim;
 pub mod status;
 
