@@ -8,7 +8,7 @@
 
 use super::limits::Limits;
 use super::line::parse_line;
-use super::lines::{Content, LineSplitter};
+use super::lines::{Content, for_each_line};
 use super::machine::{Bounds, Machine};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Read, Seek, SeekFrom};
@@ -92,7 +92,7 @@ pub fn limits_from_tail<R: Read + Seek>(r: &mut R) -> std::io::Result<Limits> {
 
 /// [`analyze`] with these starting machine limits (e.g. a firmware profile); the file's own
 /// commands still change them.
-pub fn analyze_with(mut r: impl BufRead, limits: Limits) -> std::io::Result<Analysis> {
+pub fn analyze_with(r: impl BufRead, limits: Limits) -> std::io::Result<Analysis> {
     let mut m = Machine::new(limits);
     let mut a = Analysis {
         bytes: 0,
@@ -110,22 +110,7 @@ pub fn analyze_with(mut r: impl BufRead, limits: Limits) -> std::io::Result<Anal
         overlong_lines: 0,
         binary_lines: 0,
     };
-    let mut lines = LineSplitter::default();
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            break;
-        }
-        let (take, eol) = lines.feed(chunk);
-        r.consume(take);
-        if eol {
-            finish_line(&mut m, &mut a, &lines);
-            lines.clear();
-        }
-    }
-    if lines.pending() {
-        finish_line(&mut m, &mut a, &lines);
-    }
+    for_each_line(r, |content, len| finish_line(&mut m, &mut a, content, len))?;
     a.estimated_s += m.finish();
     a.layer_times_s = m.layer_times_s().to_vec();
     a.start_s = m.start_s();
@@ -138,10 +123,10 @@ pub fn analyze_with(mut r: impl BufRead, limits: Limits) -> std::io::Result<Anal
     Ok(a)
 }
 
-fn finish_line(m: &mut Machine, a: &mut Analysis, line: &LineSplitter) {
+fn finish_line(m: &mut Machine, a: &mut Analysis, content: Content<'_>, len: u64) {
     a.lines += 1;
-    a.bytes += line.len();
-    match line.content() {
+    a.bytes += len;
+    match content {
         Content::Overlong => a.overlong_lines += 1,
         Content::Binary => a.binary_lines += 1,
         Content::Text(text) => {

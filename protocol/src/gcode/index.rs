@@ -36,7 +36,7 @@
 //! [`Analysis::filament_mm`]: super::Analysis::filament_mm
 
 use super::line::parse_line;
-use super::lines::{Content, LineSplitter};
+use super::lines::{Content, LineSplitter, for_each_line};
 use super::machine::Machine;
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
@@ -197,27 +197,6 @@ fn apply(m: &mut Machine, content: Content<'_>) {
     if let Content::Text(text) = content {
         m.step(&parse_line(text));
     }
-}
-
-/// Feeds a whole stream through `on_line(content, len)` with the one set of line rules.
-fn for_each_line(mut r: impl BufRead, mut on_line: impl FnMut(Content<'_>, u64)) -> io::Result<()> {
-    let mut lines = LineSplitter::default();
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            break;
-        }
-        let (take, eol) = lines.feed(chunk);
-        r.consume(take);
-        if eol {
-            on_line(lines.content(), lines.len());
-            lines.clear();
-        }
-    }
-    if lines.pending() {
-        on_line(lines.content(), lines.len());
-    }
-    Ok(())
 }
 
 impl ExtrusionIndex {

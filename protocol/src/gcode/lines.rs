@@ -82,6 +82,31 @@ impl LineSplitter {
     }
 }
 
+/// Feeds a whole stream through `on_line(content, len)` with the one set of line rules
+/// (`len` is the line's size in the stream, newline included).
+pub fn for_each_line(
+    mut r: impl std::io::BufRead,
+    mut on_line: impl FnMut(Content<'_>, u64),
+) -> std::io::Result<()> {
+    let mut lines = LineSplitter::default();
+    loop {
+        let chunk = r.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let (take, eol) = lines.feed(chunk);
+        r.consume(take);
+        if eol {
+            on_line(lines.content(), lines.len());
+            lines.clear();
+        }
+    }
+    if lines.pending() {
+        on_line(lines.content(), lines.len());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,29 +86,13 @@ pub struct Metadata {
 }
 
 /// Reads a whole stream's metadata (lines split by the shared [`LineSplitter`](super::LineSplitter)).
-pub fn read_metadata(mut r: impl std::io::BufRead) -> std::io::Result<Metadata> {
-    let mut lines = super::LineSplitter::default();
+pub fn read_metadata(r: impl std::io::BufRead) -> std::io::Result<Metadata> {
     let mut reader = MetadataReader::default();
-    let mut feed = |lines: &super::LineSplitter| {
-        if let super::Content::Text(t) = lines.content() {
+    super::lines::for_each_line(r, |content, _| {
+        if let super::Content::Text(t) = content {
             reader.line(t);
         }
-    };
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            break;
-        }
-        let (take, eol) = lines.feed(chunk);
-        r.consume(take);
-        if eol {
-            feed(&lines);
-            lines.clear();
-        }
-    }
-    if lines.pending() {
-        feed(&lines);
-    }
+    })?;
     Ok(reader.finish())
 }
 

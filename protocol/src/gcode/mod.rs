@@ -31,7 +31,7 @@ pub use analysis::{
 pub use index::{ExtrusionIndex, ExtrusionIndexBuilder};
 pub use limits::{Corner, Limits};
 pub use line::{Line, parse_line};
-pub use lines::{Content, LineSplitter};
+pub use lines::{Content, LineSplitter, for_each_line};
 pub use machine::{Machine, Step};
 pub use metadata::{Metadata, MetadataReader, parse_duration, read_metadata};
 pub use thumbnails::{Thumbnail, ThumbnailFormat};
