@@ -83,6 +83,7 @@ impl FileStore {
             let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
             size += chunk.len() as u64;
             if size > self.max_bytes {
+                drain(&mut body, DRAIN_BYTES).await;
                 return Err(UploadError::TooLarge {
                     limit: self.max_bytes,
                 });
@@ -136,6 +137,26 @@ impl FileStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// How much of a refused upload is still read (and discarded) before answering.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads and discards up to `cap` more bytes of a refused body. An answer sent while the client
+/// is still sending is often lost: the server closes the connection and the client sees a
+/// reset instead of the 413. Past `cap` the connection is closed anyway (bounded work).
+async fn drain<S, E>(body: &mut S, cap: u64)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    use futures_util::StreamExt;
+    let mut read = 0u64;
+    while read < cap {
+        match body.next().await {
+            Some(Ok(chunk)) => read += chunk.len() as u64,
+            _ => break,
+        }
     }
 }
 
