@@ -39,7 +39,71 @@ impl<'a> Line<'a> {
     }
 }
 
+/// Exact powers of ten representable in an f64 (10^0 ..= 10^22).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Fast path for the common shape `[+-]digits[.digits]`: the digits form an integer mantissa
+/// below 2^53 and at most 22 of them are decimals, so `mantissa / 10^decimals` is a single
+/// correctly rounded division of two exact values, bit-identical to `str::parse::<f64>`.
+/// Returns `None` (use the general path) for anything else, including a token that the general
+/// scanner would extend (exponent, second dot, sign…).
+#[inline]
+fn parse_simple(s: &[u8]) -> Option<(f64, usize)> {
+    let mut i = 0;
+    let neg = match s.first() {
+        Some(b'-') => {
+            i = 1;
+            true
+        }
+        Some(b'+') => {
+            i = 1;
+            false
+        }
+        _ => false,
+    };
+    let start = i;
+    let mut m: u64 = 0;
+    while let Some(&d) = s.get(i).filter(|d| d.is_ascii_digit()) {
+        m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+        i += 1;
+    }
+    let mut digits = i - start;
+    let mut decimals = 0;
+    if s.get(i) == Some(&b'.') {
+        i += 1;
+        let frac_start = i;
+        while let Some(&d) = s.get(i).filter(|d| d.is_ascii_digit()) {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            i += 1;
+        }
+        decimals = i - frac_start;
+        digits += decimals;
+    }
+    // The general scanner must stop at the same byte, or the token has another shape.
+    let ends_here = match s.get(i) {
+        None => true,
+        Some(b'0'..=b'9' | b'.' | b'-' | b'+') => false,
+        Some(b'e' | b'E') => !s.get(i + 1).is_some_and(u8::is_ascii_digit),
+        Some(_) => true,
+    };
+    if !ends_here || digits == 0 || digits > 19 || m >= 1 << 53 || decimals >= POW10.len() {
+        return None;
+    }
+    let v = m as f64 / POW10[decimals];
+    Some((if neg { -v } else { v }, i))
+}
+
 fn parse_number(s: &[u8]) -> (Option<f64>, usize) {
+    if let Some((v, used)) = parse_simple(s) {
+        return (Some(v), used);
+    }
+    parse_number_general(s)
+}
+
+fn parse_number_general(s: &[u8]) -> (Option<f64>, usize) {
     let mut end = 0;
     while end < s.len() && matches!(s[end], b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E') {
         // 'E' is also an axis letter: only take it as exponent if digits follow and we have a mantissa.
@@ -178,5 +242,110 @@ mod tests {
         assert!(parse_line(b"G1 XNaN Einf").get('X').is_none());
         assert_eq!(parse_line(b"G29.1").sub, Some(1));
         assert_eq!(parse_line(b"G1 E1e2").get('E'), Some(100.0));
+    }
+
+    /// The fast number path must agree with the general one (and `str::parse`) bit for bit.
+    fn check_number(t: &str) {
+        let fast = parse_number(t.as_bytes());
+        let general = parse_number_general(t.as_bytes());
+        assert_eq!(fast.1, general.1, "length of {t:?}");
+        assert_eq!(
+            fast.0.map(f64::to_bits),
+            general.0.map(f64::to_bits),
+            "value of {t:?}"
+        );
+        if let Some((v, used)) = parse_simple(t.as_bytes()) {
+            let std = t[..used].parse::<f64>().expect("std parse");
+            assert_eq!(v.to_bits(), std.to_bits(), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn fast_numbers_match_std_parse() {
+        let mut n: u64 = 0x9e37_79b9_7f4a_7c15;
+        for k in 0..50_000u64 {
+            // A cheap xorshift for varied magnitudes; plus a dense sweep of small integers.
+            n ^= n << 13;
+            n ^= n >> 7;
+            n ^= n << 17;
+            let int = match k % 4 {
+                0 => k,
+                1 => n % 1000,
+                2 => n % 1_000_000,
+                _ => n >> (n % 64),
+            };
+            for decimals in 0..=6u32 {
+                let frac = n % 10u64.pow(decimals);
+                for sign in ["", "-", "+"] {
+                    let t = if decimals == 0 {
+                        format!("{sign}{int}")
+                    } else {
+                        format!("{sign}{int}.{frac:0w$}", w = decimals as usize)
+                    };
+                    check_number(&t);
+                }
+            }
+        }
+        for t in [
+            "",
+            "-",
+            "+",
+            ".",
+            "-.",
+            "-0",
+            "+0",
+            "0",
+            "-0.0",
+            ".5",
+            "-.5",
+            "+.5",
+            "5.",
+            "-5.",
+            "00012.3400",
+            "1e5",
+            "1E5",
+            "1e",
+            "1e-5",
+            "1.5e+3",
+            "2E",
+            "nan",
+            "inf",
+            "-inf",
+            "1.7976931348623157e308",
+            "1e309",
+            "4.9e-324",
+            "1..2",
+            "1.2.3",
+            "1-2",
+            "--1",
+            "+-1",
+            "9007199254740991",
+            "9007199254740992",
+            "9007199254740993",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "0.1234567890123456789",
+            "0.0000000000000000000001",
+            "0.00000000000000000000001",
+            "123456789.123456789",
+            "3.14159265358979323846264338327950288",
+            "000000000000000000000000001.5",
+            "1.0000000000000000000000",
+            "0.30000000000000004",
+            "5X10",
+            "12 Y3",
+            "7E",
+            "7E1",
+            "7EX",
+            "7.E2",
+            "-.E2",
+            "1;",
+            "2*",
+            "3\t",
+            "12.5E0.3",
+        ] {
+            check_number(t);
+        }
     }
 }
