@@ -43,7 +43,7 @@
   const FINISHED_JOB = new Set(['completed', 'failed', 'cancelled']);
   const CANCELLABLE_JOB = new Set(['queued', 'assigned']);
   const RECENT_MAX = 20;
-  const QUEUE_MAX_ROWS = 600; // keep the queue table bounded on huge farms
+  const QUEUE_MAX_ROWS = 2000; // keep the queue table bounded on huge farms
   const HEATING_DELTA = 10; // °C below target that counts as "still heating"
   const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
   const cmpId = (a, b) => collator.compare(a, b) || (a < b ? -1 : a > b ? 1 : 0);
@@ -328,6 +328,7 @@
       f.state.textContent = STATE_LABEL[state] || state;
     }
     const name = d.name || d.id;
+    if (L.name !== name) f.label.title = name;
     setText(rec, 'name', f.label, name);
     setText(rec, 'pid', f.pid, name === d.id ? '' : d.id);
     const offline = d.online === false;
@@ -548,7 +549,9 @@
     }
     set('name', f.name, job.name || job.id);
     set('id', f.id, job.attempts > 1 ? `${job.id} · attempt ${job.attempts}` : job.id);
-    set('printer', f.printer, printerName(job.printer_id) || '—');
+    const pname = printerName(job.printer_id);
+    if (L.printer !== (pname || '—')) f.printer.title = pname;
+    set('printer', f.printer, pname || '—');
     if (row.where === 'queue') {
       // Live numbers come from the printer when it is running this job.
       const prec = job.printer_id ? printers.get(job.printer_id) : null;
@@ -556,7 +559,7 @@
       const pc = pct(live && live.progress != null ? live.progress : job.progress);
       set('progress', f.progress, ACTIVE_JOB.has(job.state) && pc != null ? `${pc} %` : '');
       let time = '';
-      if (live && live.eta_s != null) time = `${fmtDur(live.eta_s)} left`;
+      if (live && live.eta_s != null) time = fmtDur(live.eta_s);
       else if (job.estimated_s != null) time = `≈ ${fmtDur(job.estimated_s)}`;
       set('time', f.time, time);
       const canCancel = CANCELLABLE_JOB.has(job.state);
@@ -944,7 +947,7 @@
     btn.disabled = true;
     try {
       await api('POST', path, action === 'clear' ? { json: {} } : { json: { kind: action } });
-      toast('ok', `${ACTION_TEXT[action]}: ${name}`, ' — sent');
+      toast('ok', `${ACTION_TEXT[action]} sent to ${name}`, '');
     } catch (e) {
       if (e.status !== 401) toast('error', `${ACTION_TEXT[action]} failed on ${name}: `, e.message);
     } finally {
@@ -1041,8 +1044,10 @@
   }, 30000);
 
   // ---------------------------------------------------------------- boot
-  const m = /(?:^#|[#&])token=([^&]*)/.exec(location.hash);
-  if (m) {
+  // A link like http://farm/#token=XYZ signs in, then the token is removed from the URL.
+  function tokenFromHash() {
+    const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
+    if (!m) return null;
     let token = m[1];
     try {
       token = decodeURIComponent(token);
@@ -1050,8 +1055,13 @@
       /* keep raw */
     }
     history.replaceState(null, '', location.pathname + location.search);
-    login(token);
-  } else {
-    start();
+    return token;
   }
+  window.addEventListener('hashchange', () => {
+    const token = tokenFromHash();
+    if (token) login(token);
+  });
+  const initialToken = tokenFromHash();
+  if (initialToken) login(initialToken);
+  else start();
 })();
