@@ -1,23 +1,15 @@
 //! The extrusion index against a full re-parse, on real slicer files.
 
+mod common;
+
 use farm_protocol::gcode::index::{Checkpoint, DEFAULT_STRIDE, checkpoint_bytes};
 use farm_protocol::gcode::{Content, ExtrusionIndex, LineSplitter, Machine, analyze, parse_line};
-use flate2::read::GzDecoder;
 use proptest::prelude::*;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::sync::OnceLock;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/data/slicers/{name}.gcode.gz",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let gz = std::fs::read(&path).expect("fixture exists");
-    let mut out = Vec::new();
-    GzDecoder::new(&gz[..])
-        .read_to_end(&mut out)
-        .expect("fixture decompresses");
-    out
+    common::slicer_fixture(name)
 }
 
 /// A file, its index, and the full re-parse: consumed after every line, with the line's end.

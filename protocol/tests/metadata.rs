@@ -1,24 +1,15 @@
 //! Slicer metadata against the real files in tests/data/slicers (values from MANIFEST.md).
 
+mod common;
+
 use farm_protocol::gcode::metadata::Slicer;
 use farm_protocol::gcode::thumbnails::MAX_THUMBNAIL_BYTES;
 use farm_protocol::gcode::{
     Content, LineSplitter, Metadata, MetadataReader, ThumbnailFormat, parse_duration,
 };
-use flate2::read::GzDecoder;
-use std::io::Read;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/data/slicers/{name}.gcode.gz",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let gz = std::fs::read(&path).expect("fixture exists");
-    let mut out = Vec::new();
-    GzDecoder::new(&gz[..])
-        .read_to_end(&mut out)
-        .expect("fixture decompresses");
-    out
+    common::slicer_fixture(name)
 }
 
 /// Splits like the analyzer does and feeds text lines to the reader.

@@ -4,9 +4,10 @@
 //!
 //! Run with `-- --nocapture` to see the tables.
 
+mod common;
+
 use farm_protocol::gcode::{Analysis, analyze_seekable};
-use std::io::{Cursor, Read};
-use std::path::Path;
+use std::io::Cursor;
 
 /// Which of the slicer's time figures is motion time.
 #[derive(Clone, Copy, PartialEq)]
@@ -199,15 +200,7 @@ const FIXTURES: &[Fixture] = &[
 ];
 
 fn load(name: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/slicers")
-        .join(format!("{name}.gcode.gz"));
-    let f = std::fs::File::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let mut out = vec![];
-    flate2::read::GzDecoder::new(f)
-        .read_to_end(&mut out)
-        .expect("gunzip");
-    out
+    common::slicer_fixture(name)
 }
 
 /// Sum of E on `G0`/`G1` lines that also move X or Y, before the first layer comment, in a
