@@ -5,24 +5,16 @@
 #   scripts/test.sh            # everything
 #   scripts/test.sh -E 'test(/broker/)'   # extra arguments go to cargo nextest (filters, …)
 #
-# Peers used by the tests: Mosquitto (external-broker tests) and Chromium (dashboard test),
-# both from Debian's packages. With CI=true a missing peer fails the run; it is never skipped.
+# Peers used by the tests (scripts/install-peers.sh installs them): Mosquitto and Chromium from
+# Debian's packages, OctoPrint and Moonraker from PyPI in venvs under .peers/. A missing peer
+# fails the run; it is never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
 
-need=()
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto)
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing test peers: ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+say "test peers (Mosquitto, Chromium, OctoPrint, Moonraker; installed when missing)"
+scripts/install-peers.sh
 
 say "format"
 cargo fmt --all -- --check

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub const STATUS_INTERVAL_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 
 /// Back ends this build can drive (the `printer.backend` key).
-pub const BACKENDS: &[&str] = &["sim"];
+pub const BACKENDS: &[&str] = &["sim", "serial", "octoprint", "moonraker"];
 
 /// Everything one agent needs. `Debug` redacts `secret` and `token`.
 #[derive(Clone, Deserialize)]
@@ -52,6 +52,15 @@ pub struct PrinterConfig {
     pub backend: String,
     #[serde(default)]
     pub sim: SimConfig,
+    /// `[printer.serial]`, required with `backend = "serial"`.
+    #[serde(default)]
+    pub serial: Option<crate::serial::SerialConfig>,
+    /// `[printer.octoprint]`, required with `backend = "octoprint"`.
+    #[serde(default)]
+    pub octoprint: Option<crate::octoprint::OctoPrintConfig>,
+    /// `[printer.moonraker]`, required with `backend = "moonraker"`.
+    #[serde(default)]
+    pub moonraker: Option<crate::moonraker::MoonrakerConfig>,
 }
 
 /// `[printer.sim]`: the simulated printer.
@@ -289,7 +298,7 @@ impl Config {
                 ),
             ));
         }
-        self.printer.sim.validate()
+        self.printer.validate()
     }
 
     /// The topic builder for `topic_root` (validated at load).
@@ -327,14 +336,60 @@ impl Config {
             self.token.len(),
             self.printer.backend,
         );
-        if self.printer.backend == "sim" {
-            s.push_str(&format!(
-                "printer.sim        speed {} heat_rate_c_per_s {} ambient_c {} fail_after_progress {:?} fail_probability {}\n",
-                sim.speed, sim.heat_rate_c_per_s, sim.ambient_c, sim.fail_after_progress, sim.fail_probability
-            ));
+        let p = &self.printer;
+        let line = match p.backend.as_str() {
+            "sim" => Some(format!(
+                "speed {} heat_rate_c_per_s {} ambient_c {} fail_after_progress {:?} fail_probability {}",
+                sim.speed,
+                sim.heat_rate_c_per_s,
+                sim.ambient_c,
+                sim.fail_after_progress,
+                sim.fail_probability
+            )),
+            "serial" => p.serial.as_ref().map(|c| c.summary()),
+            "octoprint" => p.octoprint.as_ref().map(|c| c.summary()),
+            "moonraker" => p.moonraker.as_ref().map(|c| c.summary()),
+            _ => None,
+        };
+        if let Some(line) = line {
+            s.push_str(&format!("printer.{:<10} {line}\n", p.backend));
         }
         s
     }
+}
+
+impl PrinterConfig {
+    /// The section the chosen back end needs must be there, and valid.
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.backend.as_str() {
+            "serial" => match &self.serial {
+                Some(c) => c.validate(),
+                None => Err(missing_section("printer.serial", "port = \"/dev/ttyACM0\"")),
+            },
+            "octoprint" => match &self.octoprint {
+                Some(c) => c.validate(),
+                None => Err(missing_section(
+                    "printer.octoprint",
+                    "url = \"http://127.0.0.1:5000\" and api_key = \"…\"",
+                )),
+            },
+            "moonraker" => match &self.moonraker {
+                Some(c) => c.validate(),
+                None => Err(missing_section(
+                    "printer.moonraker",
+                    "url = \"http://127.0.0.1:7125\"",
+                )),
+            },
+            _ => self.sim.validate(),
+        }
+    }
+}
+
+fn missing_section(key: &'static str, example: &str) -> ConfigError {
+    invalid(
+        key,
+        format!("this back end needs a [{key}] section, e.g. {example}"),
+    )
 }
 
 impl SimConfig {

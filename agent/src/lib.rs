@@ -13,7 +13,9 @@
 //! | [`fetch`] | HTTP download with `Range` resume, sha256 check, bounded cache |
 //! | [`printer`] | the back-end interface every printer type implements |
 //! | [`sim`] | the simulated printer back end |
-//! | [`serial`] | serial G-code building blocks: line framing, firmware reply parsing, firmware profiles |
+//! | [`octoprint`] | the OctoPrint back end: REST + push websocket |
+//! | [`moonraker`] | the Moonraker (Klipper) back end: websocket JSON-RPC |
+//! | [`serial`] | the serial (USB G-code) back end and its pure building blocks: line framing, firmware reply parsing, firmware profiles |
 //! | [`material`] | cumulative, never-decreasing material reports |
 //! | [`status`] | composing and pacing the status snapshot |
 //!
@@ -35,6 +37,8 @@ pub mod config;
 pub mod fetch;
 pub mod link;
 pub mod material;
+pub mod moonraker;
+pub mod octoprint;
 pub mod outbox;
 pub mod printer;
 pub mod runner;

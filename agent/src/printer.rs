@@ -1,5 +1,5 @@
-//! The printer back-end interface: what every back end (sim today; OctoPrint, Moonraker and
-//! serial later) offers the rest of the agent.
+//! The printer back-end interface: what every back end (sim, serial, OctoPrint, Moonraker)
+//! offers the rest of the agent.
 //!
 //! A back end is a task. It takes [`PrinterCommand`]s (each answered on a oneshot), keeps a
 //! [`Snapshot`] of the printer current in a `watch` channel, and emits job-lifecycle and
@@ -118,9 +118,22 @@ impl Printer {
 
     /// Starts the back end the config names.
     pub fn from_config(config: &PrinterConfig) -> Printer {
-        // "sim" is the only back end so far; config validation refuses every other name.
-        // A new back end adds its arm here.
-        debug_assert_eq!(config.backend, "sim");
+        // Config validation guarantees the section of the chosen back end is present.
+        match config.backend.as_str() {
+            "serial" => match &config.serial {
+                Some(c) => return Printer::spawn(crate::serial::Serial::new(c.clone())),
+                None => debug_assert!(false, "validated config without [printer.serial]"),
+            },
+            "octoprint" => match &config.octoprint {
+                Some(c) => return Printer::spawn(crate::octoprint::OctoPrint::new(c.clone())),
+                None => debug_assert!(false, "validated config without [printer.octoprint]"),
+            },
+            "moonraker" => match &config.moonraker {
+                Some(c) => return Printer::spawn(crate::moonraker::Moonraker::new(c.clone())),
+                None => debug_assert!(false, "validated config without [printer.moonraker]"),
+            },
+            _ => {}
+        }
         Printer::spawn(crate::sim::Sim::new(config.sim.clone()))
     }
 

@@ -245,6 +245,9 @@ async fn fail_after_progress_and_emergency_stop() {
         .send(PrinterCommand::Reconfigure(crate::config::PrinterConfig {
             backend: "sim".into(),
             sim: cfg(20.0),
+            serial: None,
+            octoprint: None,
+            moonraker: None,
         }))
         .await
         .expect("reconfigure");

@@ -7,6 +7,9 @@
 //! when a test fails, so a red CI says why.
 
 pub mod browser;
+pub mod moonraker;
+pub mod octoprint;
+pub mod vprinter;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -619,4 +622,26 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// The Python interpreter of a peer's venv, as `scripts/install-peers.sh` makes it
+/// (`$FARM_PEERS_DIR/<name>/venv`, default `.peers/` at the repository root). A missing peer is
+/// an error that says how to install it, never a skipped test.
+pub fn peer_python(name: &str) -> Result<PathBuf> {
+    let root = match std::env::var_os("FARM_PEERS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(|p| p.join(".peers"))
+            .ok_or_else(|| anyhow!("no repository root above {}", env!("CARGO_MANIFEST_DIR")))?,
+    };
+    let python = root.join(name).join("venv").join("bin").join("python");
+    if !python.is_file() {
+        bail!(
+            "peer {name} is not installed ({} is missing): run scripts/install-peers.sh \
+             (scripts/test.sh does)",
+            python.display()
+        );
+    }
+    Ok(python)
 }

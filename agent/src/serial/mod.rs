@@ -20,10 +20,12 @@
 //! Reference: `protocols.md` §3 (grammar, flow control, resends, host actions); the tests
 //! replay real Virtual Printer transcripts from `agent/tests/data/serial/`.
 
+pub mod backend;
 pub mod framing;
 pub mod profile;
 pub mod reply;
 
+pub use backend::{Serial, SerialConfig};
 pub use framing::{checksum, clean_line, frame, frame_into, line_number_reset, parse_framed};
 pub use profile::{
     Detection, FirmwareProfile, ProfileError, ProfileSet, builtin, detect, load_override,

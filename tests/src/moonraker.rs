@@ -1,0 +1,1 @@
+//! Test peer: moonraker (skeleton; filled in with issue 3).

@@ -1,0 +1,1 @@
+//! Test peer: octoprint (skeleton; filled in with issue 3).

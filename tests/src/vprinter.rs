@@ -1,0 +1,1 @@
+//! Test peer: vprinter (skeleton; filled in with issue 3).
