@@ -8,7 +8,7 @@ use farm_protocol::messages::{Activity, Status};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PrinterState {
     Offline,
@@ -100,20 +100,28 @@ pub fn derive_state(rec: &PrinterRecord, live: &Live) -> PrinterState {
 }
 
 /// The printer as the API and the dashboard show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PrinterView {
     pub id: String,
     pub name: String,
     pub state: PrinterState,
     pub online: bool,
+    /// What the agent reports: `idle`, `transferring`, `printing`, `paused`, `error`, `disconnected`.
+    #[schema(value_type = Option<String>)]
     pub activity: Option<Activity>,
+    /// Heaters: `{name, actual, target}` (°C).
+    #[schema(value_type = Vec<Object>)]
     pub temps: Vec<farm_protocol::messages::Heater>,
+    /// The job as the agent sees it: `{job_id, progress, file_pos, file_size, layer, layer_count, elapsed_s, eta_s, extruded_mm}`.
+    #[schema(value_type = Option<Object>)]
     pub job: Option<farm_protocol::messages::JobProgress>,
     pub current_job_id: Option<String>,
     pub message: Option<String>,
     pub auto_eject: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_seen: Option<OffsetDateTime>,
+    /// Agent health: version, back end, uptime, outbox depth.
+    #[schema(value_type = Option<Object>)]
     pub agent: Option<farm_protocol::messages::AgentHealth>,
 }
 

@@ -1,8 +1,10 @@
 //! `/api/v1/jobs` and `/api/v1/files`: queueing G-code and handing it to agents.
 
+use super::openapi::{Page, ProblemDoc};
 use super::problem::{Caller, Problem};
 use super::{AppState, require};
 use crate::auth::Role;
+use crate::jobs::Job;
 use crate::jobs::JobState;
 use axum::Json;
 use axum::body::Body;
@@ -11,15 +13,22 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower::ServiceExt;
+use utoipa::IntoParams;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only jobs in this state (`queued`, `printing`, `completed`, …).
     state: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Page size, 1–1000 (default 100).
     limit: Option<usize>,
 }
 
+/// Jobs in queue order, a page at a time.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = Page<Job>), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn list(
     State(st): State<AppState>,
     c: Caller,
@@ -49,6 +58,10 @@ pub async fn list(
     ))
 }
 
+/// One job.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = Job), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn show(
     State(st): State<AppState>,
     c: Caller,
@@ -61,15 +74,22 @@ pub async fn show(
         .ok_or_else(|| crate::farm::FarmError::NoJob(id).into())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
+    /// Display name of the jobs (default `upload.gcode`).
     name: Option<String>,
+    /// How many jobs (copies) to queue (default 1).
     copies: Option<u32>,
+    /// Higher runs first (default 0).
     priority: Option<i32>,
 }
 
 /// Upload: the raw G-code is the body. Stored once by sha256; `copies` jobs are queued.
+/// The file is checked (size, G-code) and analysed before anything is queued.
+#[utoipa::path(post, path = "/jobs", tag = "jobs", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The G-code file, as is"),
+    responses((status = 201, description = "`{jobs: [Job], analysis}`: the queued jobs and the analyzer's figures", body = Object), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn upload(
     State(st): State<AppState>,
     c: Caller,
@@ -116,6 +136,10 @@ pub async fn upload(
         .into_response())
 }
 
+/// Cancels a job: at once if queued (200), through its printer if running (202).
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "Cancelled", body = Job), (status = 202, description = "Cancelling on the printer", body = Job), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn cancel(
     State(st): State<AppState>,
     c: Caller,
@@ -132,6 +156,10 @@ pub async fn cancel(
 }
 
 /// A stored file, for the agent whose printer has a job with it (or staff). Supports `Range`.
+#[utoipa::path(get, path = "/files/{sha256}", tag = "jobs",
+    params(("sha256" = String, Path, description = "sha256 of the file (hex)")),
+    responses((status = 200, description = "The file", body = Vec<u8>, content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range", body = Vec<u8>, content_type = "application/octet-stream"), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn file(
     State(st): State<AppState>,
     c: Caller,

@@ -6,10 +6,13 @@
 //! | [`printers`] | printers: list, show, enrol, commands, bed clear |
 //! | [`jobs`] | jobs: upload (content-addressed), list, show, cancel; file download for agents |
 //! | [`stream`] | `/api/v1/stream`: a snapshot, then changes (Server-Sent Events) |
+//! | [`openapi`] | the OpenAPI document (generated from the handlers) and Swagger UI |
 //!
-//! Every write answers 2xx only after its store transaction committed.
+//! Every write answers 2xx only after its store transaction committed. Every route under
+//! `/api/v1` is registered with `routes!` from its `#[utoipa::path]`, so it is documented.
 
 pub mod jobs;
+pub mod openapi;
 pub mod printers;
 pub mod problem;
 pub mod stream;
@@ -22,9 +25,13 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
+use openapi::ProblemDoc;
 use problem::{Caller, JsonBody, Problem};
 use std::sync::Arc;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,33 +44,73 @@ pub struct AppState {
     pub enrol: crate::enrol::Endpoints,
 }
 
+/// The `/api/v1` routes with their OpenAPI document (paths relative to `/api/v1`).
+pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa_axum::router::UtoipaMethodRouterExt;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(printers::list, printers::add))
+        .routes(routes!(printers::show))
+        .routes(routes!(printers::command))
+        .routes(routes!(printers::clear))
+        .routes(routes!(jobs::list))
+        // Uploads stream to disk and enforce their own limit (`max_upload_bytes`).
+        .routes(routes!(jobs::upload).layer(axum::extract::DefaultBodyLimit::disable()))
+        .routes(routes!(jobs::show))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::file))
+        .routes(routes!(stream::stream))
+        // Everything above needs a caller; routes added below this line are open.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_caller,
+        ))
+        .routes(routes!(health))
+        .routes(routes!(session))
+        .split_for_parts()
+}
+
+/// 401 before anything else (body parsing included) for a request with no credential. The
+/// handlers still check the role; this only keeps anonymous callers from probing bodies.
+async fn require_caller(c: Caller, req: Request, next: Next) -> Response {
+    if c.0.is_none() {
+        return require(&c, Role::Viewer)
+            .err()
+            .map(IntoResponse::into_response)
+            .unwrap_or_else(|| StatusCode::UNAUTHORIZED.into_response());
+    }
+    next.run(req).await
+}
+
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/health", get(health))
-        .route("/session", post(session))
-        .route("/printers", get(printers::list).post(printers::add))
-        .route("/printers/{id}", get(printers::show))
-        .route("/printers/{id}/commands", post(printers::command))
-        .route("/printers/{id}/clear", post(printers::clear))
+    let (api, doc) = api(&state);
+    let doc_json = Arc::new(doc.to_json().unwrap_or_default());
+    let api = api
         .route(
-            "/jobs",
-            get(jobs::list)
-                .post(jobs::upload)
-                .layer(axum::extract::DefaultBodyLimit::disable()),
+            openapi::DOCUMENT_PATH,
+            get(move || {
+                let body = Arc::clone(&doc_json);
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        (*body).clone(),
+                    )
+                }
+            }),
         )
-        .route("/jobs/{id}", get(jobs::show))
-        .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/files/{sha256}", get(jobs::file))
-        .route("/stream", get(stream::stream))
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,
                 "No such API endpoint",
-                "see the README for the API",
+                "see /api/v1/openapi.json (or /api/docs/) for the API",
             )
         });
+    // The UI fetches the document from the API's own route above (served once, not twice).
+    let docs: Router<AppState> = utoipa_swagger_ui::SwaggerUi::new(openapi::UI_PATH)
+        .config(utoipa_swagger_ui::Config::new(["/api/v1/openapi.json"]))
+        .into();
     Router::new()
         .nest("/api/v1", api)
+        .merge(docs)
         .route("/metrics", get(metrics))
         .fallback(crate::dashboard::asset)
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
@@ -86,23 +133,46 @@ async fn count_requests(State(st): State<AppState>, req: Request, next: Next) ->
     res
 }
 
-async fn health(State(st): State<AppState>) -> impl IntoResponse {
-    axum::Json(serde_json::json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": st.farm.started.elapsed().as_secs(),
-        "broker": st.broker,
-        "broker_connected": st.farm.broker_connected.load(std::sync::atomic::Ordering::Relaxed),
-        "printers_online": st.farm.online_count(),
-    }))
+/// Liveness and the broker connection; needs no token.
+#[derive(serde::Serialize, ToSchema)]
+struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+    version: &'static str,
+    uptime_s: u64,
+    /// `embedded` or the external broker's URL.
+    broker: &'static str,
+    broker_connected: bool,
+    printers_online: usize,
 }
 
-#[derive(serde::Deserialize)]
+/// Liveness, version, broker connection and printers online. Needs no token.
+#[utoipa::path(get, path = "/health", tag = "farm", security(()),
+    responses((status = 200, body = Health)))]
+async fn health(State(st): State<AppState>) -> impl IntoResponse {
+    axum::Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: st.farm.started.elapsed().as_secs(),
+        broker: st.broker,
+        broker_connected: st
+            .farm
+            .broker_connected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        printers_online: st.farm.online_count(),
+    })
+}
+
+#[derive(serde::Deserialize, ToSchema)]
 struct Login {
+    /// An API token (not an agent's).
     token: String,
 }
 
 /// Exchanges an API token for an HttpOnly session cookie (for the dashboard and its stream).
+#[utoipa::path(post, path = "/session", tag = "farm", security(()), request_body = Login,
+    responses((status = 200, description = "`{role, name}`; the `farm_session` cookie is set", body = Object),
+        (status = "4XX", description = "Unknown token", body = ProblemDoc, content_type = "application/problem+json")))]
 async fn session(
     State(st): State<AppState>,
     JsonBody(login): JsonBody<Login>,

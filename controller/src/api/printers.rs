@@ -1,15 +1,21 @@
 //! `/api/v1/printers`: the fleet.
 
+use super::openapi::{Page, ProblemDoc};
 use super::problem::{Caller, JsonBody, Problem};
 use super::{AppState, require};
 use crate::auth::Role;
+use crate::fleet::PrinterView;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use farm_protocol::messages::Command;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
+/// All printers with their live state.
+#[utoipa::path(get, path = "/printers", tag = "printers",
+    responses((status = 200, description = "Every printer (one page)", body = Page<PrinterView>), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn list(State(st): State<AppState>, c: Caller) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Viewer)?;
     Ok(Json(
@@ -17,6 +23,10 @@ pub async fn list(State(st): State<AppState>, c: Caller) -> Result<impl IntoResp
     ))
 }
 
+/// One printer with its live state.
+#[utoipa::path(get, path = "/printers/{id}", tag = "printers",
+    params(("id" = String, Path, description = "Printer id")),
+    responses((status = 200, body = PrinterView), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn show(
     State(st): State<AppState>,
     c: Caller,
@@ -29,9 +39,11 @@ pub async fn show(
         .ok_or_else(|| crate::farm::FarmError::NoPrinter(id).into())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPrinter {
+    /// `[a-z0-9-]{1,64}`: the printer's id on the wire and its MQTT login.
+    #[schema(example = "prusa-mk4-01")]
     id: String,
     #[serde(default)]
     name: Option<String>,
@@ -40,6 +52,8 @@ pub struct NewPrinter {
 }
 
 /// Enrols a printer and returns, once, its token and a ready agent config.
+#[utoipa::path(post, path = "/printers", tag = "printers", request_body = NewPrinter,
+    responses((status = 201, description = "Enrolled: `{printer, token, agent_config}`; the token is shown only now", body = Object), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn add(
     State(st): State<AppState>,
     c: Caller,
@@ -57,7 +71,7 @@ pub async fn add(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CommandRequest {
     Pause,
@@ -69,6 +83,10 @@ pub enum CommandRequest {
 }
 
 /// Sends a command; 202 with its id (the result arrives as an event on the printer).
+/// `raw_gcode` needs the admin role, the others the operator role.
+#[utoipa::path(post, path = "/printers/{id}/commands", tag = "printers", request_body = CommandRequest,
+    params(("id" = String, Path, description = "Printer id")),
+    responses((status = 202, description = "Queued for the agent: `{command_id}`", body = Object), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn command(
     State(st): State<AppState>,
     c: Caller,
@@ -128,6 +146,9 @@ pub async fn command(
 }
 
 /// The operator confirms the bed is clear, so the printer can take the next job.
+#[utoipa::path(post, path = "/printers/{id}/clear", tag = "printers",
+    params(("id" = String, Path, description = "Printer id")),
+    responses((status = 200, body = PrinterView), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
 pub async fn clear(
     State(st): State<AppState>,
     c: Caller,

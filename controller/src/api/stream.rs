@@ -38,6 +38,10 @@ fn change(c: Change) -> Event {
     }
 }
 
+/// Server-Sent Events: `snapshot` (`{printers, jobs}`) first, then `printer` (changed
+/// fields) and `job` (whole job) events in commit order; a lagging client gets a new snapshot.
+#[utoipa::path(get, path = "/stream", tag = "stream",
+    responses((status = 200, description = "An endless event stream", body = String, content_type = "text/event-stream"), (status = "4XX", description = "Refused: the problem says why and what to do", body = super::openapi::ProblemDoc, content_type = "application/problem+json")))]
 pub async fn stream(
     State(st): State<AppState>,
     c: Caller,
