@@ -56,6 +56,34 @@ impl Default for Config {
 
 // ---- inventory, pricing, maintenance ---------------------------------------------------
 
+/// The three production sections together, as the API handlers read them.
+#[derive(Debug, Clone, Default)]
+pub struct ProductionConfig {
+    pub inventory: InventoryConfig,
+    pub pricing: PricingConfig,
+    pub maintenance: MaintenanceConfig,
+}
+
+impl Config {
+    pub fn production(&self) -> ProductionConfig {
+        ProductionConfig {
+            inventory: self.inventory.clone(),
+            pricing: self.pricing.clone(),
+            maintenance: self.maintenance.clone(),
+        }
+    }
+}
+
+impl PricingConfig {
+    /// A printer's power draw while printing, W: its own value, else the default.
+    pub fn power_w(&self, printer: &str) -> f64 {
+        self.power_w
+            .get(printer)
+            .copied()
+            .unwrap_or(self.printer_power_w)
+    }
+}
+
 /// `[inventory]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

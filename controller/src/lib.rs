@@ -159,6 +159,7 @@ pub async fn start(
         anonymous: config.anonymous_role,
         broker: broker_kind,
         enrol: enrol.clone(),
+        production: Arc::new(config.production()),
     };
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await

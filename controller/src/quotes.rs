@@ -10,6 +10,7 @@
 
 use crate::config::PricingConfig;
 use crate::costing::{Breakdown, breakdown, price};
+use crate::fleet::PrinterState;
 use serde::Serialize;
 use time::{Duration, OffsetDateTime};
 
@@ -85,6 +86,51 @@ pub enum Availability {
     FreeAt(OffsetDateTime),
     /// Offline, in error, in maintenance: cannot be promised.
     Unavailable,
+}
+
+/// Whether and when a printer can take new work, from what the farm knows of it.
+pub fn availability(
+    state: PrinterState,
+    blocked_by_maintenance: bool,
+    auto_eject: bool,
+    job_remaining_s: Option<f64>,
+    now: OffsetDateTime,
+    bed_clear_s: f64,
+) -> Availability {
+    let secs = |s: f64| Duration::seconds_f64(if s.is_finite() { s.max(0.0) } else { 0.0 });
+    let clear = if auto_eject { 0.0 } else { bed_clear_s };
+    match state {
+        _ if blocked_by_maintenance => Availability::Unavailable,
+        PrinterState::Idle => Availability::FreeAt(now),
+        PrinterState::Busy | PrinterState::Paused => {
+            Availability::FreeAt(now + secs(job_remaining_s.unwrap_or(0.0)) + secs(clear))
+        }
+        PrinterState::AwaitingClear => Availability::FreeAt(now + secs(bed_clear_s)),
+        PrinterState::Offline | PrinterState::Error | PrinterState::Maintenance => {
+            Availability::Unavailable
+        }
+    }
+}
+
+/// When each queued job (durations in queue order) would start, each on the earliest free
+/// printer. `None` for all when no printer can take work.
+pub fn planned_starts(printers: &[Availability], queued_s: &[f64]) -> Vec<Option<OffsetDateTime>> {
+    let mut free: Vec<OffsetDateTime> = printers
+        .iter()
+        .filter_map(|a| match a {
+            Availability::FreeAt(t) => Some(*t),
+            Availability::Unavailable => None,
+        })
+        .collect();
+    let secs = |s: f64| Duration::seconds_f64(if s.is_finite() { s.max(0.0) } else { 0.0 });
+    queued_s
+        .iter()
+        .map(|d| {
+            let (i, t) = free.iter().copied().enumerate().min_by_key(|(_, t)| *t)?;
+            free[i] = t + secs(*d);
+            Some(t)
+        })
+        .collect()
 }
 
 /// When the quoted print (taking `print_s`) would be done: after `queued` jobs (durations, in
@@ -176,6 +222,37 @@ mod tests {
         assert_eq!(
             earliest_completion(&[Availability::Unavailable], &[], 1.0),
             None
+        );
+        let starts = planned_starts(&p, &[7200.0, 7200.0, 60.0]);
+        assert_eq!(starts, vec![Some(h(0)), Some(h(1)), Some(h(2))]);
+    }
+
+    #[test]
+    fn which_printers_can_take_work_and_when() {
+        let a = |s, blocked, eject, left| availability(s, blocked, eject, left, T0, 600.0);
+        assert_eq!(
+            a(PrinterState::Idle, false, false, None),
+            Availability::FreeAt(T0)
+        );
+        assert_eq!(
+            a(PrinterState::Idle, true, false, None),
+            Availability::Unavailable
+        );
+        assert_eq!(
+            a(PrinterState::Busy, false, false, Some(60.0)),
+            Availability::FreeAt(T0 + Duration::seconds(660))
+        );
+        assert_eq!(
+            a(PrinterState::Busy, false, true, Some(60.0)),
+            Availability::FreeAt(T0 + Duration::seconds(60))
+        );
+        assert_eq!(
+            a(PrinterState::AwaitingClear, false, false, None),
+            Availability::FreeAt(T0 + Duration::seconds(600))
+        );
+        assert_eq!(
+            a(PrinterState::Offline, false, false, None),
+            Availability::Unavailable
         );
     }
 }

@@ -6,12 +6,20 @@
 //! | [`printers`] | printers: list, show, enrol, commands, bed clear |
 //! | [`jobs`] | jobs: upload (content-addressed), list, show, cancel; file download for agents |
 //! | [`stream`] | `/api/v1/stream`: a snapshot, then changes (Server-Sent Events) |
+//! | [`inventory`] | materials, spools, loading, adjustments, the ledger, stock, low stock, forecast |
+//! | [`maintenance`] | maintenance tasks, completions, due list, printer counters |
+//! | [`costs`] | cost of a job; the period cost report (JSON, CSV) |
+//! | [`quotes`] | `POST /quotes`: cost, price and earliest completion of a G-code file |
 //!
 //! Every write answers 2xx only after its store transaction committed.
 
+pub mod costs;
+pub mod inventory;
 pub mod jobs;
+pub mod maintenance;
 pub mod printers;
 pub mod problem;
+pub mod quotes;
 pub mod stream;
 
 use crate::auth::Role;
@@ -35,6 +43,8 @@ pub struct AppState {
     pub broker: &'static str,
     /// What enrolment tells agents: where to fetch files and which broker to use.
     pub enrol: crate::enrol::Endpoints,
+    /// `[inventory]`, `[pricing]`, `[maintenance]`.
+    pub production: Arc<crate::config::ProductionConfig>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -55,6 +65,45 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/files/{sha256}", get(jobs::file))
         .route("/stream", get(stream::stream))
+        // ---- production core, part B: inventory, maintenance, costs, quotes ----
+        .route(
+            "/materials",
+            get(inventory::list_materials).post(inventory::add_material),
+        )
+        .route(
+            "/materials/{id}",
+            get(inventory::show_material).put(inventory::put_material),
+        )
+        .route(
+            "/spools",
+            get(inventory::list_spools).post(inventory::add_spools),
+        )
+        .route("/spools/{id}", get(inventory::show_spool))
+        .route("/spools/{id}/load", post(inventory::load))
+        .route("/spools/{id}/unload", post(inventory::unload))
+        .route("/spools/{id}/adjust", post(inventory::adjust))
+        .route("/spools/{id}/ledger", get(inventory::ledger))
+        .route("/printers/{id}/spools", get(inventory::printer_spools))
+        .route("/printers/{id}/counters", get(maintenance::counters))
+        .route("/inventory/stock", get(inventory::stock))
+        .route("/inventory/low-stock", get(inventory::low_stock))
+        .route("/inventory/forecast", get(inventory::shortage_forecast))
+        .route(
+            "/maintenance/tasks",
+            get(maintenance::list).post(maintenance::add),
+        )
+        .route("/maintenance/tasks/{id}", get(maintenance::show))
+        .route(
+            "/maintenance/tasks/{id}/complete",
+            post(maintenance::complete),
+        )
+        .route("/maintenance/due", get(maintenance::due))
+        .route("/jobs/{id}/cost", get(costs::job_cost))
+        .route("/reports/costs", get(costs::report))
+        .route(
+            "/quotes",
+            post(quotes::quote).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -130,7 +179,9 @@ async fn session(
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    let body = st.farm.metrics.render(&st.farm.gauges());
+    let mut body = st.farm.metrics.render(&st.farm.gauges());
+    body +=
+        &crate::metrics::render_stock(&st.farm.stock_levels(st.production.inventory.low_stock_g));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
