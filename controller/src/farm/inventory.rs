@@ -454,3 +454,162 @@ impl Farm {
         Ok((m.stock.view(&s), row))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::farm::Applied;
+    use crate::inventory::NewMaterial;
+    use farm_protocol::messages::{Activity, Event, Outcome};
+
+    fn open(dir: &std::path::Path) -> std::sync::Arc<Farm> {
+        let store = crate::store::Store::open(&dir.join("farm.redb")).expect("store");
+        let topics = farm_protocol::Topics::new("farm").expect("topics");
+        let (farm, rx) = Farm::load(store, topics, "http://x".into()).expect("load");
+        std::mem::forget(rx); // keep the broker queue open; nothing reads it here
+        farm
+    }
+
+    fn ev(farm: &Farm, seq: u64, e: Event) -> Applied {
+        farm.apply_event("p-1", seq, &e).expect("apply")
+    }
+
+    #[test]
+    fn material_reports_are_booked_once_even_when_replayed_reordered_and_restarted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let farm = open(dir.path());
+        farm.add_printer("p-1", None, true).expect("printer");
+        let pla = crate::inventory::new_material(
+            NewMaterial {
+                id: None,
+                material: "PLA".into(),
+                colour: "black".into(),
+                diameter_mm: None,
+                density_g_cm3: None,
+                cost_per_kg: 20.0,
+                low_stock_g: None,
+            },
+            1.75,
+        )
+        .expect("material");
+        let gpm = pla.grams_per_mm();
+        farm.put_material(pla, false).expect("put");
+        let spool = farm
+            .add_spools(NewSpool {
+                material: "pla-black".into(),
+                initial_g: 1000.0,
+                tare_g: Some(200.0),
+                lot: None,
+                location: None,
+                count: None,
+            })
+            .expect("spool")
+            .remove(0);
+        farm.load_spool(&spool.spool.id, "p-1", 0, 8, "test")
+            .expect("load");
+        let analysis = farm_protocol::gcode::analyze(&b"M83\nG1 X1 E100\n"[..]).expect("analysis");
+        let stored = crate::files::Stored {
+            sha256: "ab".repeat(32),
+            size: 16,
+            analysis,
+        };
+        let job = farm.add_jobs("cube", &stored, 1, 0).expect("job").remove(0);
+        farm.apply_status("p-1", crate::fleet::status(Activity::Idle));
+        assert_eq!(farm.schedule().expect("schedule"), 1);
+        let id = job.id.clone();
+        let material = |mm: f64| Event::Material {
+            job_id: id.clone(),
+            extruded_mm: vec![mm],
+        };
+        ev(&farm, 1, Event::JobAccepted { job_id: id.clone() });
+        ev(&farm, 2, Event::JobStarted { job_id: id.clone() });
+        assert_eq!(ev(&farm, 3, material(40.0)), Applied::Applied(3));
+        // The same event again (redelivery): recognised, nothing booked.
+        assert_eq!(ev(&farm, 3, material(40.0)), Applied::Replay(3));
+        // An older report arriving late: applied, books nothing.
+        ev(&farm, 4, material(30.0));
+        // Cancelled part-way: the final cumulative figure.
+        ev(
+            &farm,
+            5,
+            Event::JobFinished {
+                job_id: id.clone(),
+                outcome: Outcome::Cancelled,
+                reason: Some("operator".into()),
+                extruded_mm: vec![55.0],
+                duration_s: 1.0,
+            },
+        );
+        // A replay of the finish and a material report after it: nothing.
+        ev(&farm, 5, material(99.0));
+        ev(&farm, 6, material(99.0));
+        let want = 1000.0 - 55.0 * gpm;
+        let left = farm.spool(&spool.spool.id).expect("spool").remaining_g;
+        assert!((left - want).abs() < 1e-9, "{left} g left, want {want} g");
+        let rows = farm.spool_ledger(&spool.spool.id, 0, 100).expect("ledger");
+        let consumption: Vec<_> = rows
+            .iter()
+            .filter(|r| r.kind == RowKind::Consumption)
+            .collect();
+        assert_eq!(consumption.len(), 2, "{rows:?}");
+        assert_eq!(
+            consumption[0].source,
+            Some(Source {
+                printer: "p-1".into(),
+                seq: 3
+            })
+        );
+        assert_eq!(
+            consumption[1].source,
+            Some(Source {
+                printer: "p-1".into(),
+                seq: 5
+            })
+        );
+        let sum: f64 = rows.iter().map(|r| r.grams).sum();
+        assert!(
+            (1000.0 + sum - left).abs() < 1e-9,
+            "remaining = initial + Σ rows"
+        );
+        drop(farm);
+
+        // After a restart the sums come back from the ledger, and old seqs stay replays.
+        let farm = open(dir.path());
+        let again = farm.spool(&spool.spool.id).expect("spool").remaining_g;
+        assert!((again - want).abs() < 1e-9);
+        assert_eq!(ev(&farm, 5, material(99.0)), Applied::Replay(6));
+        assert_eq!(farm.bookings_of(&id).len(), 1);
+        assert_eq!(
+            farm.loaded_spools("p-1")[0]
+                .as_ref()
+                .map(|l| l.spool_id.clone()),
+            Some(spool.spool.id.clone())
+        );
+    }
+
+    #[test]
+    fn bad_spool_operations_say_what_to_fix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let farm = open(dir.path());
+        farm.add_printer("p-1", None, true).expect("printer");
+        let e = farm
+            .add_spools(NewSpool {
+                material: "nobody-has-this".into(),
+                initial_g: 1.0,
+                tare_g: None,
+                lot: None,
+                location: None,
+                count: None,
+            })
+            .expect_err("unknown material");
+        assert!(e.to_string().contains("POST /api/v1/materials"), "{e}");
+        assert!(matches!(
+            farm.load_spool("s-9", "p-1", 0, 8, "t"),
+            Err(StockError::NotFound(_))
+        ));
+        assert!(matches!(
+            farm.unload_spool("s-9", "t"),
+            Err(StockError::NotFound(_))
+        ));
+    }
+}
