@@ -549,6 +549,17 @@ async fn bad_input_and_quotes(farm: &mut Farm) -> Result<()> {
         "{q}"
     );
     ensure!(q["earliest_completion"].is_null(), "no printer online: {q}");
+    // The same file by its hash gives the same figures.
+    let by_hash = post(
+        farm,
+        &format!(
+            "/api/v1/quotes?materials=petg-red&sha256={}",
+            q["sha256"].as_str().unwrap_or("")
+        ),
+        Value::Null,
+    )
+    .await?;
+    ensure!(by_hash["per_copy"] == q["per_copy"], "{by_hash} vs {q}");
     let (s, v) = farm
         .post_json("/api/v1/quotes?materials=unobtainium", Value::Null)
         .await?;

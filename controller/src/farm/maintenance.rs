@@ -2,11 +2,12 @@
 //! blocking task keeps out of scheduling.
 
 use super::{Farm, Mirror, clean_name, now};
+use crate::jobs::Job;
 use crate::maintenance::{
     self, Completion, Counters, Interval, MaintenanceError, Task, TaskStatus,
 };
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use time::OffsetDateTime;
 
 /// A task as the API receives it.
@@ -28,14 +29,51 @@ fn status_in(m: &Mirror, t: &Task, at: OffsetDateTime, due_soon: f64) -> TaskSta
     maintenance::status(t, used, at, due_soon)
 }
 
+/// The finished jobs of each of `printers`, in one pass over the jobs (the scheduler asks on
+/// every run, so this must not scan all jobs once per task).
+fn finished_jobs_of<'a>(m: &'a Mirror, printers: &HashSet<&str>) -> HashMap<&'a str, Vec<&'a Job>> {
+    let mut out: HashMap<&str, Vec<&Job>> = HashMap::new();
+    for j in m.jobs.values().filter(|j| j.finished_at.is_some()) {
+        if let Some(p) = j.printer_id.as_deref().filter(|p| printers.contains(p)) {
+            out.entry(p).or_default().push(j);
+        }
+    }
+    out
+}
+
+/// Tasks with their status, counting each printer's jobs once.
+fn statuses<'a>(
+    m: &Mirror,
+    tasks: impl IntoIterator<Item = &'a Task>,
+    at: OffsetDateTime,
+    due_soon: f64,
+) -> Vec<TaskStatus> {
+    let tasks: Vec<&Task> = tasks.into_iter().collect();
+    let printers: HashSet<&str> = tasks.iter().map(|t| t.printer.as_str()).collect();
+    let jobs = finished_jobs_of(m, &printers);
+    tasks
+        .into_iter()
+        .map(|t| {
+            let of = jobs
+                .get(t.printer.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let used = maintenance::counters(of.iter().copied(), &t.printer, Some(t.since));
+            maintenance::status(t, used, at, due_soon)
+        })
+        .collect()
+}
+
 /// Printers that an overdue blocking task keeps out of scheduling.
 pub(super) fn blocked_printers(m: &Mirror) -> HashSet<String> {
-    let t = now();
-    m.tasks
-        .values()
-        .filter(|task| task.blocking)
-        .filter(|task| status_in(m, task, t, 1.0).blocks_printer)
-        .map(|task| task.printer.clone())
+    let blocking = m.tasks.values().filter(|task| task.blocking);
+    if m.tasks.values().all(|t| !t.blocking) {
+        return HashSet::new(); // the common case costs nothing
+    }
+    statuses(m, blocking, now(), 1.0)
+        .into_iter()
+        .filter(|s| s.blocks_printer)
+        .map(|s| s.task.printer)
         .collect()
 }
 
@@ -63,12 +101,14 @@ impl Farm {
     pub fn tasks(&self, printer: Option<&str>, due_soon: f64) -> Vec<TaskStatus> {
         let m = self.lock();
         let t = now();
-        let mut out: Vec<TaskStatus> = m
-            .tasks
-            .values()
-            .filter(|task| printer.is_none_or(|p| task.printer == p))
-            .map(|task| status_in(&m, task, t, due_soon))
-            .collect();
+        let mut out = statuses(
+            &m,
+            m.tasks
+                .values()
+                .filter(|task| printer.is_none_or(|p| task.printer == p)),
+            t,
+            due_soon,
+        );
         out.sort_by(|a, b| b.progress.total_cmp(&a.progress));
         out
     }
@@ -158,5 +198,66 @@ impl Farm {
         // The printer may be free for work again.
         self.kick.notify_one();
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use farm_protocol::messages::Activity;
+
+    #[test]
+    fn a_due_blocking_task_keeps_the_printer_out_of_scheduling_until_completed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(&dir.path().join("farm.redb")).expect("store");
+        let topics = farm_protocol::Topics::new("farm").expect("topics");
+        let (farm, _rx) = Farm::load(store, topics, "http://x".into()).expect("load");
+        farm.add_printer("p-1", None, true).expect("printer");
+        let long_ago = OffsetDateTime::UNIX_EPOCH;
+        let new = |blocking| NewTask {
+            printer: "p-1".into(),
+            name: "belts".into(),
+            interval: Interval {
+                days: Some(30.0),
+                ..Interval::default()
+            },
+            blocking,
+            last_done_at: Some(long_ago),
+        };
+        // A warning-only task that is due does not block.
+        let warn = farm.add_task(new(false), 0.9).expect("task");
+        assert_eq!(
+            (warn.due, warn.blocks_printer),
+            (maintenance::Due::Overdue, false)
+        );
+        assert!(!farm.maintenance_blocked("p-1"));
+        let t = farm.add_task(new(true), 0.9).expect("task");
+        assert!(t.blocks_printer && farm.maintenance_blocked("p-1"));
+
+        let analysis = farm_protocol::gcode::analyze(&b"G1 X1 E1\n"[..]).expect("analysis");
+        let stored = crate::files::Stored {
+            sha256: "cd".repeat(32),
+            size: 9,
+            analysis,
+        };
+        farm.add_jobs("part", &stored, 1, 0).expect("job");
+        farm.apply_status("p-1", crate::fleet::status(Activity::Idle));
+        assert_eq!(
+            farm.schedule().expect("schedule"),
+            0,
+            "blocked: nothing starts"
+        );
+
+        let done = farm
+            .complete_task(&t.task.id, "ana", Some("new belts".into()), 0.9)
+            .expect("complete");
+        assert_eq!(done.due, maintenance::Due::Ok);
+        assert_eq!(farm.task_log(&t.task.id, 10).expect("log")[0].by, "ana");
+        assert!(!farm.maintenance_blocked("p-1"));
+        assert_eq!(farm.schedule().expect("schedule"), 1, "free again");
+        assert!(matches!(
+            farm.complete_task("mt-99", "ana", None, 0.9),
+            Err(MaintenanceError::NotFound(_))
+        ));
     }
 }

@@ -464,11 +464,12 @@ mod tests {
                     Step::Unmount(t) => mounted[*t as usize] = None,
                 }
             }
-            for t in 0..2 {
-                let booked = booking.tools.get(t).map_or(0.0, |x| x.booked_mm);
-                prop_assert!((booked - max[t]).abs() < 1e-6, "tool {t}: booked {booked} mm, max {}", max[t]);
-                let seg_mm: f64 = booking.tools.get(t).map_or(0.0, |x| x.segments.iter().map(|s| s.mm).sum());
-                prop_assert!((seg_mm - max[t]).abs() < 1e-6, "segments cover every mm once");
+            for (t, &most) in max.iter().enumerate() {
+                let tb = booking.tools.get(t);
+                let booked = tb.map_or(0.0, |x| x.booked_mm);
+                prop_assert!((booked - most).abs() < 1e-6, "tool {t}: booked {booked} mm, max {most}");
+                let seg_mm: f64 = tb.map_or(0.0, |x| x.segments.iter().map(|s| s.mm).sum());
+                prop_assert!((seg_mm - most).abs() < 1e-6, "segments cover every mm once");
             }
             let total: f64 = charged.values().sum();
             let want: f64 = expected_g.iter().sum();
