@@ -259,6 +259,17 @@ async fn ledger_and_maintenance(farm: &mut Farm) -> Result<()> {
     );
     let due = farm.get("/api/v1/maintenance/due").await?;
     ensure!(due["items"][0]["id"] == task_id.as_str(), "{due}");
+    // The shortage forecast sees the waiting job's filament against the PLA in stock.
+    let fc = farm.get("/api/v1/inventory/forecast").await?;
+    let stock_g = remaining(farm, &complete_spool).await? + remaining(farm, &cancel_spool).await?;
+    let pla = &fc["items"][0];
+    ensure!(
+        pla["material"] == "PLA"
+            && pla["jobs"] == 1
+            && (f(&pla["demand_g"]) - file_mm * gpm()).abs() < 1e-6
+            && (f(&pla["stock_g"]) - stock_g).abs() < 1e-6,
+        "{fc}"
+    );
     let counters = farm.get("/api/v1/printers/p-3/counters").await?;
     ensure!(counters["blocked_by_maintenance"] == true, "{counters}");
 
