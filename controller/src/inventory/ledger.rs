@@ -239,10 +239,6 @@ pub struct Adjust {
 
 /// The signed change an adjustment makes to a spool with `remaining_g` left and `tare_g`.
 pub fn adjustment(a: &Adjust, remaining_g: f64, tare_g: f64) -> Result<f64, String> {
-    let given = [a.gross_g, a.net_g, a.delta_g]
-        .iter()
-        .filter(|v| v.is_some())
-        .count();
     let finite = |what: &str, v: f64| {
         if v.is_finite() {
             Ok(v)
@@ -257,15 +253,9 @@ pub fn adjustment(a: &Adjust, remaining_g: f64, tare_g: f64) -> Result<f64, Stri
                 "a scrapped spool goes to 0 g: send no weight with reason \"scrapped\"".into(),
             );
         }
-        _ if given != 1 => {
-            return Err(
-                "send exactly one of gross_g (scale reading with the spool), net_g (filament only) or delta_g (change)"
-                    .into(),
-            );
-        }
-        (Reason::Delivery, _, _, Some(d)) if finite("delta_g", d)? > 0.0 => remaining_g + d,
+        (Reason::Delivery, None, None, Some(d)) if finite("delta_g", d)? > 0.0 => remaining_g + d,
         (Reason::Delivery, ..) => {
-            return Err("a delivery adds filament: send a positive delta_g".into());
+            return Err("a delivery adds filament: send only a positive delta_g".into());
         }
         (_, Some(g), None, None) => {
             let g = finite("gross_g", g)?;
@@ -281,7 +271,13 @@ pub fn adjustment(a: &Adjust, remaining_g: f64, tare_g: f64) -> Result<f64, Stri
         }
         (_, None, Some(n), None) => finite("net_g", n)?,
         (_, None, None, Some(d)) => remaining_g + finite("delta_g", d)?,
-        _ => unreachable_combination()?,
+        // None or several of them.
+        _ => {
+            return Err(
+                "send exactly one of gross_g (scale reading with the spool), net_g (filament only) or delta_g (change)"
+                    .into(),
+            );
+        }
     };
     if target < 0.0 {
         return Err(format!(
@@ -289,10 +285,6 @@ pub fn adjustment(a: &Adjust, remaining_g: f64, tare_g: f64) -> Result<f64, Stri
         ));
     }
     Ok(target - remaining_g)
-}
-
-fn unreachable_combination() -> Result<f64, String> {
-    Err("send exactly one of gross_g, net_g or delta_g".into())
 }
 
 #[cfg(test)]
