@@ -27,6 +27,11 @@ pub struct Config {
     pub anonymous_role: Option<Role>,
     /// A printer whose status stopped for this long is shown offline, s.
     pub status_stale_s: u64,
+    /// Filament stock: margins, low-stock default, defaults for new materials.
+    pub inventory: InventoryConfig,
+    /// What printing costs and what the farm charges (costs report, quotes).
+    pub pricing: PricingConfig,
+    pub maintenance: MaintenanceConfig,
 }
 
 impl Default for Config {
@@ -42,6 +47,128 @@ impl Default for Config {
             max_upload_bytes: 512 * 1024 * 1024,
             anonymous_role: None,
             status_stale_s: 30,
+            inventory: InventoryConfig::default(),
+            pricing: PricingConfig::default(),
+            maintenance: MaintenanceConfig::default(),
+        }
+    }
+}
+
+// ---- inventory, pricing, maintenance ---------------------------------------------------
+
+/// The three production sections together, as the API handlers read them.
+#[derive(Debug, Clone, Default)]
+pub struct ProductionConfig {
+    pub inventory: InventoryConfig,
+    pub pricing: PricingConfig,
+    pub maintenance: MaintenanceConfig,
+}
+
+impl Config {
+    pub fn production(&self) -> ProductionConfig {
+        ProductionConfig {
+            inventory: self.inventory.clone(),
+            pricing: self.pricing.clone(),
+            maintenance: self.maintenance.clone(),
+        }
+    }
+}
+
+impl PricingConfig {
+    /// A printer's power draw while printing, W: its own value, else the default.
+    pub fn power_w(&self, printer: &str) -> f64 {
+        self.power_w
+            .get(printer)
+            .copied()
+            .unwrap_or(self.printer_power_w)
+    }
+}
+
+/// `[inventory]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// A spool covers a job if it holds the job's grams plus this many grams…
+    pub spool_margin_g: f64,
+    /// …plus this fraction of the job (analyzer and spool weights are not exact).
+    pub spool_margin_fraction: f64,
+    /// Alert when a material + colour falls below this, g (a material may set its own).
+    pub low_stock_g: f64,
+    /// Diameter of new materials that do not state one, mm.
+    pub default_diameter_mm: f64,
+    /// Tools per printer a spool may be loaded on (tool numbers 0 .. max_tools-1).
+    pub max_tools: u32,
+    /// Material type assumed for queued jobs that do not name one (shortage forecast).
+    pub forecast_material: String,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            spool_margin_g: 10.0,
+            spool_margin_fraction: 0.05,
+            low_stock_g: 1000.0,
+            default_diameter_mm: 1.75,
+            max_tools: 8,
+            forecast_material: "PLA".into(),
+        }
+    }
+}
+
+/// `[pricing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Shown with every amount; amounts are plain numbers in this currency.
+    pub currency: String,
+    /// Material price for quotes and jobs with no known material, per kg.
+    pub material_per_kg: f64,
+    /// Machine time (wear, depreciation, floor space), per hour of printing.
+    pub machine_per_hour: f64,
+    /// Electricity, per kWh.
+    pub energy_per_kwh: f64,
+    /// A printer's average power draw while printing, W.
+    pub printer_power_w: f64,
+    /// Per-printer power draw, W, where it differs (`[pricing.power_w]` `p-1 = 350`).
+    pub power_w: std::collections::BTreeMap<String, f64>,
+    /// Price = cost × (1 + markup), but at least `minimum_price`.
+    pub markup: f64,
+    pub minimum_price: f64,
+    /// Density and diameter assumed for quotes that name no material.
+    pub default_density_g_cm3: f64,
+    /// Time an operator needs to clear a bed, s (completion estimates).
+    pub bed_clear_s: f64,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self {
+            currency: "EUR".into(),
+            material_per_kg: 25.0,
+            machine_per_hour: 1.0,
+            energy_per_kwh: 0.30,
+            printer_power_w: 150.0,
+            power_w: Default::default(),
+            markup: 0.5,
+            minimum_price: 5.0,
+            default_density_g_cm3: 1.24,
+            bed_clear_s: 600.0,
+        }
+    }
+}
+
+/// `[maintenance]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// A task is "due soon" past this fraction of its interval.
+    pub due_soon_fraction: f64,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            due_soon_fraction: 0.9,
         }
     }
 }

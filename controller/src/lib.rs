@@ -22,20 +22,28 @@
 //! | [`api`] | axum routes: `/api/v1/*`, `/metrics`, dashboard fallback |
 //! | [`dashboard`] | embedded static assets |
 //! | [`metrics`] | counters rendered as Prometheus text |
+//! | [`inventory`] | materials, spools, the exactly-once ledger, low stock, shortage forecast (pure) |
+//! | [`maintenance`] | per-printer counters, maintenance tasks and when they fall due (pure) |
+//! | [`costing`] | cost of a job (material, machine, energy, waste), orders, period reports (pure) |
+//! | [`quotes`] | price and earliest completion of a G-code file before it is ordered (pure) |
 
 pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod costing;
 pub mod dashboard;
 pub mod enrol;
 pub mod farm;
 pub mod files;
 pub mod fleet;
 pub mod ingest;
+pub mod inventory;
 pub mod jobs;
 pub mod link;
+pub mod maintenance;
 pub mod metrics;
+pub mod quotes;
 pub mod scheduler;
 pub mod store;
 
@@ -151,6 +159,7 @@ pub async fn start(
         anonymous: config.anonymous_role,
         broker: broker_kind,
         enrol: enrol.clone(),
+        production: Arc::new(config.production()),
     };
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await

@@ -182,9 +182,62 @@ impl Metrics {
     }
 }
 
+/// Filament stock per material + colour: remaining grams and a low-stock flag (gauges).
+pub fn render_stock(levels: &[crate::inventory::forecast::StockLevel]) -> String {
+    // Label values are operator text: escape as the text format requires.
+    fn esc(s: &str) -> String {
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    }
+    let mut o = String::from(
+        "# HELP farm_filament_remaining_grams Filament left per material and colour, g\n# TYPE farm_filament_remaining_grams gauge\n",
+    );
+    for l in levels {
+        let _ = writeln!(
+            o,
+            "farm_filament_remaining_grams{{material=\"{}\",colour=\"{}\"}} {:.2}",
+            esc(&l.material),
+            esc(&l.colour),
+            l.remaining_g
+        );
+    }
+    o += "# HELP farm_filament_low 1 when a material and colour is below its low-stock threshold\n# TYPE farm_filament_low gauge\n";
+    for l in levels {
+        let _ = writeln!(
+            o,
+            "farm_filament_low{{material=\"{}\",colour=\"{}\"}} {}",
+            esc(&l.material),
+            esc(&l.colour),
+            u8::from(l.low)
+        );
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_stock_gauges_with_escaped_labels() {
+        let l = crate::inventory::forecast::StockLevel {
+            material: "PLA".into(),
+            colour: "sky \"blue\"".into(),
+            remaining_g: 12.345,
+            spools: 1,
+            threshold_g: 100.0,
+            low: true,
+        };
+        let text = render_stock(&[l]);
+        assert!(
+            text.contains("farm_filament_remaining_grams{material=\"PLA\",colour=\"sky \\\"blue\\\"\"} 12.35\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("farm_filament_low{material=\"PLA\",colour=\"sky \\\"blue\\\"\"} 1\n")
+        );
+    }
 
     #[test]
     fn renders_prometheus_text() {

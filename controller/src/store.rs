@@ -12,6 +12,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
 
+mod stock;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PRINTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("printers");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -118,6 +120,7 @@ impl Store {
             txn.open_table(APPLIED_SEQ).db()?;
             txn.open_table(TOKENS).db()?;
             txn.open_table(COMMANDS).db()?;
+            stock::create_tables(&txn)?;
         }
         txn.commit().db()?;
         Ok(Self { db })

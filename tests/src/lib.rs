@@ -182,9 +182,18 @@ impl Farm {
             agents: vec![],
         };
         f.start_controller().await?;
-        f.admin = std::fs::read_to_string(f.dir.path().join("controller/admin-token"))?
-            .trim()
-            .to_string();
+        // The controller writes the first admin token just after it starts serving (one line).
+        let token_file = f.dir.path().join("controller/admin-token");
+        f.admin = eventually(
+            "the first admin token",
+            Duration::from_secs(10),
+            async || {
+                // Complete once its newline is there.
+                let t = std::fs::read_to_string(&token_file).ok()?;
+                (t.ends_with('\n') && !t.trim().is_empty()).then(|| t.trim().to_string())
+            },
+        )
+        .await?;
         Ok(f)
     }
 

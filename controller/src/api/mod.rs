@@ -7,14 +7,22 @@
 //! | [`jobs`] | jobs: upload (content-addressed), list, show, cancel; file download for agents |
 //! | [`stream`] | `/api/v1/stream`: a snapshot, then changes (Server-Sent Events) |
 //! | [`openapi`] | the OpenAPI document (generated from the handlers) and Swagger UI |
+//! | [`inventory`] | materials, spools, loading, adjustments, the ledger, stock, low stock, forecast |
+//! | [`maintenance`] | maintenance tasks, completions, due list, printer counters |
+//! | [`costs`] | cost of a job; the period cost report (JSON, CSV) |
+//! | [`quotes`] | `POST /quotes`: cost, price and earliest completion of a G-code file |
 //!
 //! Every write answers 2xx only after its store transaction committed. Every route under
 //! `/api/v1` is registered with `routes!` from its `#[utoipa::path]`, so it is documented.
 
+pub mod costs;
+pub mod inventory;
 pub mod jobs;
+pub mod maintenance;
 pub mod openapi;
 pub mod printers;
 pub mod problem;
+pub mod quotes;
 pub mod stream;
 
 use crate::auth::Role;
@@ -42,6 +50,8 @@ pub struct AppState {
     pub broker: &'static str,
     /// What enrolment tells agents: where to fetch files and which broker to use.
     pub enrol: crate::enrol::Endpoints,
+    /// `[inventory]`, `[pricing]`, `[maintenance]`.
+    pub production: Arc<crate::config::ProductionConfig>,
 }
 
 /// The `/api/v1` routes with their OpenAPI document (paths relative to `/api/v1`).
@@ -59,6 +69,28 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::file))
         .routes(routes!(stream::stream))
+        // ---- production core, part B: inventory, maintenance, costs, quotes ----
+        .routes(routes!(inventory::list_materials, inventory::add_material))
+        .routes(routes!(inventory::show_material, inventory::put_material))
+        .routes(routes!(inventory::list_spools, inventory::add_spools))
+        .routes(routes!(inventory::show_spool))
+        .routes(routes!(inventory::load))
+        .routes(routes!(inventory::unload))
+        .routes(routes!(inventory::adjust))
+        .routes(routes!(inventory::ledger))
+        .routes(routes!(inventory::printer_spools))
+        .routes(routes!(maintenance::counters))
+        .routes(routes!(inventory::stock))
+        .routes(routes!(inventory::low_stock))
+        .routes(routes!(inventory::shortage_forecast))
+        .routes(routes!(maintenance::list, maintenance::add))
+        .routes(routes!(maintenance::show))
+        .routes(routes!(maintenance::complete))
+        .routes(routes!(maintenance::due))
+        .routes(routes!(costs::job_cost))
+        .routes(routes!(costs::report))
+        // Quotes take a whole G-code file, streamed like uploads.
+        .routes(routes!(quotes::quote).layer(axum::extract::DefaultBodyLimit::disable()))
         // Everything above needs a caller; routes added below this line are open.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -200,7 +232,9 @@ async fn session(
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    let body = st.farm.metrics.render(&st.farm.gauges());
+    let mut body = st.farm.metrics.render(&st.farm.gauges());
+    body +=
+        &crate::metrics::render_stock(&st.farm.stock_levels(st.production.inventory.low_stock_g));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 

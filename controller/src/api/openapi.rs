@@ -33,6 +33,10 @@ pub const UI_PATH: &str = "/api/docs";
         (name = "printers", description = "The fleet: enrolment, live state, commands, bed clear"),
         (name = "jobs", description = "G-code uploads and the jobs made from them"),
         (name = "stream", description = "Live changes as Server-Sent Events"),
+        (name = "inventory", description = "Materials, spools, loading, the filament ledger, stock and forecast"),
+        (name = "maintenance", description = "Maintenance tasks, due list, printer counters"),
+        (name = "costs", description = "Job costs and period reports"),
+        (name = "quotes", description = "Price and promise for a G-code file"),
     )
 )]
 pub struct ApiDoc;
@@ -78,9 +82,8 @@ pub struct ProblemDoc {
 }
 
 /// A page of a list: `next_cursor` is `null` on the last page.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documentation only: handlers build the same shape with `json!`
-pub struct Page<T: ToSchema> {
+#[derive(serde::Serialize, ToSchema)]
+pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `cursor` to get the next page.
     pub next_cursor: Option<String>,

@@ -133,7 +133,16 @@ impl Farm {
             _ => {}
         }
 
+        // Inventory: book the job's new cumulative material to the loaded spools, in this
+        // same transaction as the seq mark, so it happens exactly once (DESIGN §4).
+        let mut booking = job
+            .as_ref()
+            .and_then(|j| super::inventory::plan_booking(m, j, printer, seq, t));
+
         self.store.write(|tx| {
+            if let Some(b) = booking.as_mut() {
+                super::inventory::write_booking(tx, b)?;
+            }
             if let Some(j) = &job {
                 tx.put_job(j)?;
             }
@@ -147,6 +156,9 @@ impl Farm {
         })?;
 
         m.applied.insert(printer.to_string(), seq);
+        if let Some(b) = booking {
+            super::inventory::commit_booking(m, b);
+        }
         if let Some(r) = refused {
             self.metrics.events_refused.fetch_add(1, Relaxed);
             tracing::debug!(printer, seq, "event recorded without effect: {r}");

@@ -12,8 +12,12 @@
 //! | `mod.rs` | loading, reads, enrolment and tokens |
 //! | [`agents`] | agents: status, presence, events (exactly once, in order), acks |
 //! | [`queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
+//! | [`inventory`] | materials, spools, loading, adjustments; ledger booking in the event path |
+//! | [`maintenance`] | maintenance tasks and completions; which printers a due task blocks |
 
 mod agents;
+pub mod inventory;
+pub mod maintenance;
 mod queue;
 
 use crate::auth::{Principal, Role, new_token, random_hex, token_hash};
@@ -82,6 +86,10 @@ struct Mirror {
     applied: HashMap<String, u64>,
     /// Token hash → who holds it (API tokens and printers' agent tokens).
     credentials: HashMap<String, Principal>,
+    /// Materials, spools, ledger sums and job bookings.
+    stock: crate::inventory::Stock,
+    /// Maintenance tasks by id.
+    tasks: BTreeMap<String, crate::maintenance::Task>,
 }
 
 impl Mirror {
@@ -163,6 +171,30 @@ impl Farm {
             m.jobs.insert(job.number, job);
         }
         m.applied = store.applied_seqs()?.into_iter().collect();
+        m.stock = crate::inventory::Stock {
+            materials: store
+                .materials()?
+                .into_iter()
+                .map(|x| (x.id.clone(), x))
+                .collect(),
+            spools: store.spools()?.into_iter().map(|s| (s.number, s)).collect(),
+            ledger_sum_g: store.ledger_sums()?,
+            bookings: store
+                .bookings()?
+                .into_iter()
+                .map(|b| {
+                    (
+                        crate::inventory::ledger::booking_key(&b.job_id, b.attempt),
+                        b,
+                    )
+                })
+                .collect(),
+        };
+        m.tasks = store
+            .maintenance_tasks()?
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
         for (hash, t) in store.tokens()? {
             m.credentials.insert(
                 hash,
