@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod replay;
+mod server;
 pub use replay::{Key, Position, Replay, Transcript, multipart_file};
 
 /// The captured sessions and their G-code files.

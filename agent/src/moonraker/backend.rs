@@ -9,6 +9,8 @@
 //! `notify_klippy_ready` always re-subscribes.
 
 use super::MoonrakerConfig;
+use super::billing::consumed;
+use super::commands::{PRINT_CALL_TIMEOUT, spawn_call, special};
 use super::http::{self, Http};
 use super::job::{JobChange, JobWatch};
 use super::rpc::{self, Notification, Rpc, RpcError};
@@ -30,8 +32,6 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// After Moonraker refused our credentials: retrying sooner would only fill its log.
 pub const AUTH_RETRY: Duration = Duration::from_secs(30);
-/// `printer.print.start` opens the file in Klippy; `pause` answers when the reader stopped.
-const PRINT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a session ended.
 enum Ended {
@@ -598,158 +598,6 @@ impl Shell {
     }
 }
 
-/// Calls that only wait for Moonraker's "ok" run beside the loop, so status keeps flowing
-/// while Klipper takes its time (a pause answers only when the reader stopped, fixture c).
-fn spawn_call(
-    rpc: &Rpc,
-    method: &'static str,
-    params: Value,
-    done: String,
-    reply: tokio::sync::oneshot::Sender<Reply>,
-) {
-    let rpc = rpc.clone();
-    tokio::spawn(async move {
-        let r = rpc.call_within(method, params, PRINT_CALL_TIMEOUT).await;
-        let _ = reply.send(r.map(|_| done).map_err(|e| e.peer_message()));
-    });
-}
-
-/// Filament per tool consumed up to the job's position (with the line in flight, see
-/// [`JobWatch::in_flight`]), never below what was reported already. The reads are at most one
-/// index stride (64 KiB) plus one line, from the page cache: short enough to do in line.
-fn consumed(index: &ExtrusionIndex, path: &Path, watch: &JobWatch, had: &[f64]) -> Vec<f64> {
-    let got = std::fs::File::open(path).and_then(|mut f| {
-        let pos = if watch.in_flight() {
-            line_end(&mut f, watch.max_pos)?
-        } else {
-            watch.max_pos
-        };
-        index.consumed_at(&mut f, pos)
-    });
-    match got {
-        Ok(mm) => {
-            let n = mm.len().max(had.len());
-            (0..n)
-                .map(|i| {
-                    mm.get(i)
-                        .copied()
-                        .unwrap_or(0.0)
-                        .max(had.get(i).copied().unwrap_or(0.0))
-                })
-                .collect()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, path = %path.display(), "cannot read the job file for material; keeping the last figure");
-            had.to_vec()
-        }
-    }
-}
-
-/// The end (after its newline) of the line that starts at `pos`; `pos` itself when the line
-/// is longer than the analyzer's 64 KiB line limit (such a line is junk and counts nothing).
-fn line_end(f: &mut std::fs::File, pos: u64) -> std::io::Result<u64> {
-    use std::io::{Read, Seek, SeekFrom};
-    f.seek(SeekFrom::Start(pos))?;
-    let mut buf = vec![0u8; 64 * 1024 + 2];
-    let mut have = 0;
-    while have < buf.len() {
-        let n = f.read(&mut buf[have..])?;
-        if n == 0 {
-            // A last line without a newline ends at the end of the file.
-            return Ok(pos + have as u64);
-        }
-        if let Some(i) = buf[have..have + n].iter().position(|b| *b == b'\n') {
-            return Ok(pos + (have + i) as u64 + 1);
-        }
-        have += n;
-    }
-    Ok(pos)
-}
-
-/// Raw G-code that Moonraker handles outside `printer.gcode.script`: in `shutdown` only
-/// `FIRMWARE_RESTART` gets through, and `M112` through the script queue would wait behind
-/// other G-code. `Ok(None)`: an ordinary script.
-fn special(lines: &[String]) -> Result<Option<(&'static str, &'static str)>, String> {
-    let word = |l: &String| {
-        l.split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_uppercase()
-    };
-    let which = |w: &str| match w {
-        "M112" => Some(("printer.emergency_stop", "emergency stop: Klipper halted")),
-        "M999" | "FIRMWARE_RESTART" => Some((
-            "printer.firmware_restart",
-            "firmware restart requested; Klipper reconnects in a few seconds",
-        )),
-        "RESTART" => Some(("printer.restart", "Klipper host restart requested")),
-        _ => None,
-    };
-    let specials: Vec<_> = lines.iter().filter_map(|l| which(&word(l))).collect();
-    match (specials.len(), lines.len()) {
-        (0, _) => Ok(None),
-        (1, 1) => Ok(specials.first().copied()),
-        _ => Err("send M112, M999, FIRMWARE_RESTART or RESTART as a command of its own".into()),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/data/moonraker")
-            .join(name)
-    }
-
-    #[test]
-    fn the_line_in_flight_is_billed_as_klipper_counts_it() {
-        let path = fixture("fixture-long.gcode");
-        let f = std::fs::File::open(&path).expect("fixture");
-        let index = ExtrusionIndex::build(std::io::BufReader::new(f), 64 * 1024).expect("index");
-        // (position Klipper reported while printing, its own filament_used at that poll)
-        for (pos, klipper) in [(154, 4.0), (178, 5.0), (225, 7.0), (295, 10.0)] {
-            let mut w = JobWatch::new("fixture-long.gcode", index.bytes);
-            w.max_pos = pos;
-            w.reading = true;
-            let mm = consumed(&index, &path, &w, &[]);
-            assert!(
-                (mm[0] - klipper).abs() < 1e-9,
-                "at {pos}: {mm:?} vs {klipper}"
-            );
-            // Paused: the reader finished its line; the position is exact.
-            w.reading = false;
-            let exact = consumed(&index, &path, &w, &[]);
-            assert!(
-                (exact[0] - (klipper - 1.0)).abs() < 1e-9,
-                "at {pos}: {exact:?}"
-            );
-        }
-        // Never below what was already reported.
-        let w = JobWatch::new("fixture-long.gcode", index.bytes);
-        assert_eq!(consumed(&index, &path, &w, &[3.0]), vec![3.0]);
-    }
-
-    #[test]
-    fn recovery_and_stop_commands_bypass_the_gcode_queue() {
-        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            special(&l(&["M999"])).ok().flatten().map(|s| s.0),
-            Some("printer.firmware_restart")
-        );
-        assert_eq!(
-            special(&l(&["firmware_restart"]))
-                .ok()
-                .flatten()
-                .map(|s| s.0),
-            Some("printer.firmware_restart")
-        );
-        assert_eq!(
-            special(&l(&["M112"])).ok().flatten().map(|s| s.0),
-            Some("printer.emergency_stop")
-        );
-        assert_eq!(special(&l(&["G28", "M104 S200"])), Ok(None));
-        assert!(special(&l(&["G28", "M112"])).is_err());
-    }
-}
+#[path = "backend_tests.rs"]
+mod tests;

@@ -8,6 +8,8 @@
 //! | `state.rs` | pure: merged printer objects, Klippy's state, the farm-state rule, subscription |
 //! | `job.rs` | pure: following our job through the diffs (start, pause, resume, end) |
 //! | `backend.rs` | the task: session, reconnects, commands, snapshot and events |
+//! | `billing.rs` | file position → millimetres through the job file's extrusion index |
+//! | `commands.rs` | raw G-code that bypasses Klipper's queue; calls answered beside the loop |
 //!
 //! Material is billed from `virtual_sdcard.file_position` through the job file's
 //! [`ExtrusionIndex`](farm_protocol::gcode::ExtrusionIndex), never from
@@ -22,6 +24,8 @@
 //! says `shutdown`; `printer.print.pause` answers only once the file reader stopped.
 
 mod backend;
+mod billing;
+mod commands;
 pub mod http;
 pub mod job;
 pub mod rpc;
