@@ -48,16 +48,23 @@ pub struct MoonrakerConfig {
 
 impl MoonrakerConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let rest = self
-            .url
-            .strip_prefix("http://")
-            .or_else(|| self.url.strip_prefix("https://"));
-        match rest {
+        if self.url.starts_with("https://") {
+            // The websocket client is built without TLS (Moonraker serves plain HTTP on the
+            // printer's LAN); failing here beats a connect error on every retry.
+            return Err(ConfigError::Invalid {
+                key: "printer.moonraker.url",
+                problem: format!(
+                    "{:?}: https is not supported for Moonraker yet; use its plain http address on the printer's network, e.g. \"http://192.168.1.50:7125\"",
+                    self.url
+                ),
+            });
+        }
+        match self.url.strip_prefix("http://") {
             Some(host) if !host.trim_end_matches('/').is_empty() => Ok(()),
             _ => Err(ConfigError::Invalid {
                 key: "printer.moonraker.url",
                 problem: format!(
-                    "{:?} is not an http(s) URL; use Moonraker's address, e.g. \"http://127.0.0.1:7125\"",
+                    "{:?} is not an http URL; use Moonraker's address, e.g. \"http://127.0.0.1:7125\"",
                     self.url
                 ),
             }),
@@ -71,6 +78,42 @@ impl MoonrakerConfig {
             self.url,
             self.api_key.len()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_must_be_moonrakers_http_address() {
+        let c = |url: &str| MoonrakerConfig {
+            url: url.into(),
+            api_key: "k".into(),
+        };
+        assert!(c("http://127.0.0.1:7125").validate().is_ok());
+        assert!(c("http://printer.local/").validate().is_ok());
+        for bad in [
+            "https://printer.local",
+            "ws://x:7125",
+            "127.0.0.1:7125",
+            "http://",
+        ] {
+            let e = c(bad).validate().map_err(|e| e.to_string());
+            assert!(
+                e.as_ref()
+                    .is_err_and(|e| e.contains("printer.moonraker.url")),
+                "{bad}: {e:?}"
+            );
+        }
+        let secret = MoonrakerConfig {
+            url: "http://x".into(),
+            api_key: "0123456789abcdef".into(),
+        };
+        assert!(
+            !secret.summary().contains("0123456789abcdef"),
+            "the key never shows"
+        );
     }
 }
 
