@@ -81,6 +81,27 @@ impl MoonrakerConfig {
     }
 }
 
+/// The Moonraker back end.
+pub struct Moonraker {
+    config: MoonrakerConfig,
+}
+
+impl Moonraker {
+    pub fn new(config: MoonrakerConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl Backend for Moonraker {
+    fn name(&self) -> &'static str {
+        "moonraker"
+    }
+
+    async fn run(self, port: Port) {
+        backend::run(self.config, port).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,26 +135,5 @@ mod tests {
             !secret.summary().contains("0123456789abcdef"),
             "the key never shows"
         );
-    }
-}
-
-/// The Moonraker back end.
-pub struct Moonraker {
-    config: MoonrakerConfig,
-}
-
-impl Moonraker {
-    pub fn new(config: MoonrakerConfig) -> Self {
-        Self { config }
-    }
-}
-
-impl Backend for Moonraker {
-    fn name(&self) -> &'static str {
-        "moonraker"
-    }
-
-    async fn run(self, port: Port) {
-        backend::run(self.config, port).await
     }
 }
