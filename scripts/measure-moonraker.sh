@@ -10,6 +10,6 @@ cd "$(dirname "$0")/.."
 export FARM_PEERS_DIR="${FARM_PEERS_DIR:-$PWD/.peers}"
 [ -x "$FARM_PEERS_DIR/moonraker/venv/bin/python" ] || scripts/install-peers.sh
 cargo build --release -p farm-agent -p farm-controller --bins
-cargo test --release -p farm-e2e --test moonraker -- --ignored --exact footprint_while_printing --nocapture 2>&1 \
+cargo test --release -p farm-e2e --test moonraker_footprint -- --ignored --exact footprint_while_printing --nocapture 2>&1 \
   | grep -E '^FOOTPRINT|panicked|^error' || true
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -srm)"
