@@ -486,8 +486,10 @@ async fn real_paths(m: &RealMoonraker) -> Result<()> {
         "Moonraker stored the same bytes"
     );
     // Moonraker's own parser read the file we streamed (first layer, temperatures).
+    // Moonraker parses in the background: wait for the parsed fields, not just the entry.
     let meta = eventually("metadata", Duration::from_secs(20), async || {
-        http.metadata("fixture-square.gcode").await.ok()
+        let m = http.metadata("fixture-square.gcode").await.ok()?;
+        m.get("first_layer_extr_temp").is_some().then_some(m)
     })
     .await?;
     ensure!(
