@@ -518,3 +518,25 @@ impl Shell {
         Ok("OctoPrint settings applied; reconnecting".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_and_a_refused_key_waits_longer() {
+        let secs = |refused: bool| {
+            let mut b = Backoff::default();
+            (0..7)
+                .map(|_| b.next(refused).as_secs())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(secs(false), [1, 2, 4, 8, 15, 15, 15]);
+        assert_eq!(secs(true), [5, 10, 20, 40, 60, 60, 60]);
+        let mut b = Backoff::default();
+        b.next(false);
+        b.next(false);
+        b.reset();
+        assert_eq!(b.next(false), Duration::from_secs(1));
+    }
+}
