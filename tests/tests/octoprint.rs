@@ -298,3 +298,41 @@ async fn a_wrong_api_key_is_a_clear_error_retried_with_backoff_until_it_works() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_stop_halts_octoprint_fails_the_job_and_m999_brings_the_printer_back() {
+    run(APP_KEY, async |op, farm| {
+        let watcher = op.watch().await?;
+        wait_printer_state(farm, "idle", LONG).await?;
+        let id = upload(farm, "long.gcode").await?;
+        wait_file_pos(farm, 300).await?;
+        command(farm, "emergency_stop").await?;
+        let failed = wait_job_state(farm, &id, "failed", LONG).await?;
+        // On the peer: OctoPrint saw the e-stop and closed the port.
+        watcher.wait_for("EStop", LONG, |_| true).await?;
+        watcher.wait_for("Disconnected", LONG, |_| true).await?;
+        let got = mm(&failed["extruded_mm"]);
+        let whole = mm(&failed["filament_mm"]);
+        ensure!(
+            got.first().is_some_and(|g| *g > 0.0 && *g < whole[0]),
+            "an e-stopped job bills its partial: {got:?} of {whole:?}"
+        );
+        let p = wait_printer_state(farm, "error", LONG).await?;
+        let message = p["message"].as_str().unwrap_or_default();
+        ensure!(
+            message.contains("M999"),
+            "status says how to recover: {message:?}"
+        );
+        // Recovery: M999 has the agent reconnect OctoPrint to the printer.
+        let (s, body) = farm
+            .post_json(
+                &format!("/api/v1/printers/{PRINTER}/commands"),
+                json!({"kind": "raw_gcode", "lines": ["M999"]}),
+            )
+            .await?;
+        ensure!(s == 202, "M999 answered {s}: {body}");
+        wait_printer_state(farm, "idle", LONG).await?;
+        Ok(())
+    })
+    .await;
+}

@@ -30,6 +30,12 @@ pub enum PushError {
     Open { url: String, detail: String },
 }
 
+/// What arrived on the push channel.
+pub enum Incoming {
+    Text(String),
+    Pong,
+}
+
 /// An authenticated push channel.
 pub struct Push {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -76,11 +82,22 @@ impl Push {
         Ok(Push { ws })
     }
 
-    /// The next text frame; `None` when the channel closed or failed (the reason is logged).
-    pub async fn next(&mut self) -> Option<String> {
+    /// Asks OctoPrint for a pong. Needed to tell a live channel from a dead one: OctoPrint
+    /// sends nothing at all while it is not connected to the printer.
+    pub async fn ping(&mut self) -> bool {
+        self.ws
+            .send(Message::Ping(Default::default()))
+            .await
+            .is_ok()
+    }
+
+    /// The next text frame or pong; `None` when the channel closed or failed (the reason is
+    /// logged).
+    pub async fn next(&mut self) -> Option<Incoming> {
         loop {
             match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+                Some(Ok(Message::Text(t))) => return Some(Incoming::Text(t.to_string())),
+                Some(Ok(Message::Pong(_))) => return Some(Incoming::Pong),
                 Some(Ok(Message::Close(frame))) => {
                     tracing::info!(?frame, "OctoPrint closed the push channel");
                     return None;

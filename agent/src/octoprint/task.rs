@@ -11,7 +11,7 @@
 use super::OctoPrintConfig;
 use super::client::{Api, ApiError};
 use super::job_file::{JobFile, upload_name};
-use super::push::{Push, PushError};
+use super::push::{Incoming, Push, PushError};
 use super::state::{Effect, MaterialAt, Reach, Tracker};
 use super::wire::{Frame, Phase, observation_from_rest, parse_frame};
 use crate::printer::{Port, PrinterCommand, Reply, Snapshot};
@@ -22,9 +22,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// A push channel that says nothing for this long is dead (OctoPrint sends `current` every
-/// 0.5 s × throttle, also when idle).
-const PUSH_SILENCE: Duration = Duration::from_secs(10);
+/// A push channel quiet for this long is pinged. OctoPrint sends `current` every 0.5 s ×
+/// throttle while it talks to the printer, but nothing at all while it is offline.
+const PUSH_QUIET: Duration = Duration::from_secs(10);
+/// A ping unanswered for this long means the channel is dead.
+const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 /// Nothing due: wake up anyway this often (cheap; keeps the loop simple).
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
@@ -58,6 +60,8 @@ pub(super) struct Shell {
     /// When the push channel last said something; a status frame since opening resets backoff.
     push_heard: Instant,
     push_confirmed: bool,
+    /// A ping is out since then.
+    ping_sent: Option<Instant>,
     file: Option<JobFile>,
     next_connect: Option<Instant>,
     next_poll: Option<Instant>,
@@ -66,11 +70,17 @@ pub(super) struct Shell {
     estop: bool,
 }
 
-async fn next_frame(push: &mut Option<Push>) -> Option<String> {
+async fn next_frame(push: &mut Option<Push>) -> Option<Incoming> {
     match push {
         Some(p) => p.next().await,
         None => std::future::pending().await,
     }
+}
+
+async fn connect(api: &Api) -> Result<String, ApiError> {
+    api.connect_printer()
+        .await
+        .map(|()| "asked OctoPrint to connect to the printer".to_string())
 }
 
 impl Shell {
@@ -104,6 +114,7 @@ impl Shell {
             push: None,
             push_heard: now,
             push_confirmed: false,
+            ping_sent: None,
             file: None,
             next_connect: Some(now),
             next_poll: None,
@@ -138,7 +149,10 @@ impl Shell {
         let now = Instant::now();
         let mut wake = now + IDLE_WAKE;
         if self.push.is_some() {
-            wake = wake.min(self.push_heard + PUSH_SILENCE);
+            wake = wake.min(match self.ping_sent {
+                Some(t) => t + PONG_TIMEOUT,
+                None => self.push_heard + PUSH_QUIET,
+            });
         } else {
             for t in [self.next_connect, self.next_poll].into_iter().flatten() {
                 wake = wake.min(t);
@@ -226,11 +240,21 @@ impl Shell {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
-        if self.push.is_some() && now >= self.push_heard + PUSH_SILENCE {
-            tracing::warn!(
-                "OctoPrint's push channel has been silent for {PUSH_SILENCE:?}; reconnecting"
-            );
-            self.push_lost().await;
+        match (self.push.as_mut(), self.ping_sent) {
+            (Some(_), Some(t)) if now >= t + PONG_TIMEOUT => {
+                tracing::warn!(
+                    "OctoPrint's push channel did not answer a ping for {PONG_TIMEOUT:?}; reconnecting"
+                );
+                self.push_lost().await;
+            }
+            (Some(p), None) if now >= self.push_heard + PUSH_QUIET => {
+                if p.ping().await {
+                    self.ping_sent = Some(now);
+                } else {
+                    self.push_lost().await;
+                }
+            }
+            _ => {}
         }
         if self.push.is_none() && self.next_connect.is_some_and(|t| t <= now) {
             self.connect().await;
@@ -257,6 +281,7 @@ impl Shell {
                 self.push = Some(p);
                 self.push_heard = Instant::now();
                 self.push_confirmed = false;
+                self.ping_sent = None;
                 self.next_poll = None;
             }
             Err(PushError::Api(e)) => self.unavailable(&e).await,
@@ -315,14 +340,20 @@ impl Shell {
         }
     }
 
-    async fn on_frame(&mut self, frame: Option<String>) {
+    async fn on_frame(&mut self, frame: Option<Incoming>) {
         let now = Instant::now();
-        let Some(text) = frame else {
-            tracing::info!("OctoPrint's push channel closed; polling until it is back");
-            self.push = None;
-            return self.push_lost().await;
+        let text = match frame {
+            None => {
+                tracing::info!("OctoPrint's push channel closed; polling until it is back");
+                self.push = None;
+                return self.push_lost().await;
+            }
+            Some(Incoming::Pong) => None,
+            Some(Incoming::Text(t)) => Some(t),
         };
         self.push_heard = now;
+        self.ping_sent = None;
+        let Some(text) = text else { return };
         match parse_frame(&text) {
             Ok(Frame::Status {
                 observation,
@@ -476,20 +507,19 @@ impl Shell {
         let recover = lines
             .iter()
             .any(|l| parse_line(l.trim().as_bytes()).is(b'M', 999));
-        let operational = self.tracker.phase().is_some_and(Phase::operational);
+        // After an e-stop OctoPrint closes the port, maybe not yet reported: connect.
+        let operational = self.tracker.phase().is_some_and(Phase::operational) && !self.estop;
         if recover {
             self.estop = false;
         }
         let result = if recover && !operational {
-            self.api
-                .connect_printer()
-                .await
-                .map(|()| "asked OctoPrint to connect to the printer".to_string())
+            connect(&self.api).await
         } else {
-            self.api
-                .printer_command(&lines)
-                .await
-                .map(|()| format!("{} line(s) sent", lines.len()))
+            match self.api.printer_command(&lines).await {
+                // OctoPrint lost the printer since its last status.
+                Err(e) if recover && e.is_conflict() => connect(&self.api).await,
+                r => r.map(|()| format!("{} line(s) sent", lines.len())),
+            }
         };
         match result {
             Ok(m) => Ok(m),
