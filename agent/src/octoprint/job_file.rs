@@ -1,0 +1,152 @@
+//! The job's file on the agent's side: hashed and indexed in one pass when the job starts,
+//! then asked "how much filament up to byte N?" for every file position OctoPrint reports.
+//!
+//! Material is billed from this, never from OctoPrint's own analysis (that is an estimate, a
+//! high-water mark that ignores the last retract, and absent while the analysis runs). The
+//! [`ExtrusionIndex`] answers from the nearest checkpoint (≤ 64 KiB replayed) with exactly
+//! what a full pass of the analyzer gives, so a finished job reports the file's figure and a
+//! cancelled one the partial at OctoPrint's last position.
+
+use farm_protocol::gcode::ExtrusionIndex;
+use farm_protocol::gcode::index::DEFAULT_STRIDE;
+use sha2::{Digest, Sha256};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A reader that hashes what passes through it, so hashing and indexing share one read.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The indexed job file and the last answer (positions repeat between status frames).
+pub struct JobFile {
+    index: Arc<ExtrusionIndex>,
+    path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    last: Option<(u64, Vec<f64>)>,
+}
+
+impl JobFile {
+    /// Reads the whole file once (on a blocking thread).
+    pub async fn open(path: &Path) -> Result<JobFile, String> {
+        let p = path.to_path_buf();
+        let built = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&p)?;
+            let mut reader = Hashing {
+                inner: file,
+                hash: Sha256::new(),
+            };
+            let index = ExtrusionIndex::build(
+                BufReader::with_capacity(64 * 1024, &mut reader),
+                DEFAULT_STRIDE,
+            )?;
+            Ok::<_, std::io::Error>((index, hex::encode(reader.hash.finalize())))
+        })
+        .await
+        .map_err(|e| format!("indexing the job file stopped: {e}"))?
+        .map_err(|e| format!("cannot read the job file {}: {e}", path.display()))?;
+        let (index, sha256) = built;
+        Ok(JobFile {
+            size: index.bytes,
+            index: Arc::new(index),
+            path: path.to_path_buf(),
+            sha256,
+            last: None,
+        })
+    }
+
+    /// Filament of the whole file per tool, mm.
+    pub fn whole(&self) -> Vec<f64> {
+        self.index.total_mm.clone()
+    }
+
+    /// Filament per tool of the lines that end at or before `pos`. On a read error (the file
+    /// vanished from the cache) the last good answer stands, so a report never goes down.
+    pub async fn at(&mut self, pos: u64) -> Vec<f64> {
+        if let Some((p, mm)) = &self.last
+            && *p == pos
+        {
+            return mm.clone();
+        }
+        let (index, path) = (self.index.clone(), self.path.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            index.consumed_at(file, pos)
+        })
+        .await;
+        match answer {
+            Ok(Ok(mm)) => {
+                self.last = Some((pos, mm.clone()));
+                mm
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, file = %self.path.display(), "cannot read the job file for material; keeping the last figure");
+                self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "material lookup stopped");
+                self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// The name a job's file gets on OctoPrint: job id and the start of its sha256, so a re-run
+/// of the same job or another job with the same file never overwrites a file being printed.
+pub fn upload_name(job_id: &str, sha256: &str) -> String {
+    let id: String = job_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{id}-{}.gcode", &sha256[..sha256.len().min(12)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_names_are_safe_for_octoprint_and_unique_per_job_and_file() {
+        assert_eq!(
+            upload_name("j-42", "abcdef0123456789"),
+            "j-42-abcdef012345.gcode"
+        );
+        assert_eq!(upload_name("a/b c", "ff"), "a_b_c-ff.gcode");
+    }
+
+    #[tokio::test]
+    async fn material_at_a_position_is_the_analyzers_partial_and_the_end_is_the_whole_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.gcode");
+        let gcode = "G28\nM83\nG1 X10 E1.5\nG1 X20 E2.5\nG1 E-0.5\nG1 X30 E1\n";
+        std::fs::write(&path, gcode).expect("write");
+        let mut f = JobFile::open(&path).await.expect("index");
+        assert_eq!(f.size, gcode.len() as u64);
+        assert_eq!(f.sha256, hex::encode(Sha256::digest(gcode.as_bytes())));
+        // After the first extrusion line (its newline included) and in the middle of the second.
+        let first_end = "G28\nM83\nG1 X10 E1.5\n".len() as u64;
+        assert_eq!(f.at(first_end).await, vec![1.5]);
+        assert_eq!(f.at(first_end + 3).await, vec![1.5]);
+        assert_eq!(f.at(f.size).await, f.whole());
+        let analysis = farm_protocol::gcode::analyze(gcode.as_bytes()).expect("analyze");
+        assert_eq!(f.whole(), analysis.filament_mm);
+    }
+}
