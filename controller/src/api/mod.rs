@@ -6,12 +6,18 @@
 //! | [`printers`] | printers: list, show, enrol, commands, bed clear |
 //! | [`jobs`] | jobs: upload (content-addressed), list, show, cancel; file download for agents |
 //! | [`stream`] | `/api/v1/stream`: a snapshot, then changes (Server-Sent Events) |
+//! | [`orders`] | orders (the shop's API, idempotent intake), file uploads to order from, webhook log |
+//! | [`catalog`] | SKU → files |
+//! | [`queue`] | the timeline, operators' queue actions, the printer registry |
 //!
 //! Every write answers 2xx only after its store transaction committed.
 
+pub mod catalog;
 pub mod jobs;
+pub mod orders;
 pub mod printers;
 pub mod problem;
+pub mod queue;
 pub mod stream;
 
 use crate::auth::Role;
@@ -35,6 +41,8 @@ pub struct AppState {
     pub broker: &'static str,
     /// What enrolment tells agents: where to fetch files and which broker to use.
     pub enrol: crate::enrol::Endpoints,
+    /// Order intake (group commit).
+    pub intake: crate::farm::intake::IntakeQueue,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -55,6 +63,26 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/files/{sha256}", get(jobs::file))
         .route("/stream", get(stream::stream))
+        // Production core, part A: orders, files, catalog, queue, registry, webhooks.
+        .route("/orders", get(orders::list).post(orders::create))
+        .route("/orders/{id}", get(orders::show))
+        .route("/orders/{id}/cancel", post(orders::cancel))
+        .route("/orders/{id}/fulfil", post(orders::fulfil))
+        .route("/orders/{id}/release", post(orders::release))
+        .route(
+            "/files",
+            post(orders::upload_file).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/catalog", get(catalog::list))
+        .route(
+            "/catalog/{sku}",
+            axum::routing::put(catalog::put).delete(catalog::delete),
+        )
+        .route("/queue", get(queue::timeline))
+        .route("/queue/{id}", axum::routing::patch(queue::update))
+        .route("/queue/{id}/requeue", post(queue::requeue))
+        .route("/printers/{id}/profile", axum::routing::patch(queue::profile))
+        .route("/webhooks/deliveries", get(orders::deliveries))
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,

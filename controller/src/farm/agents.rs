@@ -133,7 +133,12 @@ impl Farm {
             _ => {}
         }
 
-        self.store.write(|tx| {
+        let mirror = &*m;
+        let follow = self.store.write(|tx| {
+            let follow = match job.as_mut() {
+                Some(j) => self.follow_job(mirror, tx, j, t)?,
+                None => Default::default(),
+            };
             if let Some(j) = &job {
                 tx.put_job(j)?;
             }
@@ -143,7 +148,8 @@ impl Farm {
             if rec != entry.rec {
                 tx.put_printer(&rec)?;
             }
-            tx.set_applied_seq(printer, seq)
+            tx.set_applied_seq(printer, seq)?;
+            Ok::<_, FarmError>(follow)
         })?;
 
         m.applied.insert(printer.to_string(), seq);
@@ -158,6 +164,8 @@ impl Farm {
             }
             m.jobs.insert(j.number, j);
         }
+        // After the job itself, so the stream shows a failure before its retry.
+        self.after_follow_up(m, follow);
         if let Some(e) = m.printers.get_mut(printer) {
             e.rec = rec;
             self.announce_printer(e);

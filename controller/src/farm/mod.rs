@@ -12,8 +12,15 @@
 //! | `mod.rs` | loading, reads, enrolment and tokens |
 //! | [`agents`] | agents: status, presence, events (exactly once, in order), acks |
 //! | [`queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
+//! | [`orders`] | the shop and operators: order intake (group commit), cancel, release, fulfil; a job's consequences for its order (retry, state, webhooks); the webhook outbox |
+//! | [`production`] | scheduler input and latest plan, learnt time corrections, queue actions, printer registry, catalog, files |
+//! | [`loadout`] | what each printer has loaded, as the scheduler sees it (the seam with the inventory) |
 
 mod agents;
+pub mod intake;
+pub mod loadout;
+pub mod orders;
+pub mod production;
 mod queue;
 
 use crate::auth::{Principal, Role, new_token, random_hex, token_hash};
@@ -82,6 +89,8 @@ struct Mirror {
     applied: HashMap<String, u64>,
     /// Token hash → who holds it (API tokens and printers' agent tokens).
     credentials: HashMap<String, Principal>,
+    /// Orders, catalog, analysed files, webhook outbox.
+    book: orders::OrderBook,
 }
 
 impl Mirror {
@@ -122,6 +131,10 @@ pub struct Farm {
     /// The controller's MQTT link is up and subscribed (shown in `/api/v1/health`).
     pub broker_connected: std::sync::atomic::AtomicBool,
     pub started: std::time::Instant,
+    /// Settings, latest plan and learnt corrections of the production core.
+    pub production: production::Production,
+    /// Wakes the webhook delivery task when the outbox has something new.
+    pub webhook_kick: Notify,
 }
 
 /// What applying one event did, for the caller to acknowledge.
@@ -163,6 +176,8 @@ impl Farm {
             m.jobs.insert(job.number, job);
         }
         m.applied = store.applied_seqs()?.into_iter().collect();
+        m.book = orders::OrderBook::load(&store, &m.jobs)?;
+        let corrections = production::learn(&m.jobs);
         for (hash, t) in store.tokens()? {
             m.credentials.insert(
                 hash,
@@ -187,6 +202,8 @@ impl Farm {
             sse_clients: Default::default(),
             broker_connected: Default::default(),
             started: std::time::Instant::now(),
+            production: production::Production::new(corrections),
+            webhook_kick: Notify::new(),
         };
         Ok((Arc::new(farm), rx))
     }
@@ -354,17 +371,14 @@ impl Farm {
             return Err(FarmError::PrinterExists(id.into()));
         }
         let token = new_token();
-        let rec = PrinterRecord {
-            id: pid.to_string(),
+        let mut rec = PrinterRecord::new(
+            pid.to_string(),
             name,
-            secret: random_hex(32),
-            token_sha256: token_hash(&token),
-            created_at: now(),
-            auto_eject,
-            awaiting_clear: false,
-            maintenance: false,
-            current_job: None,
-        };
+            random_hex(32),
+            token_hash(&token),
+            now(),
+        );
+        rec.auto_eject = auto_eject;
         self.store.write(|tx| tx.put_printer(&rec))?;
         let view = m.insert_printer(rec.clone());
         let _ = self.changes.send(Change::Printer(

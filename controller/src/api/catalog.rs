@@ -1,0 +1,52 @@
+//! `/api/v1/catalog`: SKUs the shop can order, mapped to files by operators.
+
+use super::problem::{Caller, JsonBody, Problem};
+use super::{AppState, require};
+use crate::auth::Role;
+use crate::catalog::CatalogEntry;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+
+fn shop_or_viewer(c: &Caller) -> Result<(), Problem> {
+    match &c.0 {
+        Some(p) if p.role == Role::Shop => Ok(()),
+        _ => require(c, Role::Viewer),
+    }
+}
+
+pub async fn list(State(st): State<AppState>, c: Caller) -> Result<impl IntoResponse, Problem> {
+    shop_or_viewer(&c)?;
+    Ok(Json(
+        serde_json::json!({ "items": st.farm.catalog(), "next_cursor": null }),
+    ))
+}
+
+pub async fn put(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(sku): Path<String>,
+    JsonBody(mut e): JsonBody<CatalogEntry>,
+) -> Result<impl IntoResponse, Problem> {
+    require(&c, Role::Operator)?;
+    if !e.sku.is_empty() && e.sku != sku {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "SKU mismatch",
+            "the body's `sku` differs from the path; leave it out or make them equal",
+        ));
+    }
+    e.sku = sku;
+    Ok(Json(st.farm.put_catalog(e)?))
+}
+
+pub async fn delete(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(sku): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    require(&c, Role::Operator)?;
+    st.farm.delete_catalog(&sku)?;
+    Ok(StatusCode::NO_CONTENT)
+}
