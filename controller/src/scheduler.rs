@@ -482,9 +482,20 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             }
         }
         let Some((t, _, i)) = best else {
+            let list = &class_lists[c];
+            let reason = if list.is_empty() {
+                why_waiting(printers, j, rules)
+            } else {
+                let names: Vec<&str> = list.iter().take(3).map(|&i| printers[i].id.as_str()).collect();
+                if list.iter().all(|&i| free_at[i].is_none()) {
+                    format!("the printers that could take it ({}) are offline, in error or in maintenance", names.join(", "))
+                } else {
+                    format!("the printers that could take it ({}) do not hold enough filament for it after the jobs ahead of it", names.join(", "))
+                }
+            };
             out.waiting.push(Waiting {
                 job_id: j.id.clone(),
-                reason: why_waiting(printers, j, rules),
+                reason,
             });
             continue;
         };

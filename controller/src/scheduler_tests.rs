@@ -185,7 +185,7 @@ fn the_timeline_spends_the_spool_so_it_is_never_promised_twice() {
     let p = plan(&input(ps, vec![job("a", 1), job("b", 2), job("c", 3)]), NOW);
     assert_eq!(p.timeline.len(), 2);
     assert_eq!(p.waiting.len(), 1);
-    assert!(p.waiting[0].reason.contains("holds"), "{}", p.waiting[0].reason);
+    assert!(p.waiting[0].reason.contains("enough filament"), "{}", p.waiting[0].reason);
 }
 
 #[test]
