@@ -21,7 +21,7 @@
 
 use crate::fleet::PrinterState;
 use crate::learning::Corrections;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use time::OffsetDateTime;
 
 /// What is loaded on one tool (part B's inventory fills this from its spools; until then the
@@ -233,16 +233,26 @@ pub fn fits(p: &PrinterInput, j: &JobInput, rules: &Rules) -> Result<(), Misfit>
 }
 
 fn fits_static(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
+    fits_size(p, j)?;
+    fits_class(p, j)
+}
+
+fn fits_size(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
+    if let (Some(size), Some(volume)) = (j.size_mm, p.build_volume_mm)
+        && size.iter().zip(volume).any(|(s, v)| *s > v + 0.01)
+    {
+        return Err(Misfit::TooBig { size, volume });
+    }
+    Ok(())
+}
+
+/// The static constraints shared by every job of a [`Class`] (all but size).
+fn fits_class(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
     if p.blocked {
         return Err(Misfit::Blocked);
     }
     if j.pinned.as_deref().is_some_and(|pin| pin != p.id) {
         return Err(Misfit::Pinned);
-    }
-    if let (Some(size), Some(volume)) = (j.size_mm, p.build_volume_mm)
-        && size.iter().zip(volume).any(|(s, v)| *s > v + 0.01)
-    {
-        return Err(Misfit::TooBig { size, volume });
     }
     let constrained = j.material.is_some() || j.colour.is_some() || j.nozzle_mm.is_some();
     if !constrained {
@@ -329,7 +339,6 @@ struct Class {
     material: Option<String>,
     colour: Option<String>,
     nozzle: Option<u64>,
-    size: Option<[u64; 3]>,
     pinned: Option<String>,
     tools: Vec<bool>,
 }
@@ -339,7 +348,6 @@ fn class_of(j: &JobInput) -> Class {
         material: j.material.as_ref().map(|m| m.trim().to_lowercase()),
         colour: j.colour.as_ref().map(|c| c.trim().to_lowercase()),
         nozzle: j.nozzle_mm.map(f64::to_bits),
-        size: j.size_mm.map(|s| s.map(f64::to_bits)),
         pinned: j.pinned.clone(),
         tools: j.grams.iter().map(|g| *g > 0.0).collect(),
     }
@@ -382,16 +390,62 @@ fn start_gap(rules: &Rules) -> i64 {
     }
 }
 
-/// The earliest start at or after `t` (unix s) that keeps `gap` from every other start.
-fn power_slot(starts: &BTreeSet<i64>, t: i64, gap: i64) -> i64 {
-    if gap == 0 {
-        return t;
+/// Start slots under the power budget: slot `k` starts at `now + k·gap`, one start per slot,
+/// so starts are at least `gap` apart. "Next free slot" is a union-find, so placing thousands
+/// of jobs stays near-linear even when every slot up to the far future is taken.
+struct PowerSlots {
+    now: i64,
+    gap: i64,
+    /// Slot → a later slot to look at (path-compressed); absent: free.
+    next: HashMap<i64, i64>,
+}
+
+impl PowerSlots {
+    fn new(now: i64, gap: i64, heating_since: &[i64]) -> Self {
+        let mut s = PowerSlots {
+            now,
+            gap,
+            next: HashMap::new(),
+        };
+        if gap > 0 {
+            // A heat-up that began at `h` keeps every slot within `gap` of it.
+            for h in heating_since {
+                let mut k = 0;
+                while now + k * gap - h < gap {
+                    s.next.insert(k, k + 1);
+                    k += 1;
+                }
+            }
+        }
+        s
     }
-    let mut t = t;
-    while let Some(s) = starts.range(t.saturating_sub(gap - 1)..t.saturating_add(gap)).next() {
-        t = s.saturating_add(gap);
+
+    fn find(&mut self, k: i64) -> i64 {
+        let mut root = k;
+        while let Some(n) = self.next.get(&root) {
+            root = *n;
+        }
+        let mut k = k;
+        while let Some(n) = self.next.get(&k).copied() {
+            if n == root {
+                break;
+            }
+            self.next.insert(k, root);
+            k = n;
+        }
+        root
     }
-    t
+
+    /// Takes the first free start at or after `t` (unix s) and returns it.
+    fn take(&mut self, t: i64) -> i64 {
+        if self.gap == 0 {
+            return t;
+        }
+        let k0 = ((t - self.now).max(0) + self.gap - 1) / self.gap;
+        let k = self.find(k0);
+        self.next.insert(k, k + 1);
+        self.now + k * self.gap
+    }
 }
 
 /// Plans the farm at `now`: starts now, the timeline of every queued job, and what waits.
@@ -415,7 +469,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             Some(id) => *id,
             None => {
                 let list: Vec<usize> = (0..printers.len())
-                    .filter(|&i| fits_static(&printers[i], j).is_ok())
+                    .filter(|&i| fits_class(&printers[i], j).is_ok())
                     .collect();
                 class_lists.push(list);
                 let id = class_lists.len() - 1;
@@ -454,12 +508,13 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         .collect();
     let gap = start_gap(rules);
     let now_s = now.unix_timestamp();
-    let mut starts_at: BTreeSet<i64> = input
+    let heating: Vec<i64> = input
         .heating_since
         .iter()
         .map(|t| t.unix_timestamp())
         .filter(|t| now_s - t < rules.heat_s as i64)
         .collect();
+    let mut slots = PowerSlots::new(now_s, gap, &heating);
 
     let mut out = Plan::default();
     for (j, &c) in order.iter().zip(&job_class) {
@@ -473,7 +528,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         let mut best: Option<(i64, u64, usize)> = None;
         for &i in &class_lists[c] {
             let Some(t) = free_at[i] else { continue };
-            if fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err() {
+            if fits_size(&printers[i], j).is_err() || fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err() {
                 continue;
             }
             let key = (t, demand[i], i);
@@ -483,6 +538,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         }
         let Some((t, _, i)) = best else {
             let list = &class_lists[c];
+            let list: Vec<usize> = list.iter().copied().filter(|&i| fits_size(&printers[i], j).is_ok()).collect();
             let reason = if list.is_empty() {
                 why_waiting(printers, j, rules)
             } else {
@@ -500,10 +556,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             continue;
         };
         let p = &printers[i];
-        let start = power_slot(&starts_at, t.max(now_s), gap);
-        if gap > 0 {
-            starts_at.insert(start);
-        }
+        let start = slots.take(t.max(now_s));
         let material = j.material.as_deref().unwrap_or("");
         let run = j.estimated_s * input.corrections.factor(&p.id, material);
         let start_t = OffsetDateTime::from_unix_timestamp(start).unwrap_or(now);
