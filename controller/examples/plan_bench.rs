@@ -21,10 +21,18 @@ fn main() {
     for i in 0..printers {
         input.printers.push(PrinterInput {
             id: format!("p-{i:04}"),
-            state: if i % 2 == 0 { PrinterState::Idle } else { PrinterState::Busy },
+            state: if i % 2 == 0 {
+                PrinterState::Idle
+            } else {
+                PrinterState::Busy
+            },
             blocked: i % 97 == 0,
             auto_eject: i % 3 == 0,
-            build_volume_mm: Some(if i % 5 == 0 { [180.0; 3] } else { [250.0, 210.0, 210.0] }),
+            build_volume_mm: Some(if i % 5 == 0 {
+                [180.0; 3]
+            } else {
+                [250.0, 210.0, 210.0]
+            }),
             tools: vec![Tool {
                 nozzle_mm: Some(if i % 7 == 0 { 0.6 } else { 0.4 }),
                 loaded: Some(Loaded {
@@ -77,5 +85,8 @@ fn main() {
 }
 
 fn arg(i: usize, default: usize) -> usize {
-    std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }

@@ -39,7 +39,10 @@ impl CatalogEntry {
             .iter()
             .map(|f| ItemFile {
                 sha256: f.sha256.clone(),
-                name: f.name.clone().unwrap_or_else(|| format!("{}.gcode", self.sku)),
+                name: f
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.gcode", self.sku)),
             })
             .collect()
     }

@@ -158,13 +158,18 @@ impl Config {
             .transpose()
             .map_err(|e| bad(format!("[scheduler] {e}")))?;
         if !(s.heat_s >= 0.0 && s.clear_s >= 0.0 && s.margin_g >= 0.0 && s.margin_fraction >= 0.0) {
-            return Err(bad("[scheduler] heat_s, clear_s, margin_g and margin_fraction must be 0 or more".into()));
+            return Err(bad(
+                "[scheduler] heat_s, clear_s, margin_g and margin_fraction must be 0 or more"
+                    .into(),
+            ));
         }
         if self.orders.max_attempts == 0 {
             return Err(bad("[orders] max_attempts must be at least 1".into()));
         }
         for e in &self.webhooks.endpoints {
-            if !(e.url.starts_with("http://") || e.url.starts_with("https://")) || e.secret.len() < 16 {
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://"))
+                || e.secret.len() < 16
+            {
                 return Err(bad(format!(
                     "[[webhooks.endpoints]] for shop {:?}: url must be http(s):// and secret at least 16 characters",
                     e.shop
@@ -182,7 +187,12 @@ impl Config {
                 working_hours,
                 clear_s: s.clear_s,
             },
-            webhook_shops: self.webhooks.endpoints.iter().map(|e| e.shop.clone()).collect(),
+            webhook_shops: self
+                .webhooks
+                .endpoints
+                .iter()
+                .map(|e| e.shop.clone())
+                .collect(),
         })
     }
 

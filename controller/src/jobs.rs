@@ -199,15 +199,24 @@ impl Job {
 
     /// Queue position: where an operator put it, else its age.
     pub fn queue_position(&self) -> i64 {
-        self.position
-            .unwrap_or_else(|| i64::try_from(self.number).unwrap_or(i64::MAX).saturating_mul(1024))
+        self.position.unwrap_or_else(|| {
+            i64::try_from(self.number)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1024)
+        })
     }
 }
 
 /// The next attempt at a failed print: a new job (new id, so the agent and the material ledger
 /// see a fresh print) for the same copy, same file and requirements, back in the queue.
 pub fn retry(failed: &mut Job, number: u64, now: OffsetDateTime) -> Job {
-    let mut j = Job::new(number, failed.name.clone(), failed.sha256.clone(), failed.size, now);
+    let mut j = Job::new(
+        number,
+        failed.name.clone(),
+        failed.sha256.clone(),
+        failed.size,
+        now,
+    );
     j.priority = failed.priority;
     j.filament_mm = failed.filament_mm.clone();
     j.estimated_s = failed.estimated_s;
@@ -593,7 +602,10 @@ mod tests {
         });
         apply(&mut failed, "p-1", &finished(Outcome::Failed, 30.0), NOW).expect("failed");
         let r = retry(&mut failed, 9, NOW);
-        assert_eq!((r.id.as_str(), r.state, r.attempt), ("job-9", JobState::Queued, 2));
+        assert_eq!(
+            (r.id.as_str(), r.state, r.attempt),
+            ("job-9", JobState::Queued, 2)
+        );
         assert_eq!(r.order, failed.order);
         assert_eq!(r.material.as_deref(), Some("PETG"));
         assert_eq!(r.position, Some(failed.queue_position()));

@@ -46,7 +46,13 @@ fn key(material: &str) -> String {
 
 impl Corrections {
     /// Learns from one finished print. Returns false when the observation was ignored.
-    pub fn observe(&mut self, printer: &str, material: &str, estimate_s: f64, actual_s: f64) -> bool {
+    pub fn observe(
+        &mut self,
+        printer: &str,
+        material: &str,
+        estimate_s: f64,
+        actual_s: f64,
+    ) -> bool {
         if !(estimate_s > 1.0 && actual_s.is_finite()) {
             return false;
         }
@@ -57,7 +63,10 @@ impl Corrections {
         let m = key(material);
         let mut slot = self.by_printer.get(printer).copied();
         Ewma::add(&mut slot, ratio);
-        self.by_printer.insert(printer.to_string(), slot.unwrap_or(Ewma { value: 1.0, n: 0 }));
+        self.by_printer.insert(
+            printer.to_string(),
+            slot.unwrap_or(Ewma { value: 1.0, n: 0 }),
+        );
         if !m.is_empty() {
             let k = (printer.to_string(), m.clone());
             let mut slot = self.by_printer_material.get(&k).copied();
@@ -81,7 +90,9 @@ impl Corrections {
         }
         let m = key(material);
         if !m.is_empty()
-            && let Some(e) = self.by_printer_material.get(&(printer.to_string(), m.clone()))
+            && let Some(e) = self
+                .by_printer_material
+                .get(&(printer.to_string(), m.clone()))
         {
             return e.value;
         }

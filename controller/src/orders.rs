@@ -367,10 +367,7 @@ pub fn validate(
         }
     }
     if req.items.is_empty() || req.items.len() > MAX_ITEMS {
-        err(
-            "items".into(),
-            &format!("send 1 to {MAX_ITEMS} items"),
-        );
+        err("items".into(), &format!("send 1 to {MAX_ITEMS} items"));
     }
     let mut items = vec![];
     let mut copies = 0u64;
@@ -389,13 +386,19 @@ pub fn validate(
         if let Some(n) = it.nozzle_mm
             && !(n.is_finite() && (0.1..=2.0).contains(&n))
         {
-            err(f("nozzle_mm"), "a nozzle diameter is 0.1 to 2.0 mm, e.g. 0.4");
+            err(
+                f("nozzle_mm"),
+                "a nozzle diameter is 0.1 to 2.0 mm, e.g. 0.4",
+            );
         }
         for (name, v) in [("material", &it.material), ("colour", &it.colour)] {
             if let Some(v) = v
                 && !text_ok(v, 64)
             {
-                err(f(name), "send 1 to 64 printable characters, or leave it out");
+                err(
+                    f(name),
+                    "send 1 to 64 printable characters, or leave it out",
+                );
             }
         }
         match (&it.sku, &it.sha256) {
@@ -412,10 +415,7 @@ pub fn validate(
                     colour: it.colour.clone().or(r.colour),
                     nozzle_mm: it.nozzle_mm.or(r.nozzle_mm),
                 }),
-                Err(why) => err(
-                    f(if it.sku.is_some() { "sku" } else { "sha256" }),
-                    &why,
-                ),
+                Err(why) => err(f(if it.sku.is_some() { "sku" } else { "sha256" }), &why),
             },
         }
     }
@@ -425,7 +425,11 @@ pub fn validate(
             &format!("{copies} copies in one order; split it into orders of at most {MAX_COPIES}"),
         );
     }
-    if errs.is_empty() { Ok(items) } else { Err(errs) }
+    if errs.is_empty() {
+        Ok(items)
+    } else {
+        Err(errs)
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,13 @@ const NOW: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
 fn every_transition_is_either_in_the_table_or_refused() {
     use OrderEvent as E;
     use OrderState as S;
-    let events = [E::Started, E::AllPrinted, E::Exhausted, E::Cancel, E::Fulfil];
+    let events = [
+        E::Started,
+        E::AllPrinted,
+        E::Exhausted,
+        E::Cancel,
+        E::Fulfil,
+    ];
     let allowed = [
         (S::Received, E::Started, S::InProduction),
         (S::Received, E::AllPrinted, S::Ready),

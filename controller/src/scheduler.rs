@@ -118,7 +118,9 @@ pub struct WorkingHours {
 impl WorkingHours {
     /// Parses `"08:00-18:00"`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("working hours {s:?} must look like \"08:00-18:00\" (UTC, start before end)");
+        let bad = || {
+            format!("working hours {s:?} must look like \"08:00-18:00\" (UTC, start before end)")
+        };
         let hm = |t: &str| -> Option<u16> {
             let (h, m) = t.trim().split_once(':')?;
             let (h, m) = (h.parse::<u16>().ok()?, m.parse::<u16>().ok()?);
@@ -354,7 +356,11 @@ fn class_of(j: &JobInput) -> Class {
 }
 
 fn secs(s: f64) -> time::Duration {
-    time::Duration::seconds_f64(if s.is_finite() { s.clamp(0.0, 1e9) } else { 0.0 })
+    time::Duration::seconds_f64(if s.is_finite() {
+        s.clamp(0.0, 1e9)
+    } else {
+        0.0
+    })
 }
 
 /// When an operator has cleared the bed after a print that ended at `end`.
@@ -367,15 +373,21 @@ fn after_clear(end: OffsetDateTime, auto_eject: bool, rules: &Rules) -> OffsetDa
 }
 
 /// When a printer can begin its next job, or `None` if it takes no work at all.
-pub fn available_at(p: &PrinterInput, now: OffsetDateTime, rules: &Rules) -> Option<OffsetDateTime> {
+pub fn available_at(
+    p: &PrinterInput,
+    now: OffsetDateTime,
+    rules: &Rules,
+) -> Option<OffsetDateTime> {
     if p.blocked {
         return None;
     }
     match p.state {
         PrinterState::Idle => Some(now),
-        PrinterState::Busy | PrinterState::Paused => {
-            Some(after_clear(now + secs(p.busy_remaining_s), p.auto_eject, rules))
-        }
+        PrinterState::Busy | PrinterState::Paused => Some(after_clear(
+            now + secs(p.busy_remaining_s),
+            p.auto_eject,
+            rules,
+        )),
         PrinterState::AwaitingClear => Some(after_clear(now, false, rules)),
         PrinterState::Offline | PrinterState::Error | PrinterState::Maintenance => None,
     }
@@ -528,7 +540,9 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         let mut best: Option<(i64, u64, usize)> = None;
         for &i in &class_lists[c] {
             let Some(t) = free_at[i] else { continue };
-            if fits_size(&printers[i], j).is_err() || fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err() {
+            if fits_size(&printers[i], j).is_err()
+                || fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err()
+            {
                 continue;
             }
             let key = (t, demand[i], i);
@@ -538,15 +552,29 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         }
         let Some((t, _, i)) = best else {
             let list = &class_lists[c];
-            let list: Vec<usize> = list.iter().copied().filter(|&i| fits_size(&printers[i], j).is_ok()).collect();
+            let list: Vec<usize> = list
+                .iter()
+                .copied()
+                .filter(|&i| fits_size(&printers[i], j).is_ok())
+                .collect();
             let reason = if list.is_empty() {
                 why_waiting(printers, j, rules)
             } else {
-                let names: Vec<&str> = list.iter().take(3).map(|&i| printers[i].id.as_str()).collect();
+                let names: Vec<&str> = list
+                    .iter()
+                    .take(3)
+                    .map(|&i| printers[i].id.as_str())
+                    .collect();
                 if list.iter().all(|&i| free_at[i].is_none()) {
-                    format!("the printers that could take it ({}) are offline, in error or in maintenance", names.join(", "))
+                    format!(
+                        "the printers that could take it ({}) are offline, in error or in maintenance",
+                        names.join(", ")
+                    )
                 } else {
-                    format!("the printers that could take it ({}) do not hold enough filament for it after the jobs ahead of it", names.join(", "))
+                    format!(
+                        "the printers that could take it ({}) do not hold enough filament for it after the jobs ahead of it",
+                        names.join(", ")
+                    )
                 }
             };
             out.waiting.push(Waiting {
@@ -590,9 +618,9 @@ pub fn why_waiting(printers: &[PrinterInput], j: &JobInput, rules: &Rules) -> St
     }
     let mut reasons: Vec<String> = printers
         .iter()
-        .filter_map(|p| match fits(p, j, rules) {
-            Ok(()) => Some(format!("{}: {}", p.id, p.state.as_str())),
-            Err(m) => Some(format!("{}: {m}", p.id)),
+        .map(|p| match fits(p, j, rules) {
+            Ok(()) => format!("{}: {}", p.id, p.state.as_str()),
+            Err(m) => format!("{}: {m}", p.id),
         })
         .take(3)
         .collect();

@@ -68,34 +68,71 @@ fn each_hard_constraint_refuses_with_its_reason() {
     let j = job("j", 1);
     assert_eq!(fits(&p, &j, &r), Ok(()));
 
-    let blocked = PrinterInput { blocked: true, ..p.clone() };
+    let blocked = PrinterInput {
+        blocked: true,
+        ..p.clone()
+    };
     assert_eq!(fits(&blocked, &j, &r), Err(Misfit::Blocked));
 
-    let pinned = JobInput { pinned: Some("other".into()), ..j.clone() };
+    let pinned = JobInput {
+        pinned: Some("other".into()),
+        ..j.clone()
+    };
     assert_eq!(fits(&p, &pinned, &r), Err(Misfit::Pinned));
 
-    let red = JobInput { colour: Some("red".into()), ..j.clone() };
-    assert!(matches!(fits(&p, &red, &r), Err(Misfit::Material { tool: 0, .. })));
-    let petg = JobInput { material: Some("PETG".into()), ..j.clone() };
+    let red = JobInput {
+        colour: Some("red".into()),
+        ..j.clone()
+    };
+    assert!(matches!(
+        fits(&p, &red, &r),
+        Err(Misfit::Material { tool: 0, .. })
+    ));
+    let petg = JobInput {
+        material: Some("PETG".into()),
+        ..j.clone()
+    };
     assert!(matches!(fits(&p, &petg, &r), Err(Misfit::Material { .. })));
     // Case and spaces do not matter.
-    let loose = JobInput { material: Some(" pla".into()), colour: Some("Black ".into()), ..j.clone() };
+    let loose = JobInput {
+        material: Some(" pla".into()),
+        colour: Some("Black ".into()),
+        ..j.clone()
+    };
     assert_eq!(fits(&p, &loose, &r), Ok(()));
 
-    let nozzle = JobInput { nozzle_mm: Some(0.6), ..j.clone() };
-    assert!(matches!(fits(&p, &nozzle, &r), Err(Misfit::Nozzle { want: 0.6, .. })));
+    let nozzle = JobInput {
+        nozzle_mm: Some(0.6),
+        ..j.clone()
+    };
+    assert!(matches!(
+        fits(&p, &nozzle, &r),
+        Err(Misfit::Nozzle { want: 0.6, .. })
+    ));
 
-    let big = JobInput { size_mm: Some([300.0, 10.0, 10.0]), ..j.clone() };
+    let big = JobInput {
+        size_mm: Some([300.0, 10.0, 10.0]),
+        ..j.clone()
+    };
     assert!(matches!(fits(&p, &big, &r), Err(Misfit::TooBig { .. })));
 
-    let heavy = JobInput { grams: vec![96.0], ..j.clone() };
-    assert!(matches!(fits(&p, &heavy, &r), Err(Misfit::NotEnough { tool: 0, .. })));
+    let heavy = JobInput {
+        grams: vec![96.0],
+        ..j.clone()
+    };
+    assert!(matches!(
+        fits(&p, &heavy, &r),
+        Err(Misfit::NotEnough { tool: 0, .. })
+    ));
     // Unknown remaining weight: no quantity check.
     let unknown = printer("p", vec![pla("black", None)]);
     assert_eq!(fits(&unknown, &heavy, &r), Ok(()));
 
     // A second tool the job uses must be loaded too.
-    let two = JobInput { grams: vec![1.0, 1.0], ..j.clone() };
+    let two = JobInput {
+        grams: vec![1.0, 1.0],
+        ..j.clone()
+    };
     assert_eq!(fits(&p, &two, &r), Err(Misfit::NothingLoaded { tool: 1 }));
     let bare = printer("p", vec![Tool::default()]);
     assert_eq!(fits(&bare, &j, &r), Err(Misfit::NothingLoaded { tool: 0 }));
@@ -106,23 +143,53 @@ fn a_job_without_material_requirements_prints_anywhere_even_undeclared() {
     let mut any = job("j", 1);
     any.material = None;
     any.colour = None;
-    let bare = PrinterInput { build_volume_mm: None, ..printer("p", vec![]) };
+    let bare = PrinterInput {
+        build_volume_mm: None,
+        ..printer("p", vec![])
+    };
     assert_eq!(fits(&bare, &any, &Rules::default()), Ok(()));
 }
 
 #[test]
 fn only_idle_unblocked_printers_start_work_and_only_matching_ones() {
     let mut petg = printer("petg", vec![pla("black", None)]);
-    petg.tools[0].loaded = Some(Loaded { material: "PETG".into(), colour: "black".into(), remaining_g: None });
-    let busy = PrinterInput { state: PrinterState::Busy, busy_remaining_s: 60.0, ..printer("busy", vec![pla("black", None)]) };
-    let off = PrinterInput { state: PrinterState::Offline, ..printer("off", vec![pla("black", None)]) };
-    let maint = PrinterInput { blocked: true, ..printer("maint", vec![pla("black", None)]) };
-    let clear = PrinterInput { state: PrinterState::AwaitingClear, ..printer("clear", vec![pla("black", None)]) };
+    petg.tools[0].loaded = Some(Loaded {
+        material: "PETG".into(),
+        colour: "black".into(),
+        remaining_g: None,
+    });
+    let busy = PrinterInput {
+        state: PrinterState::Busy,
+        busy_remaining_s: 60.0,
+        ..printer("busy", vec![pla("black", None)])
+    };
+    let off = PrinterInput {
+        state: PrinterState::Offline,
+        ..printer("off", vec![pla("black", None)])
+    };
+    let maint = PrinterInput {
+        blocked: true,
+        ..printer("maint", vec![pla("black", None)])
+    };
+    let clear = PrinterInput {
+        state: PrinterState::AwaitingClear,
+        ..printer("clear", vec![pla("black", None)])
+    };
     let ok = printer("ok", vec![pla("black", None)]);
-    let plan = plan(&input(vec![petg, busy, off, maint, clear, ok], vec![job("a", 1), job("b", 2)]), NOW);
+    let plan = plan(
+        &input(
+            vec![petg, busy, off, maint, clear, ok],
+            vec![job("a", 1), job("b", 2)],
+        ),
+        NOW,
+    );
     assert_eq!(starts(&plan), vec![("a", "ok")]);
     // "b" is on the timeline after the busy printer's job (60 s), not on the offline one.
-    let b = plan.timeline.iter().find(|s| s.job_id == "b").expect("b planned");
+    let b = plan
+        .timeline
+        .iter()
+        .find(|s| s.job_id == "b")
+        .expect("b planned");
     assert_eq!(b.printer_id, "busy");
     assert_eq!(b.start, NOW + time::Duration::seconds(60));
 }
@@ -152,10 +219,19 @@ fn held_and_pinned_jobs() {
     held.held = true;
     let mut pinned = job("pinned", 2);
     pinned.pinned = Some("p2".into());
-    let ps = vec![printer("p1", vec![pla("black", None)]), printer("p2", vec![pla("black", None)])];
+    let ps = vec![
+        printer("p1", vec![pla("black", None)]),
+        printer("p2", vec![pla("black", None)]),
+    ];
     let p = plan(&input(ps, vec![held, pinned]), NOW);
     assert_eq!(starts(&p), vec![("pinned", "p2")]);
-    assert_eq!(p.waiting, vec![Waiting { job_id: "held".into(), reason: "held".into() }]);
+    assert_eq!(
+        p.waiting,
+        vec![Waiting {
+            job_id: "held".into(),
+            reason: "held".into()
+        }]
+    );
 }
 
 #[test]
@@ -166,7 +242,11 @@ fn jobs_that_print_anywhere_leave_the_scarce_printer_to_jobs_that_need_it() {
     let mut petg = job("petg", 2);
     petg.material = Some("PETG".into());
     let mut petg_printer = printer("a-petg", vec![pla("black", None)]);
-    petg_printer.tools[0].loaded = Some(Loaded { material: "PETG".into(), colour: "black".into(), remaining_g: None });
+    petg_printer.tools[0].loaded = Some(Loaded {
+        material: "PETG".into(),
+        colour: "black".into(),
+        remaining_g: None,
+    });
     let ps = vec![petg_printer, printer("b-pla", vec![pla("black", None)])];
     let p = plan(&input(ps, vec![any, petg]), NOW);
     assert_eq!(starts(&p), vec![("any", "b-pla"), ("petg", "a-petg")]);
@@ -185,19 +265,29 @@ fn the_timeline_spends_the_spool_so_it_is_never_promised_twice() {
     let p = plan(&input(ps, vec![job("a", 1), job("b", 2), job("c", 3)]), NOW);
     assert_eq!(p.timeline.len(), 2);
     assert_eq!(p.waiting.len(), 1);
-    assert!(p.waiting[0].reason.contains("enough filament"), "{}", p.waiting[0].reason);
+    assert!(
+        p.waiting[0].reason.contains("enough filament"),
+        "{}",
+        p.waiting[0].reason
+    );
 }
 
 #[test]
 fn the_power_budget_staggers_starts() {
-    let ps: Vec<_> = (0..4).map(|i| printer(&format!("p{i}"), vec![pla("black", None)])).collect();
+    let ps: Vec<_> = (0..4)
+        .map(|i| printer(&format!("p{i}"), vec![pla("black", None)]))
+        .collect();
     let jobs: Vec<_> = (0..4).map(|i| job(&format!("j{i}"), i)).collect();
     let mut inp = input(ps, jobs);
     inp.rules.max_heating = Some(2);
     inp.rules.heat_s = 300.0;
     let p = plan(&inp, NOW);
     assert_eq!(p.starts.len(), 1, "one start now, the next 150 s later");
-    let mut t: Vec<i64> = p.timeline.iter().map(|s| (s.start - NOW).whole_seconds()).collect();
+    let mut t: Vec<i64> = p
+        .timeline
+        .iter()
+        .map(|s| (s.start - NOW).whole_seconds())
+        .collect();
     t.sort();
     assert_eq!(t, vec![0, 150, 300, 450]);
     // A heat-up under way since 100 s ago takes the slot now; the first start is the next slot.
@@ -224,12 +314,18 @@ fn beds_are_cleared_only_in_working_hours() {
     assert_eq!((a.start - NOW).whole_seconds(), 8 * 3600 + 600);
     // a ends at 09:10; inside hours, so b starts ten minutes later.
     assert_eq!(plan.timeline[1].start, a.end + time::Duration::seconds(600));
-    assert_eq!(w.next_open(NOW + time::Duration::hours(19)), NOW + time::Duration::hours(32));
+    assert_eq!(
+        w.next_open(NOW + time::Duration::hours(19)),
+        NOW + time::Duration::hours(32)
+    );
 }
 
 #[test]
 fn learnt_corrections_stretch_the_timeline() {
-    let mut inp = input(vec![printer("p", vec![pla("black", None)])], vec![job("a", 1)]);
+    let mut inp = input(
+        vec![printer("p", vec![pla("black", None)])],
+        vec![job("a", 1)],
+    );
     for _ in 0..20 {
         inp.corrections.observe("p", "PLA", 1000.0, 1500.0);
     }
@@ -255,7 +351,11 @@ fn arb_printer() -> impl Strategy<Value = PrinterInput> {
             build_volume_mm: Some([200.0, 200.0, 200.0]),
             tools: vec![Tool {
                 nozzle_mm: Some(0.4),
-                loaded: Some(Loaded { material: m.into(), colour: c.into(), remaining_g: g }),
+                loaded: Some(Loaded {
+                    material: m.into(),
+                    colour: c.into(),
+                    remaining_g: g,
+                }),
             }],
             busy_remaining_s: busy,
         })
@@ -293,9 +393,11 @@ proptest! {
         js in prop::collection::vec(arb_job(), 0..40),
         budget in prop::option::of(1u32..4),
     ) {
-        let mut inp = PlanInput::default();
-        inp.printers = ps.into_iter().enumerate().map(|(i, mut p)| { p.id = format!("p{i}"); p }).collect();
-        inp.jobs = js.into_iter().enumerate().map(|(i, mut j)| { j.id = format!("j{i}"); j.position = i as i64; j }).collect();
+        let mut inp = PlanInput {
+            printers: ps.into_iter().enumerate().map(|(i, mut p)| { p.id = format!("p{i}"); p }).collect(),
+            jobs: js.into_iter().enumerate().map(|(i, mut j)| { j.id = format!("j{i}"); j.position = i as i64; j }).collect(),
+            ..PlanInput::default()
+        };
         inp.rules.max_heating = budget;
         let plan = plan(&inp, NOW);
         let printer = |id: &str| inp.printers.iter().find(|p| p.id == id).expect("printer");

@@ -237,7 +237,11 @@ impl Store {
     }
 
     pub fn file_metas(&self) -> Result<Vec<crate::catalog::FileMeta>, StoreError> {
-        Ok(self.all_str(FILE_META)?.into_iter().map(|(_, v)| v).collect())
+        Ok(self
+            .all_str(FILE_META)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
     }
 
     /// Webhook deliveries after number `after` (the delivery log, and the outbox at startup).
@@ -375,7 +379,13 @@ impl Tx<'_> {
     }
 
     pub fn delete_catalog(&mut self, sku: &str) -> Result<bool, StoreError> {
-        Ok(self.txn.open_table(CATALOG).db()?.remove(sku).db()?.is_some())
+        Ok(self
+            .txn
+            .open_table(CATALOG)
+            .db()?
+            .remove(sku)
+            .db()?
+            .is_some())
     }
 
     pub fn put_file_meta(&mut self, f: &crate::catalog::FileMeta) -> Result<(), StoreError> {

@@ -127,7 +127,10 @@ async fn post(client: &reqwest::Client, ep: &Endpoint, d: &Delivery) -> Outcome 
         .header("content-type", "application/json")
         .header("farm-webhook-id", &d.id)
         .header("farm-webhook-timestamp", ts.to_string())
-        .header("farm-webhook-signature", sign(&ep.secret, &d.id, ts, &d.body))
+        .header(
+            "farm-webhook-signature",
+            sign(&ep.secret, &d.id, ts, &d.body),
+        )
         .body(d.body.clone())
         .send()
         .await;
@@ -182,11 +185,9 @@ pub async fn run(farm: Arc<Farm>, cfg: WebhookConfig, mut shutdown: watch::Recei
         let (due, next) = farm.due_deliveries(now, BATCH);
         let mut results = vec![];
         if !due.is_empty() {
-            let rounds = due.into_iter().filter_map(|(shop, ds)| {
-                endpoints
-                    .get(&shop)
-                    .map(|ep| send_shop(&client, ep, ds))
-            });
+            let rounds = due
+                .into_iter()
+                .filter_map(|(shop, ds)| endpoints.get(&shop).map(|ep| send_shop(&client, ep, ds)));
             for r in futures_util::future::join_all(rounds).await {
                 results.extend(r);
             }
@@ -197,7 +198,10 @@ pub async fn run(farm: Arc<Farm>, cfg: WebhookConfig, mut shutdown: watch::Recei
         // Sent something: look again at once. Else sleep until the next retry or a new change.
         if results.is_empty() {
             let wait = next
-                .map(|t| (t - OffsetDateTime::now_utc()).clamp(time::Duration::ZERO, time::Duration::seconds(60)))
+                .map(|t| {
+                    (t - OffsetDateTime::now_utc())
+                        .clamp(time::Duration::ZERO, time::Duration::seconds(60))
+                })
                 .and_then(|d| Duration::try_from(d).ok())
                 .unwrap_or(Duration::from_secs(60));
             tokio::select! {
@@ -226,14 +230,20 @@ mod tests {
         // Known answer: HMAC-SHA256("k", "whd-1.1700000000.{}").
         let mut mac = HmacSha256::new_from_slice(b"k").expect("key");
         mac.update(b"whd-1.1700000000.{}");
-        assert_eq!(s, format!("v1={}", hex::encode(mac.finalize().into_bytes())));
+        assert_eq!(
+            s,
+            format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+        );
     }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_jitters() {
         let c = WebhookConfig::default();
         let s = |a, j| backoff(a, &c, j).as_secs_f64();
-        assert_eq!((s(1, 0.0), s(2, 0.0), s(3, 0.0), s(5, 0.0)), (1.0, 2.0, 4.0, 16.0));
+        assert_eq!(
+            (s(1, 0.0), s(2, 0.0), s(3, 0.0), s(5, 0.0)),
+            (1.0, 2.0, 4.0, 16.0)
+        );
         assert_eq!(s(40, 0.0), 3600.0);
         assert!((s(3, 1.0) - 4.8).abs() < 1e-9 && (s(3, -1.0) - 3.2).abs() < 1e-9);
         assert_eq!(s(3, 7.0), s(3, 1.0));

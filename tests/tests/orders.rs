@@ -159,7 +159,13 @@ async fn admin(farm: &Farm, method: &str, path: &str, body: Value) -> Result<(u1
 }
 
 impl Shop {
-    async fn post(&self, farm: &Farm, path: &str, key: Option<&str>, body: Value) -> Result<(u16, Value, bool)> {
+    async fn post(
+        &self,
+        farm: &Farm,
+        path: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> Result<(u16, Value, bool)> {
         let mut req = farm
             .client
             .post(format!("{}{path}", farm.http))
@@ -170,7 +176,11 @@ impl Shop {
         }
         let r = req.send().await?;
         let replayed = r.headers().contains_key("idempotent-replayed");
-        Ok((r.status().as_u16(), r.json().await.unwrap_or(Value::Null), replayed))
+        Ok((
+            r.status().as_u16(),
+            r.json().await.unwrap_or(Value::Null),
+            replayed,
+        ))
     }
 
     async fn get(&self, farm: &Farm, path: &str) -> Result<(u16, Value)> {
@@ -192,7 +202,11 @@ impl Shop {
             .body(bytes)
             .send()
             .await?;
-        ensure!(r.status().as_u16() == 201, "upload of {name}: {}", r.status());
+        ensure!(
+            r.status().as_u16() == 201,
+            "upload of {name}: {}",
+            r.status()
+        );
         Ok(r.json().await?)
     }
 }
@@ -201,11 +215,17 @@ impl Shop {
 async fn shop_token(farm: &mut Farm) -> Result<String> {
     farm.kill_controller().await?;
     let out = tokio::process::Command::new(bin("farm-controller")?)
-        .args(["token", "add", "--role", "shop", "--name", "webshop", "--config"])
+        .args([
+            "token", "add", "--role", "shop", "--name", "webshop", "--config",
+        ])
         .arg(farm.dir.path().join("controller.toml"))
         .output()
         .await?;
-    ensure!(out.status.success(), "token add: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "token add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     farm.start_controller().await?;
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
@@ -217,7 +237,9 @@ fn tool(material: &str, colour: &str) -> Value {
 async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
     let token = shop_token(farm).await?;
     let shop = Shop { token };
-    let short = shop.upload(farm, "clip.gcode", data("short-print.gcode")).await?;
+    let short = shop
+        .upload(farm, "clip.gcode", data("short-print.gcode"))
+        .await?;
     let sha = short["sha256"].as_str().context("sha256")?.to_string();
     // About 3 s per print.
     let speed = (short["estimated_s"].as_f64().unwrap_or(360.0) / 3.0).max(1.0);
@@ -226,7 +248,12 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
         ("p-pla-black", false, tool("PLA", "black"), sim.clone()),
         ("p-pla-red", true, tool("PLA", "red"), sim.clone()),
         // The first PETG printer fails its first print at 30 % (and stays in error).
-        ("p-petg", true, tool("PETG", "black"), format!("{sim}\nfail_after_progress = 0.3")),
+        (
+            "p-petg",
+            true,
+            tool("PETG", "black"),
+            format!("{sim}\nfail_after_progress = 0.3"),
+        ),
         ("p-petg-2", true, tool("PETG", "black"), sim.clone()),
     ];
     let stream = farm.stream().await?;
@@ -285,7 +312,11 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
         "every mistake named: {v}"
     );
     let huge = shop
-        .upload(farm, "huge.gcode", b"G90\nM83\nG1 X0 Y0 Z0.2 F600\nG1 X400 Y10 E5\n".to_vec())
+        .upload(
+            farm,
+            "huge.gcode",
+            b"G90\nM83\nG1 X0 Y0 Z0.2 F600\nG1 X400 Y10 E5\n".to_vec(),
+        )
         .await?;
     let (s, v, _) = shop
         .post(
@@ -311,28 +342,49 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
         { "sha256": sha, "quantity": 1, "material": "PETG", "colour": "black" },
         { "sku": "clip-black", "quantity": 1 } ] });
     let mut ids = vec![];
-    for (key, body) in [("key-a", &order_a), ("key-b", &order_b), ("key-c", &order_c)] {
-        let (s, v, replayed) = shop.post(farm, "/api/v1/orders", Some(key), body.clone()).await?;
+    for (key, body) in [
+        ("key-a", &order_a),
+        ("key-b", &order_b),
+        ("key-c", &order_c),
+    ] {
+        let (s, v, replayed) = shop
+            .post(farm, "/api/v1/orders", Some(key), body.clone())
+            .await?;
         ensure!(s == 201 && !replayed, "order {key}: {s} {v}");
         // The scheduler may already have started a copy by the time the answer is sent.
         ensure!(
             v["order"]["status"] == "received" || v["order"]["status"] == "in_production",
             "{v}"
         );
-        ensure!(v["promised_at"].is_string(), "a promised completion time: {v}");
+        ensure!(
+            v["promised_at"].is_string(),
+            "a promised completion time: {v}"
+        );
         ids.push(v["order"]["id"].as_str().context("id")?.to_string());
     }
     // A retried request returns the first order, never a second one; another body is a 409.
-    let (s, v, replayed) = shop.post(farm, "/api/v1/orders", Some("key-a"), order_a.clone()).await?;
-    ensure!(s == 201 && replayed && v["order"]["id"] == ids[0].as_str(), "replay: {s} {v}");
-    let (s, v, _) = shop.post(farm, "/api/v1/orders", Some("key-a"), order_b.clone()).await?;
+    let (s, v, replayed) = shop
+        .post(farm, "/api/v1/orders", Some("key-a"), order_a.clone())
+        .await?;
+    ensure!(
+        s == 201 && replayed && v["order"]["id"] == ids[0].as_str(),
+        "replay: {s} {v}"
+    );
+    let (s, v, _) = shop
+        .post(farm, "/api/v1/orders", Some("key-a"), order_b.clone())
+        .await?;
     ensure!(s == 409, "same key, other body: {s} {v}");
     let (s, list) = shop.get(farm, "/api/v1/orders").await?;
-    ensure!(s == 200 && list["items"].as_array().map(Vec::len) == Some(3), "{list}");
+    ensure!(
+        s == 200 && list["items"].as_array().map(Vec::len) == Some(3),
+        "{list}"
+    );
 
     // Deliveries are refused and retried; then the controller dies mid-flow.
     receiver
-        .wait_for("refused deliveries being retried", |r| r.refused.load(SeqCst) >= 4)
+        .wait_for("refused deliveries being retried", |r| {
+            r.refused.load(SeqCst) >= 4
+        })
         .await?;
     let log = farm.get("/api/v1/webhooks/deliveries").await?;
     let retried = log["items"]
@@ -350,7 +402,10 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
     let done = eventually("three orders ready", Duration::from_secs(120), async || {
         let p = farm.get("/api/v1/printers/p-pla-black").await.ok()?;
         if p["state"] == "awaiting_clear" {
-            let (s, _) = farm.post_json("/api/v1/printers/p-pla-black/clear", Value::Null).await.ok()?;
+            let (s, _) = farm
+                .post_json("/api/v1/printers/p-pla-black/clear", Value::Null)
+                .await
+                .ok()?;
             if s == 200 {
                 cleared += 1;
             }
@@ -360,7 +415,10 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
             let (_, v) = shop.get(farm, &format!("/api/v1/orders/{id}")).await.ok()?;
             views.push(v);
         }
-        views.iter().all(|v| v["status"] == "ready").then_some(views)
+        views
+            .iter()
+            .all(|v| v["status"] == "ready")
+            .then_some(views)
     })
     .await?;
     ensure!(cleared >= 1, "p-pla-black waited for its bed to be cleared");
@@ -378,7 +436,9 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
                     ensure!(
                         t["material"] == item["material"] && t["colour"] == item["colour"],
                         "job {} ({} {}) printed on {printer} loaded with {t}",
-                        j["id"], item["material"], item["colour"]
+                        j["id"],
+                        item["material"],
+                        item["colour"]
                     );
                     if j["state"] == "failed" {
                         failed.push(j["id"].as_str().unwrap_or_default().to_string());
@@ -386,21 +446,36 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
                 }
             }
         }
-        ensure!(v["material_used_g"].as_f64() > Some(0.0), "material used: {v}");
+        ensure!(
+            v["material_used_g"].as_f64() > Some(0.0),
+            "material used: {v}"
+        );
     }
     ensure!(failed.len() == 1, "exactly one failed print: {failed:?}");
     let f = farm.get(&format!("/api/v1/jobs/{}", failed[0])).await?;
     ensure!(
-        f["printer_id"] == "p-petg" && f["failure_reason"].is_string() && f["wasted_g"].as_f64() > Some(0.0),
+        f["printer_id"] == "p-petg"
+            && f["failure_reason"].is_string()
+            && f["wasted_g"].as_f64() > Some(0.0),
         "the failed job keeps its reason and waste: {f}"
     );
-    let retry = farm.get(&format!("/api/v1/jobs/{}", f["retried_by"].as_str().unwrap_or("?"))).await?;
-    ensure!(retry["state"] == "completed" && retry["attempt"] == 2 && retry["printer_id"] == "p-petg-2", "{retry}");
+    let retry = farm
+        .get(&format!(
+            "/api/v1/jobs/{}",
+            f["retried_by"].as_str().unwrap_or("?")
+        ))
+        .await?;
+    ensure!(
+        retry["state"] == "completed" && retry["attempt"] == 2 && retry["printer_id"] == "p-petg-2",
+        "{retry}"
+    );
 
     // Webhooks: every one signed, each order's story complete, once each.
     receiver
         .wait_for("order.ready for each order", |r| {
-            let ready: BTreeSet<String> = r.hooks().iter()
+            let ready: BTreeSet<String> = r
+                .hooks()
+                .iter()
                 .filter(|h| h.body["event"] == "order.ready")
                 .filter_map(|h| h.body["order"]["id"].as_str().map(str::to_string))
                 .collect();
@@ -408,32 +483,59 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
         })
         .await?;
     let hooks = receiver.hooks();
-    ensure!(hooks.iter().all(|h| h.signature_ok), "every webhook verifies");
+    ensure!(
+        hooks.iter().all(|h| h.signature_ok),
+        "every webhook verifies"
+    );
     let unique: BTreeSet<&str> = hooks.iter().map(|h| h.id.as_str()).collect();
     let duplicates = hooks.len() - unique.len();
     // Duplicates can only come from a crash between the shop's 2xx and our commit; here the
     // endpoint refused everything until after the restart, so there are none.
-    println!("webhooks: {} received, {} unique, {duplicates} duplicates, {} refusals retried",
-        hooks.len(), unique.len(), receiver.refused.load(SeqCst));
+    println!(
+        "webhooks: {} received, {} unique, {duplicates} duplicates, {} refusals retried",
+        hooks.len(),
+        unique.len(),
+        receiver.refused.load(SeqCst)
+    );
     ensure!(duplicates == 0, "no duplicate deliveries: {duplicates}");
     for id in &ids {
-        let events: Vec<&str> = hooks.iter()
+        let events: Vec<&str> = hooks
+            .iter()
             .filter(|h| h.body["order"]["id"] == id.as_str())
             .filter_map(|h| h.body["event"].as_str())
             .collect();
-        let states: Vec<&&str> = events.iter().filter(|e| !e.starts_with("order.print_")).collect();
+        let states: Vec<&&str> = events
+            .iter()
+            .filter(|e| !e.starts_with("order.print_"))
+            .collect();
         ensure!(
             states == [&"order.received", &"order.in_production", &"order.ready"],
             "order {id} webhooks in order: {events:?}"
         );
     }
-    let failure = hooks.iter().find(|h| h.body["event"] == "order.print_failed").context("a print_failed webhook")?;
-    ensure!(failure.body["detail"]["will_retry"] == true, "{:?}", failure.body);
+    let failure = hooks
+        .iter()
+        .find(|h| h.body["event"] == "order.print_failed")
+        .context("a print_failed webhook")?;
+    ensure!(
+        failure.body["detail"]["will_retry"] == true,
+        "{:?}",
+        failure.body
+    );
 
     // Operators mark orders fulfilled; a fulfilled order cannot be cancelled.
-    let (s, v) = farm.post_json(&format!("/api/v1/orders/{}/fulfil", ids[0]), Value::Null).await?;
+    let (s, v) = farm
+        .post_json(&format!("/api/v1/orders/{}/fulfil", ids[0]), Value::Null)
+        .await?;
     ensure!(s == 200 && v["status"] == "fulfilled", "{s} {v}");
-    let (s, v, _) = shop.post(farm, &format!("/api/v1/orders/{}/cancel", ids[0]), None, json!({})).await?;
+    let (s, v, _) = shop
+        .post(
+            farm,
+            &format!("/api/v1/orders/{}/cancel", ids[0]),
+            None,
+            json!({}),
+        )
+        .await?;
     ensure!(s == 409, "cancel after fulfil: {s} {v}");
     Ok(())
 }

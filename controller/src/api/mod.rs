@@ -81,7 +81,10 @@ pub fn router(state: AppState) -> Router {
         .route("/queue", get(queue::timeline))
         .route("/queue/{id}", axum::routing::patch(queue::update))
         .route("/queue/{id}/requeue", post(queue::requeue))
-        .route("/printers/{id}/profile", axum::routing::patch(queue::profile))
+        .route(
+            "/printers/{id}/profile",
+            axum::routing::patch(queue::profile),
+        )
         .route("/webhooks/deliveries", get(orders::deliveries))
         .fallback(|| async {
             Problem::new(

@@ -68,10 +68,14 @@ impl From<OrderError> for Problem {
                     .collect::<Vec<_>>()
                     .join("; "),
             ),
-            OrderError::KeyReused(_) => {
-                Problem::new(StatusCode::CONFLICT, "Idempotency-Key reused", &e.to_string())
+            OrderError::KeyReused(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "Idempotency-Key reused",
+                &e.to_string(),
+            ),
+            OrderError::NotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "Not found", &e.to_string())
             }
-            OrderError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "Not found", &e.to_string()),
             OrderError::Refused(_) => Problem::new(StatusCode::CONFLICT, "Not now", &e.to_string()),
             OrderError::Farm(f) => f.into(),
         }
@@ -161,8 +165,10 @@ pub async fn create(
     )
         .into_response();
     if placed.replay {
-        res.headers_mut()
-            .insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+        res.headers_mut().insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
     }
     res
 }
@@ -262,7 +268,12 @@ pub async fn fulfil(
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, Problem> {
     require(&c, Role::Operator)?;
-    Ok(Json(st.farm.order_event(&id, None, OrderEvent::Fulfil, false)?))
+    Ok(Json(st.farm.order_event(
+        &id,
+        None,
+        OrderEvent::Fulfil,
+        false,
+    )?))
 }
 
 /// `POST /orders/{id}/release` (manual release mode).
@@ -350,5 +361,7 @@ pub async fn deliveries(
     let next = (items.len() == limit)
         .then(|| items.last().map(|d| d.number.to_string()))
         .flatten();
-    Ok(Json(serde_json::json!({ "items": items, "next_cursor": next })))
+    Ok(Json(
+        serde_json::json!({ "items": items, "next_cursor": next }),
+    ))
 }

@@ -78,7 +78,10 @@ mod tests {
             ToolSlot::default(),
         ];
         let t = tools(&r);
-        assert_eq!(t[0].loaded.as_ref().map(|l| l.colour.as_str()), Some("black"));
+        assert_eq!(
+            t[0].loaded.as_ref().map(|l| l.colour.as_str()),
+            Some("black")
+        );
         assert_eq!(t[0].loaded.as_ref().and_then(|l| l.remaining_g), None);
         assert_eq!(t[1].loaded, None);
     }

@@ -29,7 +29,10 @@ pub(crate) struct OrderBook {
 }
 
 impl OrderBook {
-    pub fn load(store: &crate::store::Store, jobs: &BTreeMap<u64, Job>) -> Result<Self, StoreError> {
+    pub fn load(
+        store: &crate::store::Store,
+        jobs: &BTreeMap<u64, Job>,
+    ) -> Result<Self, StoreError> {
         let mut b = OrderBook::default();
         for o in store.orders()? {
             b.numbers.insert(o.id.clone(), o.number);
@@ -37,18 +40,33 @@ impl OrderBook {
         }
         for j in jobs.values() {
             if let Some(r) = &j.order {
-                b.jobs_of.entry(r.order_id.clone()).or_default().push(j.number);
+                b.jobs_of
+                    .entry(r.order_id.clone())
+                    .or_default()
+                    .push(j.number);
             }
         }
         b.idempotency = store.idempotency_keys()?.into_iter().collect();
-        b.catalog = store.catalog()?.into_iter().map(|c| (c.sku.clone(), c)).collect();
-        b.files = store.file_metas()?.into_iter().map(|f| (f.sha256.clone(), f)).collect();
+        b.catalog = store
+            .catalog()?
+            .into_iter()
+            .map(|c| (c.sku.clone(), c))
+            .collect();
+        b.files = store
+            .file_metas()?
+            .into_iter()
+            .map(|f| (f.sha256.clone(), f))
+            .collect();
         let mut after = 0;
         loop {
             let page = store.deliveries(after, 10_000)?;
             let Some(last) = page.last() else { break };
             after = last.number;
-            b.outbox.extend(page.into_iter().filter(|d| d.pending()).map(|d| (d.number, d)));
+            b.outbox.extend(
+                page.into_iter()
+                    .filter(|d| d.pending())
+                    .map(|d| (d.number, d)),
+            );
         }
         Ok(b)
     }
@@ -148,17 +166,26 @@ impl Farm {
         let mut keys_in_batch: HashMap<String, (String, usize)> = HashMap::new();
         let printers = self.scheduler_printers(&m);
         for (i, intake) in batch.iter().enumerate() {
-            let key = intake.idempotency_key.as_ref().map(|k| format!("{}\n{k}", intake.shop));
+            let key = intake
+                .idempotency_key
+                .as_ref()
+                .map(|k| format!("{}\n{k}", intake.shop));
             if let Some(k) = &key {
                 let earlier = m
                     .book
                     .idempotency
                     .get(k)
                     .map(|r| (r.request_sha256.clone(), None, r.order_id.clone()))
-                    .or_else(|| keys_in_batch.get(k).map(|(h, at)| (h.clone(), Some(*at), String::new())));
+                    .or_else(|| {
+                        keys_in_batch
+                            .get(k)
+                            .map(|(h, at)| (h.clone(), Some(*at), String::new()))
+                    });
                 if let Some((hash, at, order_id)) = earlier {
                     answers.push(Some(if hash != intake.body_sha256 {
-                        Err(OrderError::KeyReused(intake.idempotency_key.clone().unwrap_or_default()))
+                        Err(OrderError::KeyReused(
+                            intake.idempotency_key.clone().unwrap_or_default(),
+                        ))
                     } else {
                         // The same request again: the first answer (filled in below for a
                         // repeat within this batch).
@@ -216,7 +243,8 @@ impl Farm {
                     for (ii, item) in order.items.iter().enumerate() {
                         for copy in 1..=item.quantity {
                             for (part, f) in item.files.iter().enumerate() {
-                                let j = self.order_job(&m, tx, order, ii, item, copy, part, f, t)?;
+                                let j =
+                                    self.order_job(&m, tx, order, ii, item, copy, part, f, t)?;
                                 tx.put_job(&j)?;
                                 jobs.push(j);
                             }
@@ -235,7 +263,14 @@ impl Farm {
                     }
                     if webhook_shops.contains(&order.shop) {
                         let refs: Vec<&Job> = jobs.iter().collect();
-                        deliveries.push(self.delivery(tx, order, &refs, "order.received", None, t)?);
+                        deliveries.push(self.delivery(
+                            tx,
+                            order,
+                            &refs,
+                            "order.received",
+                            None,
+                            t,
+                        )?);
                     }
                 }
                 Ok::<_, StoreError>(deliveries)
@@ -245,7 +280,11 @@ impl Farm {
                     let version = self.production.queue_version.fetch_add(1, SeqCst) + 1;
                     for (i, order, jobs, warnings) in fresh {
                         for j in jobs {
-                            m.book.jobs_of.entry(order.id.clone()).or_default().push(j.number);
+                            m.book
+                                .jobs_of
+                                .entry(order.id.clone())
+                                .or_default()
+                                .push(j.number);
                             m.job_numbers.insert(j.id.clone(), j.number);
                             self.announce_job(&j);
                             m.jobs.insert(j.number, j);
@@ -269,7 +308,9 @@ impl Farm {
                         m.book.orders.insert(order.number, order);
                     }
                     let any = !deliveries.is_empty();
-                    m.book.outbox.extend(deliveries.into_iter().map(|d| (d.number, d)));
+                    m.book
+                        .outbox
+                        .extend(deliveries.into_iter().map(|d| (d.number, d)));
                     if any {
                         self.webhook_kick.notify_one();
                     }
@@ -278,9 +319,11 @@ impl Farm {
                 Err(e) => {
                     tracing::error!("order intake: {e}");
                     for (i, ..) in fresh {
-                        answers[i] = Some(Err(OrderError::Farm(FarmError::Store(StoreError::Locked(
-                            format!("the store could not commit the order ({e}); retry with the same Idempotency-Key"),
-                        )))));
+                        answers[i] = Some(Err(OrderError::Farm(FarmError::Store(
+                            StoreError::Locked(format!(
+                                "the store could not commit the order ({e}); retry with the same Idempotency-Key"
+                            )),
+                        ))));
                     }
                 }
             }
@@ -299,7 +342,11 @@ impl Farm {
             .map(|a| {
                 let mut a = a.unwrap_or_else(|| Err(OrderError::NotFound("?".into())));
                 if let Ok(p) = &mut a {
-                    if let Some(at) = p.order_id.strip_prefix('@').and_then(|s| s.parse::<usize>().ok()) {
+                    if let Some(at) = p
+                        .order_id
+                        .strip_prefix('@')
+                        .and_then(|s| s.parse::<usize>().ok())
+                    {
                         p.order_id = firsts.get(at).cloned().flatten().unwrap_or_default();
                     }
                     if p.replay {
@@ -326,7 +373,13 @@ impl Farm {
     ) -> Result<Job, StoreError> {
         let number = tx.next_job_number()?;
         let meta = m.book.files.get(&f.sha256);
-        let mut j = Job::new(number, f.name.clone(), f.sha256.clone(), meta.map_or(0, |m| m.size), t);
+        let mut j = Job::new(
+            number,
+            f.name.clone(),
+            f.sha256.clone(),
+            meta.map_or(0, |m| m.size),
+            t,
+        );
         j.priority = order.priority;
         j.due = order.due;
         j.filament_mm = meta.map(|m| m.filament_mm.clone()).unwrap_or_default();
@@ -360,11 +413,20 @@ impl Farm {
         let (mut errs, mut warnings) = (vec![], vec![]);
         for (i, item) in items.iter().enumerate() {
             for f in &item.files {
-                let Some(meta) = m.book.files.get(&f.sha256) else { continue };
+                let Some(meta) = m.book.files.get(&f.sha256) else {
+                    continue;
+                };
                 let j = self.job_input_for(meta, item);
-                let results: Vec<Result<(), Misfit>> = printers.iter().map(|p| fits(p, &j, rules)).collect();
-                let declared = printers.iter().filter(|p| p.build_volume_mm.is_some()).count();
-                let too_big = results.iter().filter(|r| matches!(r, Err(Misfit::TooBig { .. }))).count();
+                let results: Vec<Result<(), Misfit>> =
+                    printers.iter().map(|p| fits(p, &j, rules)).collect();
+                let declared = printers
+                    .iter()
+                    .filter(|p| p.build_volume_mm.is_some())
+                    .count();
+                let too_big = results
+                    .iter()
+                    .filter(|r| matches!(r, Err(Misfit::TooBig { .. })))
+                    .count();
                 if declared > 0 && too_big == declared {
                     errs.push(FieldError {
                         field: format!("items[{i}]"),
@@ -374,7 +436,9 @@ impl Farm {
                             meta.size_mm.unwrap_or_default()
                         ),
                     });
-                } else if !results.iter().any(|r| r.is_ok() || matches!(r, Err(Misfit::NotEnough { .. } | Misfit::Blocked))) {
+                } else if !results.iter().any(|r| {
+                    r.is_ok() || matches!(r, Err(Misfit::NotEnough { .. } | Misfit::Blocked))
+                }) {
                     warnings.push(format!(
                         "items[{i}]: no printer has {} {}{} loaded now; the copies wait until an operator loads it",
                         item.material.as_deref().unwrap_or("any material"),
@@ -438,7 +502,11 @@ impl Farm {
         t: OffsetDateTime,
     ) -> Result<FollowUp, StoreError> {
         let mut f = FollowUp::default();
-        let before = m.job_numbers.get(&job.id).and_then(|n| m.jobs.get(n)).map(|j| j.state);
+        let before = m
+            .job_numbers
+            .get(&job.id)
+            .and_then(|n| m.jobs.get(n))
+            .map(|j| j.state);
         if before == Some(job.state) {
             return Ok(f);
         }
@@ -447,10 +515,17 @@ impl Farm {
         }
         if matches!(job.state, JobState::Failed | JobState::Cancelled) && job.wasted_g.is_none() {
             let mm: f64 = job.extruded_mm.iter().sum();
-            job.wasted_g = Some(super::loadout::grams(mm, job.material.as_deref().unwrap_or("PLA")));
+            job.wasted_g = Some(super::loadout::grams(
+                mm,
+                job.material.as_deref().unwrap_or("PLA"),
+            ));
         }
-        let Some(r) = job.order.clone() else { return Ok(f) };
-        let Some(mut order) = m.book.order(&r.order_id).cloned() else { return Ok(f) };
+        let Some(r) = job.order.clone() else {
+            return Ok(f);
+        };
+        let Some(mut order) = m.book.order(&r.order_id).cloned() else {
+            return Ok(f);
+        };
         let shops = &self.production.settings().webhook_shops;
         let notify = shops.contains(&order.shop);
         let mut jobs: Vec<Job> = m
@@ -478,7 +553,14 @@ impl Farm {
                     "job_id": job.id, "item": r.item, "copy": r.copy, "attempt": job.attempt,
                     "reason": job.failure_reason, "wasted_g": job.wasted_g, "will_retry": will_retry,
                 });
-                f.deliveries.push(self.delivery(tx, &order, &refs, "order.print_failed", Some(detail), t)?);
+                f.deliveries.push(self.delivery(
+                    tx,
+                    &order,
+                    &refs,
+                    "order.print_failed",
+                    Some(detail),
+                    t,
+                )?);
                 jobs.pop();
             }
         }
@@ -486,7 +568,14 @@ impl Farm {
         let refs: Vec<&Job> = jobs.iter().collect();
         if job.state == JobState::Completed && notify {
             let detail = serde_json::json!({"job_id": job.id, "item": r.item, "copy": r.copy, "printer_id": job.printer_id});
-            f.deliveries.push(self.delivery(tx, &order, &refs, "order.print_completed", Some(detail), t)?);
+            f.deliveries.push(self.delivery(
+                tx,
+                &order,
+                &refs,
+                "order.print_completed",
+                Some(detail),
+                t,
+            )?);
         }
         if let Some(ev) = orders::progress(&order, &refs)
             && order.apply(ev, t).is_ok()
@@ -494,7 +583,8 @@ impl Farm {
             tx.put_order(&order)?;
             if notify {
                 let event = format!("order.{}", order.state.as_str());
-                f.deliveries.push(self.delivery(tx, &order, &refs, &event, None, t)?);
+                f.deliveries
+                    .push(self.delivery(tx, &order, &refs, &event, None, t)?);
             }
             f.order = Some(order);
         }
@@ -508,7 +598,11 @@ impl Farm {
         }
         if let Some(r) = f.retry {
             if let Some(o) = &r.order {
-                m.book.jobs_of.entry(o.order_id.clone()).or_default().push(r.number);
+                m.book
+                    .jobs_of
+                    .entry(o.order_id.clone())
+                    .or_default()
+                    .push(r.number);
             }
             m.job_numbers.insert(r.id.clone(), r.number);
             self.announce_job(&r);
@@ -521,7 +615,9 @@ impl Farm {
             m.book.orders.insert(o.number, o);
         }
         if !f.deliveries.is_empty() {
-            m.book.outbox.extend(f.deliveries.into_iter().map(|d| (d.number, d)));
+            m.book
+                .outbox
+                .extend(f.deliveries.into_iter().map(|d| (d.number, d)));
             self.webhook_kick.notify_one();
         }
     }
@@ -543,7 +639,14 @@ impl Farm {
             .cloned()
             .ok_or_else(|| OrderError::NotFound(id.into()))?;
         order.apply(event, t)?;
-        let mut jobs: Vec<Job> = m.book.jobs_of.get(id).into_iter().flatten().filter_map(|n| m.jobs.get(n).cloned()).collect();
+        let mut jobs: Vec<Job> = m
+            .book
+            .jobs_of
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| m.jobs.get(n).cloned())
+            .collect();
         let mut stop = vec![];
         if event == OrderEvent::Cancel {
             for j in jobs.iter_mut() {
@@ -555,7 +658,11 @@ impl Farm {
                 }
             }
         }
-        let notify = self.production.settings().webhook_shops.contains(&order.shop);
+        let notify = self
+            .production
+            .settings()
+            .webhook_shops
+            .contains(&order.shop);
         let delivery = self.store.write(|tx| {
             tx.put_order(&order)?;
             for j in &jobs {
@@ -563,7 +670,9 @@ impl Farm {
             }
             let refs: Vec<&Job> = jobs.iter().collect();
             let event = format!("order.{}", order.state.as_str());
-            notify.then(|| self.delivery(tx, &order, &refs, &event, None, t)).transpose()
+            notify
+                .then(|| self.delivery(tx, &order, &refs, &event, None, t))
+                .transpose()
         })?;
         for j in jobs {
             if m.jobs.get(&j.number) != Some(&j) {
@@ -578,20 +687,45 @@ impl Farm {
         m.book.orders.insert(order.number, order.clone());
         drop(m);
         for (printer, job) in stop {
-            self.send_command(&printer, farm_protocol::messages::Command::Cancel { job_id: job })?;
+            self.send_command(
+                &printer,
+                farm_protocol::messages::Command::Cancel { job_id: job },
+            )?;
         }
-        self.order_view(id, shop).ok_or_else(|| OrderError::NotFound(id.into()))
+        self.order_view(id, shop)
+            .ok_or_else(|| OrderError::NotFound(id.into()))
     }
 
     /// Releases an order into production (manual release mode).
     pub fn release_order(&self, id: &str) -> Result<OrderView, OrderError> {
         let mut m = self.lock();
-        let mut order = m.book.order(id).cloned().ok_or_else(|| OrderError::NotFound(id.into()))?;
+        let mut order = m
+            .book
+            .order(id)
+            .cloned()
+            .ok_or_else(|| OrderError::NotFound(id.into()))?;
         if order.state.is_final() {
-            return Err(FarmError::Conflict(format!("order {id} is {}; there is nothing to release", order.state.as_str())).into());
+            return Err(FarmError::Conflict(format!(
+                "order {id} is {}; there is nothing to release",
+                order.state.as_str()
+            ))
+            .into());
         }
         order.released = true;
-        let jobs: Vec<Job> = m.book.jobs_of.get(id).into_iter().flatten().filter_map(|n| m.jobs.get(n)).filter(|j| j.hold.as_deref() == Some("awaiting release")).cloned().map(|mut j| { j.hold = None; j }).collect();
+        let jobs: Vec<Job> = m
+            .book
+            .jobs_of
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| m.jobs.get(n))
+            .filter(|j| j.hold.as_deref() == Some("awaiting release"))
+            .cloned()
+            .map(|mut j| {
+                j.hold = None;
+                j
+            })
+            .collect();
         self.store.write(|tx| {
             tx.put_order(&order)?;
             jobs.iter().try_for_each(|j| tx.put_job(j))
@@ -603,7 +737,8 @@ impl Farm {
         m.book.orders.insert(order.number, order);
         drop(m);
         self.kick.notify_one();
-        self.order_view(id, None).ok_or_else(|| OrderError::NotFound(id.into()))
+        self.order_view(id, None)
+            .ok_or_else(|| OrderError::NotFound(id.into()))
     }
 
     // ---- the webhook outbox ---------------------------------------------------------------
@@ -647,7 +782,9 @@ impl Farm {
         let mut m = self.lock();
         let mut changed = vec![];
         for r in results {
-            let Some(mut d) = m.book.outbox.get(&r.number).cloned() else { continue };
+            let Some(mut d) = m.book.outbox.get(&r.number).cloned() else {
+                continue;
+            };
             d.attempts += 1;
             if r.ok {
                 d.delivered_at = Some(t);
@@ -656,13 +793,15 @@ impl Farm {
                 d.last_error = r.error.clone();
                 let jitter = rand::random::<f64>() * 2.0 - 1.0;
                 let wait = crate::webhooks::backoff(d.attempts, cfg, jitter);
-                d.next_attempt_at = t + time::Duration::try_from(wait).unwrap_or(time::Duration::HOUR);
+                d.next_attempt_at =
+                    t + time::Duration::try_from(wait).unwrap_or(time::Duration::HOUR);
                 d.dead = d.attempts >= cfg.max_attempts;
                 tracing::warn!(delivery = %d.id, shop = %d.shop, attempts = d.attempts, error = ?d.last_error, "webhook not delivered");
             }
             changed.push(d);
         }
-        self.store.write(|tx| changed.iter().try_for_each(|d| tx.put_delivery(d)))?;
+        self.store
+            .write(|tx| changed.iter().try_for_each(|d| tx.put_delivery(d)))?;
         for d in changed {
             if d.pending() {
                 m.book.outbox.insert(d.number, d);
@@ -674,14 +813,22 @@ impl Farm {
     }
 
     /// The delivery log (admin), after delivery number `after`.
-    pub fn delivery_log(&self, after: u64, limit: usize, order: Option<&str>) -> Result<Vec<Delivery>, FarmError> {
+    pub fn delivery_log(
+        &self,
+        after: u64,
+        limit: usize,
+        order: Option<&str>,
+    ) -> Result<Vec<Delivery>, FarmError> {
         let mut out = vec![];
         let mut cursor = after;
         while out.len() < limit {
             let page = self.store.deliveries(cursor, 1000)?;
             let Some(last) = page.last() else { break };
             cursor = last.number;
-            out.extend(page.into_iter().filter(|d| order.is_none_or(|o| d.order_id == o)));
+            out.extend(
+                page.into_iter()
+                    .filter(|d| order.is_none_or(|o| d.order_id == o)),
+            );
         }
         out.truncate(limit);
         Ok(out)

@@ -66,7 +66,10 @@ impl Production {
     }
 
     pub fn settings(&self) -> Arc<Settings> {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_settings(&self, s: Settings) {
@@ -78,13 +81,19 @@ impl Production {
     }
 
     fn corrections(&self) -> Corrections {
-        self.corrections.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.corrections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
 /// Learns from every completed job in the store, oldest finish first.
 pub fn learn(jobs: &std::collections::BTreeMap<u64, Job>) -> Corrections {
-    let mut done: Vec<&Job> = jobs.values().filter(|j| j.state == JobState::Completed).collect();
+    let mut done: Vec<&Job> = jobs
+        .values()
+        .filter(|j| j.state == JobState::Completed)
+        .collect();
     done.sort_by_key(|j| j.finished_at);
     let mut c = Corrections::default();
     for j in done {
@@ -95,7 +104,12 @@ pub fn learn(jobs: &std::collections::BTreeMap<u64, Job>) -> Corrections {
 
 fn observe(c: &mut Corrections, j: &Job) {
     if let (Some(p), Some(s), Some(f)) = (&j.printer_id, j.started_at, j.finished_at) {
-        c.observe(p, j.material.as_deref().unwrap_or(""), j.estimated_s, (f - s).as_seconds_f64());
+        c.observe(
+            p,
+            j.material.as_deref().unwrap_or(""),
+            j.estimated_s,
+            (f - s).as_seconds_f64(),
+        );
     }
 }
 
@@ -133,7 +147,12 @@ impl Farm {
         m.printers
             .values()
             .map(|e| {
-                let current = e.rec.current_job.as_ref().and_then(|id| m.job_numbers.get(id)).and_then(|n| m.jobs.get(n));
+                let current = e
+                    .rec
+                    .current_job
+                    .as_ref()
+                    .and_then(|id| m.job_numbers.get(id))
+                    .and_then(|n| m.jobs.get(n));
                 let busy_remaining_s = current.map_or(0.0, |j| {
                     let f = corrections.factor(&e.rec.id, j.material.as_deref().unwrap_or(""));
                     j.estimated_s * f * (1.0 - j.progress.clamp(0.0, 1.0))
@@ -162,7 +181,11 @@ impl Farm {
             colour: j.colour.clone(),
             nozzle_mm: j.nozzle_mm,
             size_mm: j.size_mm,
-            grams: j.filament_mm.iter().map(|mm| super::loadout::grams(*mm, material)).collect(),
+            grams: j
+                .filament_mm
+                .iter()
+                .map(|mm| super::loadout::grams(*mm, material))
+                .collect(),
             estimated_s: j.estimated_s,
             pinned: j.pinned_printer.clone(),
             held: j.hold.is_some(),
@@ -186,7 +209,12 @@ impl Farm {
         let heat = time::Duration::seconds_f64(settings.rules.heat_s);
         PlanInput {
             printers: self.scheduler_printers(m),
-            jobs: m.jobs.values().filter(|j| j.state == JobState::Queued).map(Self::job_input).collect(),
+            jobs: m
+                .jobs
+                .values()
+                .filter(|j| j.state == JobState::Queued)
+                .map(Self::job_input)
+                .collect(),
             heating_since: m
                 .jobs
                 .values()
@@ -203,12 +231,24 @@ impl Farm {
     pub(crate) fn remember_plan(&self, plan: &crate::scheduler::Plan, version: u64, took_us: u64) {
         let cache = PlanCache {
             version,
-            slots: plan.timeline.iter().map(|s| (s.job_id.clone(), s.clone())).collect(),
-            waiting: plan.waiting.iter().map(|w| (w.job_id.clone(), w.reason.clone())).collect(),
+            slots: plan
+                .timeline
+                .iter()
+                .map(|s| (s.job_id.clone(), s.clone()))
+                .collect(),
+            waiting: plan
+                .waiting
+                .iter()
+                .map(|w| (w.job_id.clone(), w.reason.clone()))
+                .collect(),
             planned_jobs: plan.timeline.len() + plan.waiting.len(),
             took_us,
         };
-        *self.production.plan.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(cache);
+        *self
+            .production
+            .plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(cache);
         self.production.plan_done.send_replace(version);
     }
 
@@ -220,7 +260,14 @@ impl Farm {
     /// Learns from a job that just completed.
     pub(crate) fn learn_from(&self, j: &Job) {
         if j.state == JobState::Completed {
-            observe(&mut self.production.corrections.lock().unwrap_or_else(|p| p.into_inner()), j);
+            observe(
+                &mut self
+                    .production
+                    .corrections
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+                j,
+            );
         }
     }
 
@@ -241,8 +288,15 @@ impl Farm {
     /// Reorders, pins, holds or re-prioritises a queued job.
     pub fn update_queued(&self, id: &str, p: QueuePatch) -> Result<Job, FarmError> {
         let mut m = self.lock();
-        let n = *m.job_numbers.get(id).ok_or_else(|| FarmError::NoJob(id.into()))?;
-        let mut j = m.jobs.get(&n).cloned().ok_or_else(|| FarmError::NoJob(id.into()))?;
+        let n = *m
+            .job_numbers
+            .get(id)
+            .ok_or_else(|| FarmError::NoJob(id.into()))?;
+        let mut j = m
+            .jobs
+            .get(&n)
+            .cloned()
+            .ok_or_else(|| FarmError::NoJob(id.into()))?;
         if j.state != JobState::Queued {
             return Err(FarmError::Conflict(format!(
                 "job {id} is {}; only queued jobs can be moved, pinned or held",
@@ -270,7 +324,11 @@ impl Farm {
                 .get(&before)
                 .and_then(|n| m.jobs.get(n))
                 .filter(|t| t.state == JobState::Queued)
-                .ok_or_else(|| FarmError::Invalid(format!("`before` must name a queued job; {before:?} is not one")))?;
+                .ok_or_else(|| {
+                    FarmError::Invalid(format!(
+                        "`before` must name a queued job; {before:?} is not one"
+                    ))
+                })?;
             j.priority = target.priority;
             j.due = target.due;
             j.position = Some(target.queue_position() - 1);
@@ -282,19 +340,37 @@ impl Farm {
     pub fn requeue(&self, id: &str) -> Result<Job, FarmError> {
         let t = now();
         let mut m = self.lock();
-        let n = *m.job_numbers.get(id).ok_or_else(|| FarmError::NoJob(id.into()))?;
-        let mut j = m.jobs.get(&n).cloned().ok_or_else(|| FarmError::NoJob(id.into()))?;
+        let n = *m
+            .job_numbers
+            .get(id)
+            .ok_or_else(|| FarmError::NoJob(id.into()))?;
+        let mut j = m
+            .jobs
+            .get(&n)
+            .cloned()
+            .ok_or_else(|| FarmError::NoJob(id.into()))?;
         if !matches!(j.state, JobState::Failed | JobState::Cancelled) || j.retried_by.is_some() {
             return Err(FarmError::Conflict(format!(
                 "job {id} is {}{}; only a failed or cancelled job that was not retried yet can be requeued",
                 j.state.as_str(),
-                j.retried_by.as_ref().map(|r| format!(" (retried by {r})")).unwrap_or_default()
+                j.retried_by
+                    .as_ref()
+                    .map(|r| format!(" (retried by {r})"))
+                    .unwrap_or_default()
             )));
         }
-        if let Some(o) = j.order.as_ref().and_then(|r| m.book.numbers.get(&r.order_id)).and_then(|n| m.book.orders.get(n))
+        if let Some(o) = j
+            .order
+            .as_ref()
+            .and_then(|r| m.book.numbers.get(&r.order_id))
+            .and_then(|n| m.book.orders.get(n))
             && o.state.is_final()
         {
-            return Err(FarmError::Conflict(format!("its order {} is {}; nothing more is printed for it", o.id, o.state.as_str())));
+            return Err(FarmError::Conflict(format!(
+                "its order {} is {}; nothing more is printed for it",
+                o.id,
+                o.state.as_str()
+            )));
         }
         let retry = self.store.write(|tx| {
             let r = jobs::retry(&mut j, tx.next_job_number()?, t);
@@ -303,7 +379,11 @@ impl Farm {
             Ok::<_, FarmError>(r)
         })?;
         if let Some(o) = &retry.order {
-            m.book.jobs_of.entry(o.order_id.clone()).or_default().push(retry.number);
+            m.book
+                .jobs_of
+                .entry(o.order_id.clone())
+                .or_default()
+                .push(retry.number);
         }
         self.announce_job(&j);
         m.jobs.insert(j.number, j);
@@ -319,7 +399,8 @@ impl Farm {
     pub fn set_profile(&self, id: &str, p: ProfilePatch) -> Result<PrinterView, FarmError> {
         let bad = |s: &str| Err(FarmError::Invalid(s.to_string()));
         if let Some(v) = p.build_volume_mm
-            && v.iter().any(|x| !(x.is_finite() && *x > 0.0 && *x < 10_000.0))
+            && v.iter()
+                .any(|x| !(x.is_finite() && *x > 0.0 && *x < 10_000.0))
         {
             return bad("build_volume_mm is [x, y, z] in mm, each above 0, e.g. [250, 210, 210]");
         }
@@ -327,7 +408,10 @@ impl Farm {
             if tools.len() > 16 {
                 return bad("at most 16 tools");
             }
-            if tools.iter().any(|t| t.nozzle_mm.is_some_and(|n| !(n.is_finite() && (0.1..=2.0).contains(&n)))) {
+            if tools.iter().any(|t| {
+                t.nozzle_mm
+                    .is_some_and(|n| !(n.is_finite() && (0.1..=2.0).contains(&n)))
+            }) {
                 return bad("a tool's nozzle_mm is 0.1 to 2.0, e.g. 0.4");
             }
         }
@@ -335,7 +419,10 @@ impl Farm {
             return bad("power_w is watts, 0 or more");
         }
         let mut m = self.lock();
-        let e = m.printers.get_mut(id).ok_or_else(|| FarmError::NoPrinter(id.into()))?;
+        let e = m
+            .printers
+            .get_mut(id)
+            .ok_or_else(|| FarmError::NoPrinter(id.into()))?;
         let mut rec = e.rec.clone();
         rec.model = p.model.or(rec.model);
         rec.build_volume_mm = p.build_volume_mm.or(rec.build_volume_mm);
@@ -373,10 +460,14 @@ impl Farm {
 
     pub fn put_catalog(&self, mut e: CatalogEntry) -> Result<CatalogEntry, FarmError> {
         if !valid_sku(&e.sku) {
-            return Err(FarmError::Invalid("a SKU is 1 to 64 letters, digits, '-', '_' or '.'".into()));
+            return Err(FarmError::Invalid(
+                "a SKU is 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            ));
         }
         if e.files.is_empty() || e.files.len() > 32 {
-            return Err(FarmError::Invalid("a catalog entry names 1 to 32 files".into()));
+            return Err(FarmError::Invalid(
+                "a catalog entry names 1 to 32 files".into(),
+            ));
         }
         let mut m = self.lock();
         for f in &mut e.files {
