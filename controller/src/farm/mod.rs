@@ -20,6 +20,7 @@ mod agents;
 pub mod intake;
 pub mod loadout;
 pub mod orders;
+mod outbox;
 pub mod production;
 mod queue;
 

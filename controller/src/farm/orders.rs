@@ -8,7 +8,6 @@ use crate::jobs::{self, Job, JobState, OrderRef};
 use crate::orders::{self, FieldError, Order, OrderEvent, OrderRequest, OrderState, Resolved};
 use crate::store::{IdempotencyRecord, StoreError, Tx};
 use crate::webhooks::Delivery;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::SeqCst;
 use time::OffsetDateTime;
@@ -740,99 +739,6 @@ impl Farm {
         self.order_view(id, None)
             .ok_or_else(|| OrderError::NotFound(id.into()))
     }
-
-    // ---- the webhook outbox ---------------------------------------------------------------
-
-    /// Due deliveries, grouped by shop in order (at most `per_shop` each), and when the next
-    /// not-yet-due one is.
-    pub fn due_deliveries(
-        &self,
-        t: OffsetDateTime,
-        per_shop: usize,
-    ) -> (BTreeMap<String, Vec<Delivery>>, Option<OffsetDateTime>) {
-        let m = self.lock();
-        let mut due: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
-        let mut blocked: std::collections::HashSet<&str> = Default::default();
-        let mut next: Option<OffsetDateTime> = None;
-        for d in m.book.outbox.values() {
-            if blocked.contains(d.shop.as_str()) {
-                continue;
-            }
-            if d.next_attempt_at > t {
-                // Later ones for this shop wait behind it, keeping the shop's order.
-                blocked.insert(&d.shop);
-                next = Some(next.map_or(d.next_attempt_at, |n| n.min(d.next_attempt_at)));
-                continue;
-            }
-            let list = due.entry(d.shop.clone()).or_default();
-            if list.len() < per_shop {
-                list.push(d.clone());
-            }
-        }
-        (due, next)
-    }
-
-    /// Records attempts durably (one transaction for the round).
-    pub fn record_deliveries(
-        &self,
-        results: &[crate::webhooks::Outcome],
-        cfg: &crate::webhooks::WebhookConfig,
-    ) -> Result<(), FarmError> {
-        let t = now();
-        let mut m = self.lock();
-        let mut changed = vec![];
-        for r in results {
-            let Some(mut d) = m.book.outbox.get(&r.number).cloned() else {
-                continue;
-            };
-            d.attempts += 1;
-            if r.ok {
-                d.delivered_at = Some(t);
-                d.last_error = None;
-            } else {
-                d.last_error = r.error.clone();
-                let jitter = rand::random::<f64>() * 2.0 - 1.0;
-                let wait = crate::webhooks::backoff(d.attempts, cfg, jitter);
-                d.next_attempt_at =
-                    t + time::Duration::try_from(wait).unwrap_or(time::Duration::HOUR);
-                d.dead = d.attempts >= cfg.max_attempts;
-                tracing::warn!(delivery = %d.id, shop = %d.shop, attempts = d.attempts, error = ?d.last_error, "webhook not delivered");
-            }
-            changed.push(d);
-        }
-        self.store
-            .write(|tx| changed.iter().try_for_each(|d| tx.put_delivery(d)))?;
-        for d in changed {
-            if d.pending() {
-                m.book.outbox.insert(d.number, d);
-            } else {
-                m.book.outbox.remove(&d.number);
-            }
-        }
-        Ok(())
-    }
-
-    /// The delivery log (admin), after delivery number `after`.
-    pub fn delivery_log(
-        &self,
-        after: u64,
-        limit: usize,
-        order: Option<&str>,
-    ) -> Result<Vec<Delivery>, FarmError> {
-        let mut out = vec![];
-        let mut cursor = after;
-        while out.len() < limit {
-            let page = self.store.deliveries(cursor, 1000)?;
-            let Some(last) = page.last() else { break };
-            cursor = last.number;
-            out.extend(
-                page.into_iter()
-                    .filter(|d| order.is_none_or(|o| d.order_id == o)),
-            );
-        }
-        out.truncate(limit);
-        Ok(out)
-    }
 }
 
 /// Extent of a print (max − min of the analyzer's bounds), mm.
@@ -858,64 +764,6 @@ pub fn file_meta(name: &str, s: &crate::files::Stored) -> FileMeta {
     }
 }
 
-/// An order as the shop and the operators see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct OrderView {
-    pub id: String,
-    pub customer_ref: String,
-    pub status: OrderState,
-    pub shop: String,
-    pub priority: i32,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub due: Option<OffsetDateTime>,
-    pub price: Option<orders::Money>,
-    pub released: bool,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    /// When the last copy is expected to be printed (the scheduler's timeline); `None` when
-    /// done, or when some copy cannot be placed yet (see `waiting`).
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub eta: Option<OffsetDateTime>,
-    /// Filament used so far, failed attempts included, g.
-    pub material_used_g: f64,
-    pub material_wasted_g: f64,
-    pub items: Vec<ItemView>,
-    /// Why copies wait, from the latest plan.
-    pub waiting: Vec<String>,
-    pub history: Vec<(OrderState, String)>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ItemView {
-    pub sku: Option<String>,
-    pub files: Vec<orders::ItemFile>,
-    pub quantity: u32,
-    pub material: Option<String>,
-    pub colour: Option<String>,
-    pub nozzle_mm: Option<f64>,
-    pub printed: u32,
-    pub copies: Vec<CopyView>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CopyView {
-    pub copy: u32,
-    pub state: orders::CopyState,
-    /// Every job of this copy, oldest first (retries after failures follow).
-    pub jobs: Vec<CopyJob>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CopyJob {
-    pub id: String,
-    pub part: u32,
-    pub attempt: u32,
-    pub state: JobState,
-    pub printer_id: Option<String>,
-    pub failure_reason: Option<String>,
-}
-
 #[path = "orders_view.rs"]
 mod view;
+pub use view::{CopyJob, CopyView, ItemView, OrderView};

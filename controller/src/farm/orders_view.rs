@@ -1,10 +1,69 @@
 //! Reading orders: the view the shop and operators get, with the ETA from the latest plan.
 
 use super::super::Farm;
-use super::{CopyJob, CopyView, ItemView, OrderView};
 use crate::jobs::{Job, JobState};
 use crate::orders::{self, CopyState, Order, OrderState};
+use serde::Serialize;
 use time::OffsetDateTime;
+
+/// An order as the shop and the operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderView {
+    pub id: String,
+    pub customer_ref: String,
+    pub status: OrderState,
+    pub shop: String,
+    pub priority: i32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub due: Option<OffsetDateTime>,
+    pub price: Option<orders::Money>,
+    pub released: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When the last copy is expected to be printed (the scheduler's timeline); `None` when
+    /// done, or when some copy cannot be placed yet (see `waiting`).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub eta: Option<OffsetDateTime>,
+    /// Filament used so far, failed attempts included, g.
+    pub material_used_g: f64,
+    pub material_wasted_g: f64,
+    pub items: Vec<ItemView>,
+    /// Why copies wait, from the latest plan.
+    pub waiting: Vec<String>,
+    pub history: Vec<(OrderState, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemView {
+    pub sku: Option<String>,
+    pub files: Vec<orders::ItemFile>,
+    pub quantity: u32,
+    pub material: Option<String>,
+    pub colour: Option<String>,
+    pub nozzle_mm: Option<f64>,
+    pub printed: u32,
+    pub copies: Vec<CopyView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyView {
+    pub copy: u32,
+    pub state: orders::CopyState,
+    /// Every job of this copy, oldest first (retries after failures follow).
+    pub jobs: Vec<CopyJob>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyJob {
+    pub id: String,
+    pub part: u32,
+    pub attempt: u32,
+    pub state: JobState,
+    pub printer_id: Option<String>,
+    pub failure_reason: Option<String>,
+}
 
 impl Farm {
     /// The view of `order` given its jobs (every attempt).
