@@ -32,6 +32,57 @@ pub struct Config {
     /// What printing costs and what the farm charges (costs report, quotes).
     pub pricing: PricingConfig,
     pub maintenance: MaintenanceConfig,
+    /// `[orders]`: order intake.
+    pub orders: OrdersConfig,
+    /// `[scheduler]`: placement rules.
+    pub scheduler: SchedulerConfig,
+    /// `[webhooks]`: shops' endpoints and retry policy.
+    pub webhooks: crate::webhooks::WebhookConfig,
+}
+
+/// `[orders]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrdersConfig {
+    /// Orders wait for an operator (`POST /api/v1/orders/{id}/release`) before printing.
+    pub manual_release: bool,
+    /// Prints per copy before its order fails (the first print included).
+    pub max_attempts: u32,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            manual_release: false,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// At most this many printers heating at once (unset: no power budget).
+    pub max_heating: Option<u32>,
+    /// How long a heat-up lasts, s.
+    pub heat_s: f64,
+    /// When operators clear beds, UTC, e.g. "08:00-18:00" (unset: any time).
+    pub working_hours: Option<String>,
+    /// How long clearing a bed takes once someone is there, s.
+    pub clear_s: f64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        let r = crate::scheduler::Rules::default();
+        Self {
+            max_heating: r.max_heating,
+            heat_s: r.heat_s,
+            working_hours: None,
+            clear_s: r.clear_s,
+        }
+    }
 }
 
 impl Default for Config {
@@ -50,6 +101,9 @@ impl Default for Config {
             inventory: InventoryConfig::default(),
             pricing: PricingConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            orders: OrdersConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            webhooks: crate::webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -213,6 +267,63 @@ impl Config {
         })
     }
 
+    /// The production core's settings, checked.
+    pub fn production_settings(
+        &self,
+    ) -> Result<crate::farm::production::Settings, crate::StartError> {
+        let bad = |s: String| crate::StartError::Config(s);
+        let s = &self.scheduler;
+        let working_hours = s
+            .working_hours
+            .as_deref()
+            .map(crate::scheduler::WorkingHours::parse)
+            .transpose()
+            .map_err(|e| bad(format!("[scheduler] {e}")))?;
+        if !(s.heat_s >= 0.0 && s.clear_s >= 0.0) {
+            return Err(bad(
+                "[scheduler] heat_s and clear_s must be 0 or more".into()
+            ));
+        }
+        let inv = &self.inventory;
+        if !(inv.spool_margin_g >= 0.0 && inv.spool_margin_fraction >= 0.0) {
+            return Err(bad(
+                "[inventory] spool_margin_g and spool_margin_fraction must be 0 or more".into(),
+            ));
+        }
+        if self.orders.max_attempts == 0 {
+            return Err(bad("[orders] max_attempts must be at least 1".into()));
+        }
+        for e in &self.webhooks.endpoints {
+            if !(e.url.starts_with("http://") || e.url.starts_with("https://"))
+                || e.secret.len() < 16
+            {
+                return Err(bad(format!(
+                    "[[webhooks.endpoints]] for shop {:?}: url must be http(s):// and secret at least 16 characters",
+                    e.shop
+                )));
+            }
+        }
+        Ok(crate::farm::production::Settings {
+            manual_release: self.orders.manual_release,
+            max_attempts: self.orders.max_attempts,
+            rules: crate::scheduler::Rules {
+                // One margin for the whole farm: the inventory's.
+                margin_g: inv.spool_margin_g,
+                margin_fraction: inv.spool_margin_fraction,
+                max_heating: s.max_heating,
+                heat_s: s.heat_s,
+                working_hours,
+                clear_s: s.clear_s,
+            },
+            webhook_shops: self
+                .webhooks
+                .endpoints
+                .iter()
+                .map(|e| e.shop.clone())
+                .collect(),
+        })
+    }
+
     pub fn agent_broker_url(&self) -> String {
         if let Some(u) = &self.agent_broker_url {
             return u.clone();
@@ -246,6 +357,22 @@ mod tests {
                 .expect("config");
         assert_eq!(c.public_url(), "http://127.0.0.1:9000");
         assert_eq!(c.anonymous_role, Some(Role::Viewer));
+    }
+
+    #[test]
+    fn production_sections_parse_and_are_checked() {
+        let c: Config = toml::from_str(
+            "[orders]\nmanual_release = true\n[scheduler]\nmax_heating = 4\nworking_hours = \"08:00-18:00\"\n[[webhooks.endpoints]]\nshop = \"acme\"\nurl = \"http://shop/hook\"\nsecret = \"0123456789abcdef\"\n",
+        )
+        .expect("config");
+        let s = c.production_settings().expect("settings");
+        assert!(s.manual_release && s.webhook_shops.contains("acme"));
+        assert_eq!(s.rules.max_heating, Some(4));
+        let c: Config = toml::from_str("[scheduler]\nworking_hours = \"late\"").expect("config");
+        assert!(c.production_settings().is_err());
+        let example = include_str!("../controller.example.toml");
+        let c: Config = toml::from_str(example).expect("the example config parses");
+        c.production_settings().expect("and is valid");
     }
 
     #[test]

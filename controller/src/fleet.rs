@@ -45,7 +45,7 @@ impl PrinterState {
 }
 
 /// What the store keeps about a printer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PrinterRecord {
     pub id: String,
     pub name: String,
@@ -66,6 +66,63 @@ pub struct PrinterRecord {
     /// The job assigned to or running on this printer.
     #[serde(default)]
     pub current_job: Option<String>,
+    /// Registry facts an operator declares (the scheduler's hard constraints read them).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Printable X, Y, Z, mm. `None`: unknown, no size check.
+    #[serde(default)]
+    pub build_volume_mm: Option<[f64; 3]>,
+    /// One entry per tool (extruder): nozzle and what the operator declared loaded.
+    #[serde(default)]
+    pub tools: Vec<ToolSlot>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Typical draw while printing, W (for power planning and costing).
+    #[serde(default)]
+    pub power_w: Option<f64>,
+}
+
+/// One tool of a printer as the operator declared it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSlot {
+    #[serde(default)]
+    pub nozzle_mm: Option<f64>,
+    #[serde(default)]
+    pub material: Option<String>,
+    #[serde(default)]
+    pub colour: Option<String>,
+}
+
+impl PrinterRecord {
+    /// A newly enrolled printer: nothing declared yet.
+    pub fn new(
+        id: String,
+        name: String,
+        secret: String,
+        token_sha256: String,
+        created_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            secret,
+            token_sha256,
+            created_at,
+            auto_eject: false,
+            awaiting_clear: false,
+            maintenance: false,
+            current_job: None,
+            model: None,
+            build_volume_mm: None,
+            tools: vec![],
+            tags: vec![],
+            location: None,
+            power_w: None,
+        }
+    }
 }
 
 /// What is known of a printer from the wire since the controller started (not stored).
@@ -123,6 +180,13 @@ pub struct PrinterView {
     /// Agent health: version, back end, uptime, outbox depth.
     #[schema(value_type = Option<Object>)]
     pub agent: Option<farm_protocol::messages::AgentHealth>,
+    pub maintenance: bool,
+    pub model: Option<String>,
+    pub build_volume_mm: Option<[f64; 3]>,
+    pub tools: Vec<ToolSlot>,
+    pub tags: Vec<String>,
+    pub location: Option<String>,
+    pub power_w: Option<f64>,
 }
 
 pub fn view(rec: &PrinterRecord, live: &Live) -> PrinterView {
@@ -140,6 +204,13 @@ pub fn view(rec: &PrinterRecord, live: &Live) -> PrinterView {
         auto_eject: rec.auto_eject,
         last_seen: live.last_seen,
         agent: status.map(|s| s.agent.clone()),
+        maintenance: rec.maintenance,
+        model: rec.model.clone(),
+        build_volume_mm: rec.build_volume_mm,
+        tools: rec.tools.clone(),
+        tags: rec.tags.clone(),
+        location: rec.location.clone(),
+        power_w: rec.power_w,
     }
 }
 
@@ -166,17 +237,13 @@ pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::
 
 #[cfg(test)]
 pub(crate) fn sample(id: &str) -> PrinterRecord {
-    PrinterRecord {
-        id: id.into(),
-        name: id.into(),
-        secret: "s".into(),
-        token_sha256: String::new(),
-        created_at: OffsetDateTime::UNIX_EPOCH,
-        auto_eject: false,
-        awaiting_clear: false,
-        maintenance: false,
-        current_job: None,
-    }
+    PrinterRecord::new(
+        id.into(),
+        id.into(),
+        "s".into(),
+        String::new(),
+        OffsetDateTime::UNIX_EPOCH,
+    )
 }
 
 #[cfg(test)]

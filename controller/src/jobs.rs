@@ -119,6 +119,132 @@ pub struct Job {
     /// Id of the `assign_job` command, resent unchanged until the agent answers (it runs it once).
     #[serde(default)]
     pub assign_command_id: Option<String>,
+    /// The order copy this job prints; `None` for jobs queued directly.
+    #[serde(default)]
+    pub order: Option<OrderRef>,
+    /// What must be loaded to print it; `None`: anything.
+    #[serde(default)]
+    pub material: Option<String>,
+    #[serde(default)]
+    pub colour: Option<String>,
+    #[serde(default)]
+    pub nozzle_mm: Option<f64>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub due: Option<OffsetDateTime>,
+    /// Only this printer may take it (an operator's pin).
+    #[serde(default)]
+    pub pinned_printer: Option<String>,
+    /// Why it is held out of the schedule (an operator's hold, or an order awaiting release).
+    #[serde(default)]
+    pub hold: Option<String>,
+    /// Queue position set by an operator's reorder; default: the job number (age).
+    #[serde(default)]
+    pub position: Option<i64>,
+    /// Extent of the printed part, mm (max − min of the analyzer's bounds).
+    #[serde(default)]
+    pub size_mm: Option<[f64; 3]>,
+    /// Which print of its copy this is: 1, then 2 for the first retry after a failure, …
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// The failed job this one retries, and the job that retries this one.
+    #[serde(default)]
+    pub retry_of: Option<String>,
+    #[serde(default)]
+    pub retried_by: Option<String>,
+    /// Filament a failed or cancelled print used without producing a part, g.
+    #[serde(default)]
+    pub wasted_g: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Which order, item, copy and part (file of the item) a job prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderRef {
+    pub order_id: String,
+    /// 0-based indexes into the order's items and the item's files; copies count from 1.
+    pub item: u32,
+    pub copy: u32,
+    pub part: u32,
+}
+
+impl Job {
+    /// A new queued job for a stored file.
+    pub fn new(number: u64, name: String, sha256: String, size: u64, now: OffsetDateTime) -> Job {
+        Job {
+            id: format!("job-{number}"),
+            number,
+            name,
+            sha256,
+            size,
+            state: JobState::Queued,
+            printer_id: None,
+            priority: 0,
+            created_at: now,
+            assigned_at: None,
+            started_at: None,
+            finished_at: None,
+            progress: 0.0,
+            extruded_mm: vec![],
+            filament_mm: vec![],
+            estimated_s: 0.0,
+            failure_reason: None,
+            attempts: 0,
+            assign_command_id: None,
+            order: None,
+            material: None,
+            colour: None,
+            nozzle_mm: None,
+            due: None,
+            pinned_printer: None,
+            hold: None,
+            position: None,
+            size_mm: None,
+            attempt: 1,
+            retry_of: None,
+            retried_by: None,
+            wasted_g: None,
+        }
+    }
+
+    /// Queue position: where an operator put it, else its age.
+    pub fn queue_position(&self) -> i64 {
+        self.position.unwrap_or_else(|| {
+            i64::try_from(self.number)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1024)
+        })
+    }
+}
+
+/// The next attempt at a failed print: a new job (new id, so the agent and the material ledger
+/// see a fresh print) for the same copy, same file and requirements, back in the queue.
+pub fn retry(failed: &mut Job, number: u64, now: OffsetDateTime) -> Job {
+    let mut j = Job::new(
+        number,
+        failed.name.clone(),
+        failed.sha256.clone(),
+        failed.size,
+        now,
+    );
+    j.priority = failed.priority;
+    j.filament_mm = failed.filament_mm.clone();
+    j.estimated_s = failed.estimated_s;
+    j.order = failed.order.clone();
+    j.material = failed.material.clone();
+    j.colour = failed.colour.clone();
+    j.nozzle_mm = failed.nozzle_mm;
+    j.due = failed.due;
+    j.pinned_printer = failed.pinned_printer.clone();
+    j.size_mm = failed.size_mm;
+    // Keep its place in the queue: a retry is not new work and should not wait behind it.
+    j.position = Some(failed.queue_position());
+    j.attempt = failed.attempt.saturating_add(1);
+    j.retry_of = Some(failed.id.clone());
+    failed.retried_by = Some(j.id.clone());
+    j
 }
 
 /// Why an event did not change the job. Not an error: counted and logged.
@@ -288,27 +414,16 @@ pub fn cancel_queued(job: &mut Job, now: OffsetDateTime) -> Result<(), Refused> 
 
 #[cfg(test)]
 pub(crate) fn sample(number: u64) -> Job {
-    Job {
-        id: format!("job-{number}"),
+    let mut j = Job::new(
         number,
-        name: "cube.gcode".into(),
-        sha256: "00".repeat(32),
-        size: 10,
-        state: JobState::Queued,
-        printer_id: None,
-        priority: 0,
-        created_at: OffsetDateTime::UNIX_EPOCH,
-        assigned_at: None,
-        started_at: None,
-        finished_at: None,
-        progress: 0.0,
-        extruded_mm: vec![],
-        filament_mm: vec![100.0],
-        estimated_s: 60.0,
-        failure_reason: None,
-        attempts: 0,
-        assign_command_id: None,
-    }
+        "cube.gcode".into(),
+        "00".repeat(32),
+        10,
+        OffsetDateTime::UNIX_EPOCH,
+    );
+    j.filament_mm = vec![100.0];
+    j.estimated_s = 60.0;
+    j
 }
 
 #[cfg(test)]
@@ -485,5 +600,33 @@ mod tests {
         let mut k = on_printer();
         unassign(&mut k, "printer busy");
         assert_eq!((k.state, k.printer_id.clone()), (JobState::Queued, None));
+    }
+
+    #[test]
+    fn a_retry_is_a_new_job_for_the_same_copy_keeping_its_place() {
+        let mut failed = on_printer();
+        failed.material = Some("PETG".into());
+        failed.order = Some(OrderRef {
+            order_id: "ord-1".into(),
+            item: 0,
+            copy: 2,
+            part: 0,
+        });
+        apply(&mut failed, "p-1", &finished(Outcome::Failed, 30.0), NOW).expect("failed");
+        let r = retry(&mut failed, 9, NOW);
+        assert_eq!(
+            (r.id.as_str(), r.state, r.attempt),
+            ("job-9", JobState::Queued, 2)
+        );
+        assert_eq!(r.order, failed.order);
+        assert_eq!(r.material.as_deref(), Some("PETG"));
+        assert_eq!(r.position, Some(failed.queue_position()));
+        assert!(r.extruded_mm.is_empty() && r.printer_id.is_none());
+        assert_eq!(r.retry_of.as_deref(), Some("job-1"));
+        assert_eq!(failed.retried_by.as_deref(), Some("job-9"));
+        // The failed job keeps its reason and what it used.
+        assert_eq!(failed.state, JobState::Failed);
+        assert_eq!(failed.extruded_mm, vec![30.0]);
+        assert_eq!(failed.failure_reason.as_deref(), Some("why"));
     }
 }

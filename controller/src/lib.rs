@@ -12,7 +12,11 @@
 //! | [`farm`] | the running farm: store + in-memory mirror + change stream; every write goes here |
 //! | [`fleet`] | printer records, live state, the printer-state rule, diffs for the stream (pure) |
 //! | [`jobs`] | job lifecycle (pure) |
-//! | [`scheduler`] | which queued job starts on which idle printer (pure) |
+//! | [`orders`] | order lifecycle, copies, request validation (pure) |
+//! | [`catalog`] | SKU → files, and what is kept about each analysed file |
+//! | [`scheduler`] | hard constraints, queue order, starts now and the timeline of every queued job (pure) |
+//! | [`learning`] | per-printer/material correction of the analyzer's time estimate (pure) |
+//! | [`webhooks`] | signing, backoff, and the task that delivers the outbox to shops |
 //! | [`ingest`] | one MQTT message from an agent: verify, decode, apply, ack |
 //! | [`broker`] | the embedded rumqttd broker and its login check |
 //! | [`link`] | the controller's MQTT connection: feeds ingest, publishes commands and acks |
@@ -30,6 +34,7 @@
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod catalog;
 pub mod config;
 pub mod costing;
 pub mod dashboard;
@@ -40,12 +45,15 @@ pub mod fleet;
 pub mod ingest;
 pub mod inventory;
 pub mod jobs;
+pub mod learning;
 pub mod link;
 pub mod maintenance;
 pub mod metrics;
+pub mod orders;
 pub mod quotes;
 pub mod scheduler;
 pub mod store;
+pub mod webhooks;
 
 use config::Config;
 use farm::{Farm, FarmError};
@@ -69,6 +77,8 @@ pub enum StartError {
     BrokerUrl(String),
     #[error("bad topic_root: {0}")]
     TopicRoot(String),
+    #[error("bad configuration: {0}")]
+    Config(String),
     #[error(
         "cannot listen for HTTP on {addr}: {err} (is something else on that port? choose another with --http)"
     )]
@@ -110,6 +120,13 @@ pub async fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Result<Controller, StartError> {
     let (farm, outbound) = open_farm(&config)?;
+    farm.production.set_settings(config.production_settings()?);
+    tokio::spawn(webhooks::run(
+        farm.clone(),
+        config.webhooks.clone(),
+        shutdown.clone(),
+    ));
+    let intake = farm::intake::IntakeQueue::start(farm.clone());
     let files = Arc::new(
         FileStore::open(config.state_dir.join("files"), config.max_upload_bytes).map_err(
             |err| StartError::StateDir {
@@ -160,6 +177,7 @@ pub async fn start(
         broker: broker_kind,
         enrol: enrol.clone(),
         production: Arc::new(config.production()),
+        intake,
     };
     let listener = tokio::net::TcpListener::bind(config.http_listen)
         .await

@@ -1,91 +1,635 @@
 //! Placing queued jobs on printers: a pure function of the farm's state (DESIGN §6).
 //!
-//! This first scheduler honours the hard constraint that matters today (the printer is idle:
-//! online, bed clear, not in maintenance, nothing assigned) and the queue order (priority,
-//! then age). Material, nozzle, build volume, power budget and the timeline arrive with the
-//! production core; they extend [`plan`], not its callers.
+//! [`plan`] answers two questions at once: which queued jobs start **now** and where, and when
+//! every other queued job is expected to start and end (the **timeline**, which drives the
+//! dashboard's Gantt view and the completion times the order API promises).
+//!
+//! Hard constraints ([`fits`]): the printer is online, idle and its bed clear (for a start now),
+//! not blocked by maintenance, the loaded material, colour and nozzle match what the job asks,
+//! the job's bounding box fits the build volume, and the loaded spool holds the job's filament
+//! plus a margin. Queue order: held jobs wait; then priority (high first), due date (earliest
+//! first), then queue position (age, or where an operator moved the job).
+//!
+//! Soft preferences: among printers that fit equally early, a job takes the one that other
+//! queued jobs need least — so a job that can print anywhere does not occupy the only printer
+//! with PETG loaded while PETG work waits, and nobody has to swap a spool to serve it. Power:
+//! at most `max_heating` printers heat up at once; starts are spaced `heat_s / max_heating`
+//! apart, which guarantees no more than `max_heating` heat-ups overlap. Beds of printers
+//! without auto-eject are cleared only inside working hours, which the timeline respects.
+//! Print time is the analyzer's estimate times a correction learnt per printer and material
+//! ([`crate::learning`]).
 
 use crate::fleet::PrinterState;
-use crate::jobs::{Job, JobState};
+use crate::learning::Corrections;
+use std::collections::HashMap;
+use time::OffsetDateTime;
 
-/// One placement: start `job_id` on `printer_id` now.
+/// What is loaded on one tool (part B's inventory fills this from its spools; until then the
+/// operator's declaration does, see `farm/loadout.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub material: String,
+    pub colour: String,
+    /// Filament left on the spool, g. `None`: unknown, so no quantity check.
+    pub remaining_g: Option<f64>,
+}
+
+/// One tool (extruder) of a printer, as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tool {
+    pub nozzle_mm: Option<f64>,
+    pub loaded: Option<Loaded>,
+}
+
+/// One printer, as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterInput {
+    pub id: String,
+    pub state: PrinterState,
+    /// Blocking maintenance is due (part B); the printer takes no work.
+    pub blocked: bool,
+    /// Clears its own bed: no operator, no working hours.
+    pub auto_eject: bool,
+    pub build_volume_mm: Option<[f64; 3]>,
+    pub tools: Vec<Tool>,
+    /// For a busy or paused printer: estimated seconds until its current job ends.
+    pub busy_remaining_s: f64,
+}
+
+/// One queued job, as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobInput {
+    pub id: String,
+    pub priority: i32,
+    pub due: Option<OffsetDateTime>,
+    /// Queue position: job number (age) unless an operator moved the job.
+    pub position: i64,
+    pub material: Option<String>,
+    pub colour: Option<String>,
+    pub nozzle_mm: Option<f64>,
+    /// Extent of the printed part (max − min of the analyzer's bounds), mm.
+    pub size_mm: Option<[f64; 3]>,
+    /// Filament per tool, g.
+    pub grams: Vec<f64>,
+    /// The analyzer's estimate, s (heat-up included).
+    pub estimated_s: f64,
+    /// Only this printer may take it.
+    pub pinned: Option<String>,
+    /// Held by an operator (or waiting for release): not placed.
+    pub held: bool,
+}
+
+/// Farm-wide scheduling rules (from the `[scheduler]` config section).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    /// Filament margin on top of the job's own, g and fraction of the job.
+    pub margin_g: f64,
+    pub margin_fraction: f64,
+    /// At most this many printers heating at once; `None`: no power budget.
+    pub max_heating: Option<u32>,
+    /// How long a heat-up lasts, s.
+    pub heat_s: f64,
+    /// Operators clear beds only inside these hours (UTC); `None`: any time.
+    pub working_hours: Option<WorkingHours>,
+    /// How long an operator takes to clear a bed once there, s.
+    pub clear_s: f64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            margin_g: 5.0,
+            margin_fraction: 0.05,
+            max_heating: None,
+            heat_s: 300.0,
+            working_hours: None,
+            clear_s: 300.0,
+        }
+    }
+}
+
+/// Daily hours, minutes after midnight UTC, `start < end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkingHours {
+    pub start_min: u16,
+    pub end_min: u16,
+}
+
+impl WorkingHours {
+    /// Parses `"08:00-18:00"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("working hours {s:?} must look like \"08:00-18:00\" (UTC, start before end)")
+        };
+        let hm = |t: &str| -> Option<u16> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m) = (h.parse::<u16>().ok()?, m.parse::<u16>().ok()?);
+            (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (start_min, end_min) = (hm(a).ok_or_else(bad)?, hm(b).ok_or_else(bad)?);
+        if start_min >= end_min {
+            return Err(bad());
+        }
+        Ok(Self { start_min, end_min })
+    }
+
+    /// The first moment at or after `t` inside working hours.
+    pub fn next_open(self, t: OffsetDateTime) -> OffsetDateTime {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        let minute = u16::from(t.hour()) * 60 + u16::from(t.minute());
+        let midnight = t.replace_time(time::Time::MIDNIGHT);
+        let open = midnight + time::Duration::minutes(i64::from(self.start_min));
+        if minute < self.start_min {
+            open
+        } else if minute < self.end_min {
+            t
+        } else {
+            open + time::Duration::days(1)
+        }
+    }
+}
+
+/// Everything [`plan`] looks at.
+#[derive(Debug, Clone, Default)]
+pub struct PlanInput {
+    pub printers: Vec<PrinterInput>,
+    pub jobs: Vec<JobInput>,
+    /// When the heat-ups still under way began (recent starts), for the power budget.
+    pub heating_since: Vec<OffsetDateTime>,
+    pub rules: Rules,
+    pub corrections: Corrections,
+}
+
+/// Start `job_id` on `printer_id` now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {
     pub job_id: String,
     pub printer_id: String,
 }
 
-/// Which queued jobs start now, and where.
-pub fn plan<'a>(
-    printers: impl IntoIterator<Item = (&'a str, PrinterState)>,
-    jobs: impl IntoIterator<Item = &'a Job>,
-) -> Vec<Start> {
-    let mut idle: Vec<&str> = printers
-        .into_iter()
-        .filter(|(_, s)| *s == PrinterState::Idle)
-        .map(|(id, _)| id)
-        .collect();
-    if idle.is_empty() {
-        return vec![];
+/// Where and when a queued job is expected to print.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    pub job_id: String,
+    pub printer_id: String,
+    pub start: OffsetDateTime,
+    pub end: OffsetDateTime,
+}
+
+/// A queued job no printer can take, and why (for the operator and the shop).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub job_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub starts: Vec<Start>,
+    pub timeline: Vec<Slot>,
+    pub waiting: Vec<Waiting>,
+}
+
+/// Why a printer cannot take a job (ignoring whether it is free right now).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Misfit {
+    #[error("blocked by maintenance")]
+    Blocked,
+    #[error("pinned to another printer")]
+    Pinned,
+    #[error("tool {tool} has no filament declared loaded")]
+    NothingLoaded { tool: usize },
+    #[error("tool {tool} has {have}, the job needs {want}")]
+    Material {
+        tool: usize,
+        have: String,
+        want: String,
+    },
+    #[error("tool {tool} has a {have:?} mm nozzle, the job needs {want} mm")]
+    Nozzle {
+        tool: usize,
+        have: Option<f64>,
+        want: f64,
+    },
+    #[error("the part ({size:?} mm) does not fit the build volume {volume:?} mm")]
+    TooBig { size: [f64; 3], volume: [f64; 3] },
+    #[error("tool {tool} holds {have:.0} g, the job needs {need:.0} g with margin")]
+    NotEnough { tool: usize, have: f64, need: f64 },
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// Grams the spool must hold for `grams` of print.
+pub fn needed_g(grams: f64, rules: &Rules) -> f64 {
+    grams * (1.0 + rules.margin_fraction) + rules.margin_g
+}
+
+/// The hard constraints that do not depend on time: may `p` ever print `j`?
+/// `remaining` overrides the spools' remaining grams (the timeline spends them).
+pub fn fits(p: &PrinterInput, j: &JobInput, rules: &Rules) -> Result<(), Misfit> {
+    fits_static(p, j)?;
+    fits_quantity(p, j, rules, None)
+}
+
+fn fits_static(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
+    fits_size(p, j)?;
+    fits_class(p, j)
+}
+
+fn fits_size(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
+    if let (Some(size), Some(volume)) = (j.size_mm, p.build_volume_mm)
+        && size.iter().zip(volume).any(|(s, v)| *s > v + 0.01)
+    {
+        return Err(Misfit::TooBig { size, volume });
     }
-    idle.sort_unstable();
-    let mut queued: Vec<&Job> = jobs
-        .into_iter()
-        .filter(|j| j.state == JobState::Queued)
-        .collect();
-    queued.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.number));
-    queued
-        .into_iter()
-        .zip(idle)
-        .map(|(j, p)| Start {
-            job_id: j.id.clone(),
-            printer_id: p.to_string(),
+    Ok(())
+}
+
+/// The static constraints shared by every job of a [`Class`] (all but size).
+fn fits_class(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
+    if p.blocked {
+        return Err(Misfit::Blocked);
+    }
+    if j.pinned.as_deref().is_some_and(|pin| pin != p.id) {
+        return Err(Misfit::Pinned);
+    }
+    let constrained = j.material.is_some() || j.colour.is_some() || j.nozzle_mm.is_some();
+    if !constrained {
+        return Ok(());
+    }
+    for (tool, g) in j.grams.iter().enumerate() {
+        if *g <= 0.0 {
+            continue;
+        }
+        let t = p.tools.get(tool);
+        if let Some(want) = j.nozzle_mm {
+            let have = t.and_then(|t| t.nozzle_mm);
+            if have.is_none_or(|h| (h - want).abs() > 0.001) {
+                return Err(Misfit::Nozzle { tool, have, want });
+            }
+        }
+        if j.material.is_none() && j.colour.is_none() {
+            continue;
+        }
+        let Some(l) = t.and_then(|t| t.loaded.as_ref()) else {
+            return Err(Misfit::NothingLoaded { tool });
+        };
+        let material_ok = j.material.as_deref().is_none_or(|m| same(m, &l.material));
+        let colour_ok = j.colour.as_deref().is_none_or(|c| same(c, &l.colour));
+        if !(material_ok && colour_ok) {
+            return Err(Misfit::Material {
+                tool,
+                have: format!("{} {}", l.material, l.colour),
+                want: format!(
+                    "{} {}",
+                    j.material.as_deref().unwrap_or("any material"),
+                    j.colour.as_deref().unwrap_or("any colour")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn fits_quantity(
+    p: &PrinterInput,
+    j: &JobInput,
+    rules: &Rules,
+    remaining: Option<&[Option<f64>]>,
+) -> Result<(), Misfit> {
+    for (tool, g) in j.grams.iter().enumerate() {
+        if *g <= 0.0 {
+            continue;
+        }
+        let have = match remaining {
+            Some(r) => r.get(tool).copied().flatten(),
+            None => p
+                .tools
+                .get(tool)
+                .and_then(|t| t.loaded.as_ref())
+                .and_then(|l| l.remaining_g),
+        };
+        let need = needed_g(*g, rules);
+        if let Some(have) = have
+            && have < need
+        {
+            return Err(Misfit::NotEnough { tool, have, need });
+        }
+    }
+    Ok(())
+}
+
+/// Queue order: priority (high first), due date (earliest first, none last), position.
+pub fn queue_order(a: &JobInput, b: &JobInput) -> std::cmp::Ordering {
+    b.priority
+        .cmp(&a.priority)
+        .then_with(|| match (a.due, b.due) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
         })
-        .collect()
+        .then_with(|| a.position.cmp(&b.position))
+}
+
+/// Jobs with the same static requirements share one list of candidate printers.
+#[derive(Hash, PartialEq, Eq)]
+struct Class {
+    material: Option<String>,
+    colour: Option<String>,
+    nozzle: Option<u64>,
+    pinned: Option<String>,
+    tools: Vec<bool>,
+}
+
+fn class_of(j: &JobInput) -> Class {
+    Class {
+        material: j.material.as_ref().map(|m| m.trim().to_lowercase()),
+        colour: j.colour.as_ref().map(|c| c.trim().to_lowercase()),
+        nozzle: j.nozzle_mm.map(f64::to_bits),
+        pinned: j.pinned.clone(),
+        tools: j.grams.iter().map(|g| *g > 0.0).collect(),
+    }
+}
+
+fn secs(s: f64) -> time::Duration {
+    time::Duration::seconds_f64(if s.is_finite() {
+        s.clamp(0.0, 1e9)
+    } else {
+        0.0
+    })
+}
+
+/// When an operator has cleared the bed after a print that ended at `end`.
+fn after_clear(end: OffsetDateTime, auto_eject: bool, rules: &Rules) -> OffsetDateTime {
+    if auto_eject {
+        return end;
+    }
+    let open = rules.working_hours.map_or(end, |w| w.next_open(end));
+    open + secs(rules.clear_s)
+}
+
+/// When a printer can begin its next job, or `None` if it takes no work at all.
+pub fn available_at(
+    p: &PrinterInput,
+    now: OffsetDateTime,
+    rules: &Rules,
+) -> Option<OffsetDateTime> {
+    if p.blocked {
+        return None;
+    }
+    match p.state {
+        PrinterState::Idle => Some(now),
+        PrinterState::Busy | PrinterState::Paused => Some(after_clear(
+            now + secs(p.busy_remaining_s),
+            p.auto_eject,
+            rules,
+        )),
+        PrinterState::AwaitingClear => Some(after_clear(now, false, rules)),
+        PrinterState::Offline | PrinterState::Error | PrinterState::Maintenance => None,
+    }
+}
+
+/// Spacing of starts under the power budget, s (0: no budget).
+fn start_gap(rules: &Rules) -> i64 {
+    match rules.max_heating {
+        Some(k) if k > 0 => (rules.heat_s / f64::from(k)).ceil() as i64,
+        Some(_) => i64::MAX / 4,
+        None => 0,
+    }
+}
+
+/// Start slots under the power budget: slot `k` starts at `now + k·gap`, one start per slot,
+/// so starts are at least `gap` apart. "Next free slot" is a union-find, so placing thousands
+/// of jobs stays near-linear even when every slot up to the far future is taken.
+struct PowerSlots {
+    now: i64,
+    gap: i64,
+    /// Slot → a later slot to look at (path-compressed); absent: free.
+    next: HashMap<i64, i64>,
+}
+
+impl PowerSlots {
+    fn new(now: i64, gap: i64, heating_since: &[i64]) -> Self {
+        let mut s = PowerSlots {
+            now,
+            gap,
+            next: HashMap::new(),
+        };
+        if gap > 0 {
+            // A heat-up that began at `h` keeps every slot within `gap` of it.
+            for h in heating_since {
+                let mut k = 0;
+                while now + k * gap - h < gap {
+                    s.next.insert(k, k + 1);
+                    k += 1;
+                }
+            }
+        }
+        s
+    }
+
+    fn find(&mut self, k: i64) -> i64 {
+        let mut root = k;
+        while let Some(n) = self.next.get(&root) {
+            root = *n;
+        }
+        let mut k = k;
+        while let Some(n) = self.next.get(&k).copied() {
+            if n == root {
+                break;
+            }
+            self.next.insert(k, root);
+            k = n;
+        }
+        root
+    }
+
+    /// Takes the first free start at or after `t` (unix s) and returns it.
+    fn take(&mut self, t: i64) -> i64 {
+        if self.gap == 0 {
+            return t;
+        }
+        let k0 = ((t - self.now).max(0) + self.gap - 1) / self.gap;
+        let k = self.find(k0);
+        self.next.insert(k, k + 1);
+        self.now + k * self.gap
+    }
+}
+
+/// Plans the farm at `now`: starts now, the timeline of every queued job, and what waits.
+pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
+    let rules = &input.rules;
+    let printers = &input.printers;
+    let mut order: Vec<&JobInput> = input.jobs.iter().collect();
+    order.sort_by(|a, b| queue_order(a, b));
+
+    // Candidate printers per class of job (static constraints only, computed once per class).
+    let mut job_class: Vec<usize> = Vec::with_capacity(order.len());
+    let mut class_lists: Vec<Vec<usize>> = vec![];
+    let mut class_ids: HashMap<Class, usize> = HashMap::new();
+    for j in &order {
+        if j.held {
+            job_class.push(usize::MAX);
+            continue;
+        }
+        let key = class_of(j);
+        let id = match class_ids.get(&key) {
+            Some(id) => *id,
+            None => {
+                let list: Vec<usize> = (0..printers.len())
+                    .filter(|&i| fits_class(&printers[i], j).is_ok())
+                    .collect();
+                class_lists.push(list);
+                let id = class_lists.len() - 1;
+                class_ids.insert(key, id);
+                id
+            }
+        };
+        job_class.push(id);
+    }
+    // How many queued jobs could use each printer: the soft preference keeps busy ones free.
+    let mut demand = vec![0u64; printers.len()];
+    let mut per_class = vec![0u64; class_lists.len()];
+    for c in &job_class {
+        if *c != usize::MAX {
+            per_class[*c] += 1;
+        }
+    }
+    for (c, list) in class_lists.iter().enumerate() {
+        for &i in list {
+            demand[i] += per_class[c];
+        }
+    }
+
+    let mut free_at: Vec<Option<i64>> = printers
+        .iter()
+        .map(|p| available_at(p, now, rules).map(|t| t.unix_timestamp()))
+        .collect();
+    let mut remaining: Vec<Vec<Option<f64>>> = printers
+        .iter()
+        .map(|p| {
+            p.tools
+                .iter()
+                .map(|t| t.loaded.as_ref().and_then(|l| l.remaining_g))
+                .collect()
+        })
+        .collect();
+    let gap = start_gap(rules);
+    let now_s = now.unix_timestamp();
+    let heating: Vec<i64> = input
+        .heating_since
+        .iter()
+        .map(|t| t.unix_timestamp())
+        .filter(|t| now_s - t < rules.heat_s as i64)
+        .collect();
+    let mut slots = PowerSlots::new(now_s, gap, &heating);
+
+    let mut out = Plan::default();
+    for (j, &c) in order.iter().zip(&job_class) {
+        if c == usize::MAX {
+            out.waiting.push(Waiting {
+                job_id: j.id.clone(),
+                reason: "held".into(),
+            });
+            continue;
+        }
+        let mut best: Option<(i64, u64, usize)> = None;
+        for &i in &class_lists[c] {
+            let Some(t) = free_at[i] else { continue };
+            if fits_size(&printers[i], j).is_err()
+                || fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err()
+            {
+                continue;
+            }
+            let key = (t, demand[i], i);
+            if best.is_none_or(|b| key < b) {
+                best = Some(key);
+            }
+        }
+        let Some((t, _, i)) = best else {
+            let list = &class_lists[c];
+            let list: Vec<usize> = list
+                .iter()
+                .copied()
+                .filter(|&i| fits_size(&printers[i], j).is_ok())
+                .collect();
+            let reason = if list.is_empty() {
+                why_waiting(printers, j, rules)
+            } else {
+                let names: Vec<&str> = list
+                    .iter()
+                    .take(3)
+                    .map(|&i| printers[i].id.as_str())
+                    .collect();
+                if list.iter().all(|&i| free_at[i].is_none()) {
+                    format!(
+                        "the printers that could take it ({}) are offline, in error or in maintenance",
+                        names.join(", ")
+                    )
+                } else {
+                    format!(
+                        "the printers that could take it ({}) do not hold enough filament for it after the jobs ahead of it",
+                        names.join(", ")
+                    )
+                }
+            };
+            out.waiting.push(Waiting {
+                job_id: j.id.clone(),
+                reason,
+            });
+            continue;
+        };
+        let p = &printers[i];
+        let start = slots.take(t.max(now_s));
+        let material = j.material.as_deref().unwrap_or("");
+        let run = j.estimated_s * input.corrections.factor(&p.id, material);
+        let start_t = OffsetDateTime::from_unix_timestamp(start).unwrap_or(now);
+        let end = start_t + secs(run);
+        free_at[i] = Some(after_clear(end, p.auto_eject, rules).unix_timestamp());
+        for (tool, g) in j.grams.iter().enumerate() {
+            if let Some(Some(r)) = remaining[i].get_mut(tool) {
+                *r -= g;
+            }
+        }
+        if start <= now_s && p.state == PrinterState::Idle {
+            out.starts.push(Start {
+                job_id: j.id.clone(),
+                printer_id: p.id.clone(),
+            });
+        }
+        out.timeline.push(Slot {
+            job_id: j.id.clone(),
+            printer_id: p.id.clone(),
+            start: start_t,
+            end,
+        });
+    }
+    out
+}
+
+/// A sentence for a job nothing can take: the misfit of the printer that came closest.
+pub fn why_waiting(printers: &[PrinterInput], j: &JobInput, rules: &Rules) -> String {
+    if printers.is_empty() {
+        return "no printers are enrolled".into();
+    }
+    let mut reasons: Vec<String> = printers
+        .iter()
+        .map(|p| match fits(p, j, rules) {
+            Ok(()) => format!("{}: {}", p.id, p.state.as_str()),
+            Err(m) => format!("{}: {m}", p.id),
+        })
+        .take(3)
+        .collect();
+    if printers.len() > 3 {
+        reasons.push(format!("and {} more", printers.len() - 3));
+    }
+    format!("no printer can take it now ({})", reasons.join("; "))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::jobs::sample;
-
-    #[test]
-    fn idle_printers_take_jobs_by_priority_then_age() {
-        let mut a = sample(1);
-        let mut b = sample(2);
-        b.priority = 5;
-        let c = sample(3);
-        a.state = JobState::Queued;
-        let mut done = sample(4);
-        done.state = JobState::Completed;
-        let printers = [
-            ("p-2", PrinterState::Idle),
-            ("p-1", PrinterState::Idle),
-            ("p-3", PrinterState::Busy),
-            ("p-4", PrinterState::AwaitingClear),
-            ("p-5", PrinterState::Offline),
-        ];
-        let starts = plan(printers, [&a, &b, &c, &done]);
-        assert_eq!(
-            starts,
-            vec![
-                Start {
-                    job_id: "job-2".into(),
-                    printer_id: "p-1".into()
-                },
-                Start {
-                    job_id: "job-1".into(),
-                    printer_id: "p-2".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn nothing_starts_without_an_idle_printer_or_a_queued_job() {
-        assert!(plan([("p", PrinterState::Error)], [&sample(1)]).is_empty());
-        let mut j = sample(1);
-        j.state = JobState::Printing;
-        assert!(plan([("p", PrinterState::Idle)], [&j]).is_empty());
-    }
-}
+#[path = "scheduler_tests.rs"]
+mod tests;

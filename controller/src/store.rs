@@ -20,6 +20,13 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const APPLIED_SEQ: TableDefinition<&str, u64> = TableDefinition::new("applied_seq");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
+// Orders (part A of the production core): orders by number, idempotency keys by
+// "<shop>\n<key>", catalog by SKU, analysed files by sha256, the webhook outbox by delivery number.
+const ORDERS: TableDefinition<u64, &[u8]> = TableDefinition::new("orders");
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+const CATALOG: TableDefinition<&str, &[u8]> = TableDefinition::new("catalog");
+const FILE_META: TableDefinition<&str, &[u8]> = TableDefinition::new("file_meta");
+const WEBHOOKS: TableDefinition<u64, &[u8]> = TableDefinition::new("webhook_outbox");
 
 /// Bumped when a record's meaning changes; [`Store::open`] migrates older files in place.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -85,6 +92,14 @@ pub struct CommandRecord {
     pub result: Option<(bool, String)>,
 }
 
+/// An `Idempotency-Key` the shop used: the request it came with and the order it made.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct IdempotencyRecord {
+    /// sha256 of the request body, so the same key with another body is refused.
+    pub request_sha256: String,
+    pub order_id: String,
+}
+
 pub struct Store {
     db: Database,
 }
@@ -121,6 +136,11 @@ impl Store {
             txn.open_table(TOKENS).db()?;
             txn.open_table(COMMANDS).db()?;
             stock::create_tables(&txn)?;
+            txn.open_table(ORDERS).db()?;
+            txn.open_table(IDEMPOTENCY).db()?;
+            txn.open_table(CATALOG).db()?;
+            txn.open_table(FILE_META).db()?;
+            txn.open_table(WEBHOOKS).db()?;
         }
         txn.commit().db()?;
         Ok(Self { db })
@@ -174,6 +194,66 @@ impl Store {
         let txn = self.db.begin_read().db()?;
         let t = txn.open_table(COMMANDS).db()?;
         t.get(id).db()?.map(|v| decode(id, v.value())).transpose()
+    }
+
+    /// Every record of a table keyed by number (orders, webhook deliveries), in key order.
+    fn all_u64<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        let t = txn.open_table(table).db()?;
+        let mut out = vec![];
+        for row in t.range(after.saturating_add(1)..).db()?.take(limit) {
+            let (k, v) = row.db()?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn all_str<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.db.begin_read().db()?;
+        let t = txn.open_table(table).db()?;
+        let mut out = vec![];
+        for row in t.iter().db()? {
+            let (k, v) = row.db()?;
+            out.push((k.value().to_string(), decode(k.value(), v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn orders(&self) -> Result<Vec<crate::orders::Order>, StoreError> {
+        self.all_u64(ORDERS, 0, usize::MAX)
+    }
+
+    pub fn idempotency_keys(&self) -> Result<Vec<(String, IdempotencyRecord)>, StoreError> {
+        self.all_str(IDEMPOTENCY)
+    }
+
+    pub fn catalog(&self) -> Result<Vec<crate::catalog::CatalogEntry>, StoreError> {
+        Ok(self.all_str(CATALOG)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    pub fn file_metas(&self) -> Result<Vec<crate::catalog::FileMeta>, StoreError> {
+        Ok(self
+            .all_str(FILE_META)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Webhook deliveries after number `after` (the delivery log, and the outbox at startup).
+    pub fn deliveries(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::webhooks::Delivery>, StoreError> {
+        self.all_u64(WEBHOOKS, after, limit)
     }
 
     /// Runs `f` in one write transaction and commits it durably; nothing is written if `f` fails.
@@ -264,6 +344,69 @@ impl Tx<'_> {
         let t = self.txn.open_table(COMMANDS).db()?;
         let v = t.get(id).db()?;
         v.map(|v| decode(id, v.value())).transpose()
+    }
+
+    /// Next number of a named counter in `meta` (1, 2, …), never reused.
+    pub fn next_number(&mut self, counter: &str) -> Result<u64, StoreError> {
+        let mut meta = self.txn.open_table(META).db()?;
+        let n = meta.get(counter).db()?.map_or(1, |v| v.value());
+        meta.insert(counter, n + 1).db()?;
+        Ok(n)
+    }
+
+    pub fn put_order(&mut self, o: &crate::orders::Order) -> Result<(), StoreError> {
+        self.txn
+            .open_table(ORDERS)
+            .db()?
+            .insert(o.number, encode(o).as_slice())
+            .db()?;
+        Ok(())
+    }
+
+    pub fn put_idempotency(&mut self, key: &str, r: &IdempotencyRecord) -> Result<(), StoreError> {
+        self.txn
+            .open_table(IDEMPOTENCY)
+            .db()?
+            .insert(key, encode(r).as_slice())
+            .db()?;
+        Ok(())
+    }
+
+    pub fn put_catalog(&mut self, e: &crate::catalog::CatalogEntry) -> Result<(), StoreError> {
+        self.txn
+            .open_table(CATALOG)
+            .db()?
+            .insert(e.sku.as_str(), encode(e).as_slice())
+            .db()?;
+        Ok(())
+    }
+
+    pub fn delete_catalog(&mut self, sku: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .txn
+            .open_table(CATALOG)
+            .db()?
+            .remove(sku)
+            .db()?
+            .is_some())
+    }
+
+    pub fn put_file_meta(&mut self, f: &crate::catalog::FileMeta) -> Result<(), StoreError> {
+        self.txn
+            .open_table(FILE_META)
+            .db()?
+            .insert(f.sha256.as_str(), encode(f).as_slice())
+            .db()?;
+        Ok(())
+    }
+
+    pub fn put_delivery(&mut self, d: &crate::webhooks::Delivery) -> Result<(), StoreError> {
+        self.txn
+            .open_table(WEBHOOKS)
+            .db()?
+            .insert(d.number, encode(d).as_slice())
+            .db()?;
+        Ok(())
     }
 }
 

@@ -136,6 +136,8 @@ pub struct FarmOptions {
     pub agent_broker_url: Option<String>,
     pub max_upload_bytes: u64,
     pub anonymous_role: Option<&'static str>,
+    /// Appended to the controller's config file (e.g. `[orders]`, `[webhooks]` sections).
+    pub extra_toml: String,
 }
 
 impl Default for FarmOptions {
@@ -145,6 +147,7 @@ impl Default for FarmOptions {
             agent_broker_url: None,
             max_upload_bytes: 64 * 1024 * 1024,
             anonymous_role: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -219,6 +222,7 @@ impl Farm {
         if let Some(r) = self.opts.anonymous_role {
             toml += &format!("anonymous_role = {r:?}\n");
         }
+        toml += &self.opts.extra_toml;
         std::fs::write(self.config_path(), toml)?;
         let cfg = self.config_path().display().to_string();
         let log = self.dir.path().join("controller.log");

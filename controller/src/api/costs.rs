@@ -12,12 +12,14 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// A printer's power draw while printing, W.
-///
-/// RECONNECT (lead): part A adds `power_w` to the printer registry; read it here first and
-/// fall back to `[pricing]`.
+/// A printer's power draw while printing, W: the registry's (`PATCH /printers/{id}/profile`),
+/// else `[pricing.power_w]`, else `[pricing] printer_power_w`.
 pub fn printer_power_w(st: &AppState, printer: &str) -> f64 {
-    st.production.pricing.power_w(printer)
+    st.farm
+        .printer(printer)
+        .and_then(|v| v.power_w)
+        .filter(|w| w.is_finite() && *w > 0.0)
+        .unwrap_or_else(|| st.production.pricing.power_w(printer))
 }
 
 fn cost_of(st: &AppState, job: &crate::jobs::Job, now: OffsetDateTime) -> JobCost {

@@ -8,7 +8,6 @@ use crate::inventory::ledger::{Adjust, LedgerRow};
 use crate::inventory::{
     LoadedSpool, NewMaterial, NewSpool, SpoolView, StockError, new_material, spool_number,
 };
-use crate::quotes::{availability, planned_starts};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -336,42 +335,31 @@ pub struct ForecastPage {
     pub basis: String,
 }
 
-/// Queued jobs as demand: the one adapter between the queue and the pure forecast.
-///
-/// RECONNECT (lead): jobs do not carry material or colour yet; each queued job's analyzer mm
-/// are taken as `[inventory] forecast_material` of any colour, at 1.75 mm and the pricing
-/// default density. When jobs carry `material`/`colour`, use them (and the scheduler's
-/// timeline for `eta`) here.
+/// Queued jobs as demand: the one adapter between the queue and the pure forecast. Each job
+/// needs its material and colour (or `[inventory] forecast_material` of any colour when it
+/// names none) at the time the scheduler's latest plan starts it; a job no printer can take
+/// yet still counts against stock, a year out.
 pub fn queued_demand(st: &AppState) -> Vec<Demand> {
     let now = time::OffsetDateTime::now_utc();
-    let snap = st.farm.queue_snapshot();
-    let p = &st.production.pricing;
-    let avail: Vec<_> = snap
-        .printers
-        .iter()
-        .map(|f| {
-            availability(
-                f.state,
-                f.blocked,
-                f.auto_eject,
-                f.job_remaining_s,
-                now,
-                p.bed_clear_s,
-            )
-        })
-        .collect();
-    let durations: Vec<f64> = snap.queued.iter().map(|j| j.estimated_s).collect();
-    let starts = planned_starts(&avail, &durations);
-    let gpm = crate::costing::default_grams_per_mm(p);
-    snap.queued
-        .iter()
-        .zip(starts)
-        .map(|(j, eta)| Demand {
-            material: st.production.inventory.forecast_material.clone(),
-            colour: None,
-            grams: j.filament_mm.iter().filter(|v| v.is_finite()).sum::<f64>() * gpm,
-            // No printer can take it: far in the future, it still counts against stock.
-            eta: eta.unwrap_or(now + time::Duration::days(365)),
+    let plan = st.farm.timeline();
+    st.farm
+        .jobs(Some(crate::jobs::JobState::Queued), 0, usize::MAX)
+        .into_iter()
+        .map(|j| {
+            let material = j
+                .material
+                .clone()
+                .unwrap_or_else(|| st.production.inventory.forecast_material.clone());
+            let mm: f64 = j.filament_mm.iter().filter(|v| v.is_finite()).sum();
+            Demand {
+                grams: crate::farm::loadout::grams(mm, &material),
+                material,
+                colour: j.colour.clone(),
+                eta: plan
+                    .slots
+                    .get(&j.id)
+                    .map_or(now + time::Duration::days(365), |s| s.start),
+            }
         })
         .collect()
 }
@@ -388,7 +376,7 @@ pub async fn shortage_forecast(
     Ok(Json(ForecastPage {
         items: forecast(&demand, &levels),
         basis: format!(
-            "queued jobs' analyzer filament, as {} of any colour (jobs do not name a material yet)",
+            "queued jobs' analyzer filament in their material and colour ({} of any colour where a job names none), needed when the scheduler's latest plan starts them",
             st.production.inventory.forecast_material
         ),
     }))

@@ -11,17 +11,23 @@
 //! | [`maintenance`] | maintenance tasks, completions, due list, printer counters |
 //! | [`costs`] | cost of a job; the period cost report (JSON, CSV) |
 //! | [`quotes`] | `POST /quotes`: cost, price and earliest completion of a G-code file |
+//! | [`orders`] | orders (the shop's API, idempotent intake), file uploads to order from, webhook log |
+//! | [`catalog`] | SKU → files |
+//! | [`queue`] | the timeline, operators' queue actions, the printer registry |
 //!
 //! Every write answers 2xx only after its store transaction committed. Every route under
 //! `/api/v1` is registered with `routes!` from its `#[utoipa::path]`, so it is documented.
 
+pub mod catalog;
 pub mod costs;
 pub mod inventory;
 pub mod jobs;
 pub mod maintenance;
 pub mod openapi;
+pub mod orders;
 pub mod printers;
 pub mod problem;
+pub mod queue;
 pub mod quotes;
 pub mod stream;
 
@@ -52,6 +58,8 @@ pub struct AppState {
     pub enrol: crate::enrol::Endpoints,
     /// `[inventory]`, `[pricing]`, `[maintenance]`.
     pub production: Arc<crate::config::ProductionConfig>,
+    /// Order intake (group commit).
+    pub intake: crate::farm::intake::IntakeQueue,
 }
 
 /// The `/api/v1` routes with their OpenAPI document (paths relative to `/api/v1`).
@@ -91,6 +99,20 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(costs::report))
         // Quotes take a whole G-code file, streamed like uploads.
         .routes(routes!(quotes::quote).layer(axum::extract::DefaultBodyLimit::disable()))
+        // ---- production core, part A: orders, files, catalog, queue, registry, webhooks ----
+        .routes(routes!(orders::list, orders::create))
+        .routes(routes!(orders::show))
+        .routes(routes!(orders::cancel))
+        .routes(routes!(orders::fulfil))
+        .routes(routes!(orders::release))
+        .routes(routes!(orders::upload_file).layer(axum::extract::DefaultBodyLimit::disable()))
+        .routes(routes!(catalog::list))
+        .routes(routes!(catalog::put, catalog::delete))
+        .routes(routes!(queue::timeline))
+        .routes(routes!(queue::update))
+        .routes(routes!(queue::requeue))
+        .routes(routes!(queue::profile))
+        .routes(routes!(orders::deliveries))
         // Everything above needs a caller; routes added below this line are open.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

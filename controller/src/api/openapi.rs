@@ -37,6 +37,8 @@ pub const UI_PATH: &str = "/api/docs";
         (name = "maintenance", description = "Maintenance tasks, due list, printer counters"),
         (name = "costs", description = "Job costs and period reports"),
         (name = "quotes", description = "Price and promise for a G-code file"),
+        (name = "orders", description = "The shop's orders (idempotent intake), files to order from, catalog, webhook log"),
+        (name = "queue", description = "The scheduler's timeline and operators' queue actions"),
     )
 )]
 pub struct ApiDoc;

@@ -6,7 +6,7 @@ use super::{AppState, require};
 use crate::auth::Role;
 use crate::costing::{Breakdown, default_grams_per_mm, price};
 use crate::inventory::StockError;
-use crate::quotes::{Estimate, ToolMaterial, availability, estimate, planned_starts};
+use crate::quotes::{Estimate, ToolMaterial, estimate};
 use axum::Json;
 use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -74,6 +74,8 @@ pub async fn quote(
         cost_per_kg: p.material_per_kg,
     };
     let mut materials = vec![];
+    // The first tool's material decides where the copies can print (for the promise).
+    let mut first_material = None;
     for id in q
         .materials
         .as_deref()
@@ -91,6 +93,9 @@ pub async fn quote(
                 if known.is_empty() { "(none yet)".to_string() } else { known.join(", ") }
             ))
         })?;
+        if first_material.is_none() {
+            first_material = Some(m.clone());
+        }
         materials.push(ToolMaterial {
             material_id: Some(m.id.clone()),
             grams_per_mm: m.grams_per_mm(),
@@ -170,46 +175,46 @@ pub async fn quote(
         print_s: one.print_s * n,
         price: price(cost.total, p),
         cost,
-        earliest_completion: completion(&st, print_s, copies),
-        completion_basis: "list schedule of the current queue on printers that can take work (idle now; busy when their job should end; a bed clear where an operator must do it); no power budget or material matching yet",
+        earliest_completion: completion(&st, &analysis, print_s, first_material.as_ref(), copies),
+        completion_basis: "the scheduler's plan of the farm as it is now (material, colour and build volume matching, queue order, power budget, working hours, learnt print times), with the copies queued behind the current queue; null when no printer could take them",
         per_copy: one,
     })
     .into_response())
 }
 
-/// When the last of `copies` prints could end if queued now behind the current queue.
-///
-/// RECONNECT (lead): replace with part A's scheduler timeline when it exists.
-fn completion(st: &AppState, print_s: f64, copies: u32) -> Option<OffsetDateTime> {
-    let now = OffsetDateTime::now_utc();
-    let snap = st.farm.queue_snapshot();
-    let bed = st.production.pricing.bed_clear_s;
-    let avail: Vec<_> = snap
-        .printers
-        .iter()
-        .map(|f| {
-            availability(
-                f.state,
-                f.blocked,
-                f.auto_eject,
-                f.job_remaining_s,
-                now,
-                bed,
-            )
-        })
-        .collect();
-    let mut durations: Vec<f64> = snap.queued.iter().map(|j| j.estimated_s).collect();
-    let ahead = durations.len();
-    durations.extend(std::iter::repeat_n(print_s, copies as usize));
-    planned_starts(&avail, &durations)
-        .into_iter()
-        .skip(ahead)
-        .map(|s| s.map(|t| t + time::Duration::seconds_f64(print_s.max(0.0))))
-        .try_fold(None::<OffsetDateTime>, |acc, end| {
-            let end = end?;
-            Some(Some(acc.map_or(end, |a| a.max(end))))
-        })
-        .flatten()
+/// When the last of `copies` prints could end if ordered now: the scheduler's own plan of the
+/// farm as it is (constraints, queue order, power budget, working hours, learnt times) with
+/// the copies added behind the queue. `material` (type and colour) is what they must print in.
+fn completion(
+    st: &AppState,
+    analysis: &Analysis,
+    print_s: f64,
+    material: Option<&crate::inventory::Material>,
+    copies: u32,
+) -> Option<OffsetDateTime> {
+    let kind = material.map_or("PLA", |m| m.material.as_str());
+    let probe = crate::scheduler::JobInput {
+        id: String::new(),
+        priority: 0,
+        due: None,
+        position: 0,
+        material: material.map(|m| m.material.clone()),
+        colour: material.map(|m| m.colour.clone()),
+        nozzle_mm: None,
+        size_mm: analysis
+            .bounds
+            .as_ref()
+            .map(|b| std::array::from_fn(|i| b.max[i] - b.min[i])),
+        grams: analysis
+            .filament_mm
+            .iter()
+            .map(|mm| crate::farm::loadout::grams(*mm, kind))
+            .collect(),
+        estimated_s: print_s,
+        pinned: None,
+        held: false,
+    };
+    st.farm.promise(&probe, copies)
 }
 
 fn io_problem(d: &str) -> Problem {

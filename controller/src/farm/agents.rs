@@ -139,10 +139,15 @@ impl Farm {
             .as_ref()
             .and_then(|j| super::inventory::plan_booking(m, j, printer, seq, t));
 
-        self.store.write(|tx| {
+        let mirror = &*m;
+        let follow = self.store.write(|tx| {
             if let Some(b) = booking.as_mut() {
                 super::inventory::write_booking(tx, b)?;
             }
+            let follow = match job.as_mut() {
+                Some(j) => self.follow_job(mirror, tx, j, t)?,
+                None => Default::default(),
+            };
             if let Some(j) = &job {
                 tx.put_job(j)?;
             }
@@ -152,7 +157,8 @@ impl Farm {
             if rec != entry.rec {
                 tx.put_printer(&rec)?;
             }
-            tx.set_applied_seq(printer, seq)
+            tx.set_applied_seq(printer, seq)?;
+            Ok::<_, FarmError>(follow)
         })?;
 
         m.applied.insert(printer.to_string(), seq);
@@ -170,6 +176,8 @@ impl Farm {
             }
             m.jobs.insert(j.number, j);
         }
+        // After the job itself, so the stream shows a failure before its retry.
+        self.after_follow_up(m, follow);
         if let Some(e) = m.printers.get_mut(printer) {
             e.rec = rec;
             self.announce_printer(e);

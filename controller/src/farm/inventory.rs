@@ -22,25 +22,6 @@ fn no_spool(id: &str) -> StockError {
     ))
 }
 
-/// A printer as completion estimates see it.
-#[derive(Debug, Clone)]
-pub struct PrinterFacts {
-    pub id: String,
-    pub state: crate::fleet::PrinterState,
-    pub blocked: bool,
-    pub auto_eject: bool,
-    /// Time left on its current job, s.
-    pub job_remaining_s: Option<f64>,
-}
-
-/// Printers and the queue, copied out under the lock.
-#[derive(Debug, Clone)]
-pub struct QueueSnapshot {
-    pub printers: Vec<PrinterFacts>,
-    /// Queued jobs, in queue order (priority, then age).
-    pub queued: Vec<Job>,
-}
-
 /// A booking to write in an event's transaction: the job attempt's new booking and its rows.
 pub(super) struct BookingWrite {
     key: String,
@@ -221,49 +202,6 @@ impl Farm {
                 (j.clone(), b)
             })
             .collect()
-    }
-
-    /// The farm as a completion estimate sees it: every printer (state, blocked by
-    /// maintenance, auto-eject, time left on its job) and the queued jobs in queue order.
-    pub fn queue_snapshot(&self) -> QueueSnapshot {
-        let m = self.lock();
-        let blocked = super::maintenance::blocked_printers(&m);
-        let printers = m
-            .printers
-            .values()
-            .map(|e| {
-                let job = e
-                    .rec
-                    .current_job
-                    .as_ref()
-                    .and_then(|id| m.job_numbers.get(id))
-                    .and_then(|n| m.jobs.get(n));
-                let eta = e
-                    .live
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.job.as_ref())
-                    .and_then(|j| j.eta_s);
-                PrinterFacts {
-                    id: e.rec.id.clone(),
-                    state: e.view.state,
-                    blocked: blocked.contains(&e.rec.id),
-                    auto_eject: e.rec.auto_eject,
-                    job_remaining_s: job
-                        .map(|j| eta.unwrap_or(j.estimated_s * (1.0 - j.progress.clamp(0.0, 1.0)))),
-                }
-            })
-            .collect();
-        let mut queued: Vec<&Job> = m
-            .jobs
-            .values()
-            .filter(|j| j.state == crate::jobs::JobState::Queued)
-            .collect();
-        queued.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.number));
-        QueueSnapshot {
-            printers,
-            queued: queued.into_iter().cloned().collect(),
-        }
     }
 
     // ---- writes ------------------------------------------------------------------------

@@ -14,10 +14,18 @@
 //! | [`queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
 //! | [`inventory`] | materials, spools, loading, adjustments; ledger booking in the event path |
 //! | [`maintenance`] | maintenance tasks and completions; which printers a due task blocks |
+//! | [`orders`] | the shop and operators: order intake (group commit), cancel, release, fulfil; a job's consequences for its order (retry, state, webhooks); the webhook outbox |
+//! | [`production`] | scheduler input and latest plan, learnt time corrections, queue actions, printer registry, catalog, files |
+//! | [`loadout`] | what each printer has loaded, as the scheduler sees it (the seam with the inventory) |
 
 mod agents;
+pub mod intake;
 pub mod inventory;
+pub mod loadout;
 pub mod maintenance;
+pub mod orders;
+mod outbox;
+pub mod production;
 mod queue;
 
 use crate::auth::{Principal, Role, new_token, random_hex, token_hash};
@@ -50,7 +58,7 @@ pub enum Change {
 }
 
 /// Everything the stream sends first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub printers: Vec<PrinterView>,
     pub jobs: Vec<Job>,
@@ -90,6 +98,8 @@ struct Mirror {
     stock: crate::inventory::Stock,
     /// Maintenance tasks by id.
     tasks: BTreeMap<String, crate::maintenance::Task>,
+    /// Orders, catalog, analysed files, webhook outbox.
+    book: orders::OrderBook,
 }
 
 impl Mirror {
@@ -130,6 +140,10 @@ pub struct Farm {
     /// The controller's MQTT link is up and subscribed (shown in `/api/v1/health`).
     pub broker_connected: std::sync::atomic::AtomicBool,
     pub started: std::time::Instant,
+    /// Settings, latest plan and learnt corrections of the production core.
+    pub production: production::Production,
+    /// Wakes the webhook delivery task when the outbox has something new.
+    pub webhook_kick: Notify,
 }
 
 /// What applying one event did, for the caller to acknowledge.
@@ -195,6 +209,8 @@ impl Farm {
             .into_iter()
             .map(|t| (t.id.clone(), t))
             .collect();
+        m.book = orders::OrderBook::load(&store, &m.jobs)?;
+        let corrections = production::learn(&m.jobs);
         for (hash, t) in store.tokens()? {
             m.credentials.insert(
                 hash,
@@ -219,6 +235,8 @@ impl Farm {
             sse_clients: Default::default(),
             broker_connected: Default::default(),
             started: std::time::Instant::now(),
+            production: production::Production::new(corrections),
+            webhook_kick: Notify::new(),
         };
         Ok((Arc::new(farm), rx))
     }
@@ -386,17 +404,14 @@ impl Farm {
             return Err(FarmError::PrinterExists(id.into()));
         }
         let token = new_token();
-        let rec = PrinterRecord {
-            id: pid.to_string(),
+        let mut rec = PrinterRecord::new(
+            pid.to_string(),
             name,
-            secret: random_hex(32),
-            token_sha256: token_hash(&token),
-            created_at: now(),
-            auto_eject,
-            awaiting_clear: false,
-            maintenance: false,
-            current_job: None,
-        };
+            random_hex(32),
+            token_hash(&token),
+            now(),
+        );
+        rec.auto_eject = auto_eject;
         self.store.write(|tx| tx.put_printer(&rec))?;
         let view = m.insert_printer(rec.clone());
         let _ = self.changes.send(Change::Printer(

@@ -26,36 +26,23 @@ impl Farm {
         }
         let mut m = self.lock();
         let t = now();
+        let meta = super::orders::file_meta(&name, stored);
         let jobs = self.store.write(|tx| {
+            tx.put_file_meta(&meta)?;
             let mut out = vec![];
             for _ in 0..copies {
                 let number = tx.next_job_number()?;
-                let j = Job {
-                    id: format!("job-{number}"),
-                    number,
-                    name: name.clone(),
-                    sha256: stored.sha256.clone(),
-                    size: stored.size,
-                    state: JobState::Queued,
-                    printer_id: None,
-                    priority,
-                    created_at: t,
-                    assigned_at: None,
-                    started_at: None,
-                    finished_at: None,
-                    progress: 0.0,
-                    extruded_mm: vec![],
-                    filament_mm: stored.analysis.filament_mm.clone(),
-                    estimated_s: stored.analysis.estimated_s,
-                    failure_reason: None,
-                    attempts: 0,
-                    assign_command_id: None,
-                };
+                let mut j = Job::new(number, name.clone(), stored.sha256.clone(), stored.size, t);
+                j.priority = priority;
+                j.filament_mm = stored.analysis.filament_mm.clone();
+                j.estimated_s = stored.analysis.estimated_s;
+                j.size_mm = super::orders::extent(&stored.analysis);
                 tx.put_job(&j)?;
                 out.push(j);
             }
             Ok::<_, FarmError>(out)
         })?;
+        m.book.files.insert(meta.sha256.clone(), meta);
         for j in &jobs {
             m.job_numbers.insert(j.id.clone(), j.number);
             m.jobs.insert(j.number, j.clone());
@@ -84,9 +71,15 @@ impl Farm {
             .cloned()
             .ok_or_else(|| FarmError::NoJob(id.into()))?;
         jobs::cancel_queued(&mut j, now()).map_err(|e| FarmError::Conflict(e.to_string()))?;
-        self.store.write(|tx| tx.put_job(&j))?;
+        let mirror = &*m;
+        let follow = self.store.write(|tx| {
+            let follow = self.follow_job(mirror, tx, &mut j, now())?;
+            tx.put_job(&j)?;
+            Ok::<_, FarmError>(follow)
+        })?;
         self.announce_job(&j);
         m.jobs.insert(n, j.clone());
+        self.after_follow_up(&mut m, follow);
         Ok(j)
     }
 
@@ -164,19 +157,21 @@ impl Farm {
 
     /// Runs the scheduler once and starts what it places. Returns how many jobs started.
     pub fn schedule(&self) -> Result<usize, FarmError> {
-        let starts = {
+        // Copy the input out under the lock, plan without it (writes go on meanwhile), then
+        // re-check each start under the lock below.
+        let (input, version) = {
             let m = self.lock();
-            // MAINTENANCE (part B): a printer with a due blocking maintenance task takes no
-            // new job. Keep this check when the scheduler is replaced.
-            let blocked = super::maintenance::blocked_printers(&m);
-            crate::scheduler::plan(
-                m.printers
-                    .values()
-                    .filter(|e| !blocked.contains(&e.rec.id))
-                    .map(|e| (e.rec.id.as_str(), e.view.state)),
-                m.jobs.values(),
-            )
+            let v = self
+                .production
+                .queue_version
+                .load(std::sync::atomic::Ordering::SeqCst);
+            (self.plan_input(&m), v)
         };
+        let t0 = std::time::Instant::now();
+        let plan = crate::scheduler::plan(&input, now());
+        let took = t0.elapsed();
+        self.remember_plan(&plan, version, took.as_micros() as u64);
+        let starts = plan.starts;
         let mut started = 0;
         for s in starts {
             let mut m = self.lock();
@@ -213,16 +208,20 @@ impl Farm {
                 sent_at: now(),
                 result: None,
             };
-            self.store.write(|tx| {
+            let mirror = &*m;
+            let follow = self.store.write(|tx| {
+                let follow = self.follow_job(mirror, tx, &mut j, now())?;
                 tx.put_job(&j)?;
                 tx.put_printer(&rec)?;
-                tx.put_command(&crec)
+                tx.put_command(&crec)?;
+                Ok::<_, FarmError>(follow)
             })?;
             self.send(&rec.id, Channel::Commands, payload);
             self.metrics.commands_sent.inc("assign_job");
             tracing::info!(job = %j.id, printer = %rec.id, "job assigned");
             self.announce_job(&j);
             m.jobs.insert(n, j);
+            self.after_follow_up(&mut m, follow);
             if let Some(e) = m.printers.get_mut(&rec.id) {
                 e.rec = rec;
                 self.announce_printer(e);

@@ -261,12 +261,6 @@ pub struct LoadedSpool {
     pub remaining_g: f64,
 }
 
-/// True if a spool with `remaining_g` left can print a job needing `need_g`, with the margin
-/// (`margin_g` plus `margin_fraction` of the job) kept back for purge and weighing error.
-pub fn covers(remaining_g: f64, need_g: f64, margin_g: f64, margin_fraction: f64) -> bool {
-    remaining_g >= need_g * (1.0 + margin_fraction) + margin_g
-}
-
 /// The running inventory in memory: materials, spools, their ledger sums, and job bookings.
 #[derive(Debug, Default)]
 pub struct Stock {
@@ -369,12 +363,6 @@ mod tests {
         n.material = "Unobtainium".into();
         let e = new_material(n, 1.75).expect_err("no density");
         assert!(e.to_string().contains("density_g_cm3"), "{e}");
-    }
-
-    #[test]
-    fn cover_rule_keeps_a_margin() {
-        assert!(covers(120.0, 100.0, 10.0, 0.05));
-        assert!(!covers(114.0, 100.0, 10.0, 0.05));
     }
 
     #[test]

@@ -1,0 +1,92 @@
+//! Scheduler speed: plan 10,000 queued jobs on 1,000 printers.
+//!
+//! `cargo run --release -p farm-controller --example plan_bench`
+//! Printers: 4 materials × 4 colours, half idle and half busy, some blocked, declared volumes;
+//! jobs: mixed materials/colours/priorities/due dates, a quarter with no material requirement.
+
+use farm_controller::fleet::PrinterState;
+use farm_controller::scheduler::{JobInput, Loaded, PlanInput, PrinterInput, Tool, plan};
+use std::time::Instant;
+use time::OffsetDateTime;
+
+const MATERIALS: [&str; 4] = ["PLA", "PETG", "ABS", "TPU"];
+const COLOURS: [&str; 4] = ["black", "white", "red", "blue"];
+
+fn main() {
+    let printers: usize = arg(1, 1000);
+    let jobs: usize = arg(2, 10_000);
+    let now = OffsetDateTime::now_utc();
+    let mut input = PlanInput::default();
+    input.rules.max_heating = Some(50);
+    for i in 0..printers {
+        input.printers.push(PrinterInput {
+            id: format!("p-{i:04}"),
+            state: if i % 2 == 0 {
+                PrinterState::Idle
+            } else {
+                PrinterState::Busy
+            },
+            blocked: i % 97 == 0,
+            auto_eject: i % 3 == 0,
+            build_volume_mm: Some(if i % 5 == 0 {
+                [180.0; 3]
+            } else {
+                [250.0, 210.0, 210.0]
+            }),
+            tools: vec![Tool {
+                nozzle_mm: Some(if i % 7 == 0 { 0.6 } else { 0.4 }),
+                loaded: Some(Loaded {
+                    material: MATERIALS[i % 4].into(),
+                    colour: COLOURS[(i / 4) % 4].into(),
+                    remaining_g: if i % 2 == 0 { Some(1000.0) } else { None },
+                }),
+            }],
+            busy_remaining_s: (i % 13) as f64 * 600.0,
+        });
+    }
+    for i in 0..jobs {
+        let any = i % 4 == 0;
+        input.jobs.push(JobInput {
+            id: format!("job-{i}"),
+            priority: (i % 3) as i32,
+            due: (i % 5 == 0).then(|| now + time::Duration::hours((i % 48) as i64)),
+            position: i as i64,
+            material: (!any).then(|| MATERIALS[i % 4].to_string()),
+            colour: (!any).then(|| COLOURS[(i / 3) % 4].to_string()),
+            nozzle_mm: None,
+            size_mm: Some([(i % 200) as f64 + 10.0, 50.0, 30.0]),
+            grams: vec![5.0 + (i % 50) as f64],
+            estimated_s: 1800.0 + (i % 20) as f64 * 300.0,
+            pinned: None,
+            held: i % 50 == 0,
+        });
+    }
+    // Warm up, then take the median of several runs.
+    let _ = plan(&input, now);
+    let mut times = vec![];
+    let mut out = None;
+    for _ in 0..9 {
+        let t = Instant::now();
+        let p = plan(&input, now);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        out = Some(p);
+    }
+    times.sort_by(f64::total_cmp);
+    let p = out.unwrap_or_default();
+    println!(
+        "plan: {jobs} queued jobs on {printers} printers: median {:.1} ms, min {:.1} ms, max {:.1} ms ({} start now, {} on the timeline, {} waiting)",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        p.starts.len(),
+        p.timeline.len(),
+        p.waiting.len()
+    );
+}
+
+fn arg(i: usize, default: usize) -> usize {
+    std::env::args()
+        .nth(i)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
+}

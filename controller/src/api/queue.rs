@@ -1,0 +1,90 @@
+//! `/api/v1/queue`: the timeline and operators' queue actions; `/printers/{id}/profile`: the
+//! printer registry.
+
+use super::problem::{Caller, JsonBody, Problem};
+use super::{AppState, require};
+use crate::auth::Role;
+use crate::farm::production::{ProfilePatch, QueuePatch};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use serde::Serialize;
+
+/// One queued job on the timeline.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TimelineEntry {
+    pub job_id: String,
+    pub printer_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub start: Option<time::OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub end: Option<time::OffsetDateTime>,
+    pub waiting: Option<String>,
+}
+
+/// `GET /api/v1/queue`: the latest plan — every queued job with its slot or why it waits.
+#[utoipa::path(get, path = "/queue", tag = "queue", responses((status = 200, description = "`{items: [TimelineEntry]}`: every queued job with its planned printer and times, or why it waits", body = Object), (status = "4XX", description = "Refused: the problem says why and what to do", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub async fn timeline(State(st): State<AppState>, c: Caller) -> Result<impl IntoResponse, Problem> {
+    require(&c, Role::Viewer)?;
+    let plan = st.farm.timeline();
+    let mut items: Vec<TimelineEntry> = plan
+        .slots
+        .values()
+        .map(|s| TimelineEntry {
+            job_id: s.job_id.clone(),
+            printer_id: Some(s.printer_id.clone()),
+            start: Some(s.start),
+            end: Some(s.end),
+            waiting: None,
+        })
+        .chain(plan.waiting.iter().map(|(j, w)| TimelineEntry {
+            job_id: j.clone(),
+            printer_id: None,
+            start: None,
+            end: None,
+            waiting: Some(w.clone()),
+        }))
+        .collect();
+    items.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.job_id.cmp(&b.job_id)));
+    Ok(Json(serde_json::json!({
+        "items": items,
+        "planned_jobs": plan.planned_jobs,
+        "plan_took_us": plan.took_us,
+    })))
+}
+
+/// `PATCH /api/v1/queue/{job}`: priority, pin, hold, move before another job.
+#[utoipa::path(patch, path = "/queue/{id}", tag = "queue", params(("id" = String, Path, description = "Id")), request_body = crate::farm::production::QueuePatch, responses((status = 200, body = crate::jobs::Job), (status = "4XX", description = "Refused: the problem says why and what to do", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub async fn update(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(p): JsonBody<QueuePatch>,
+) -> Result<impl IntoResponse, Problem> {
+    require(&c, Role::Operator)?;
+    Ok(Json(st.farm.update_queued(&id, p)?))
+}
+
+/// `POST /api/v1/queue/{job}/requeue`: print a failed or cancelled job again.
+#[utoipa::path(post, path = "/queue/{id}/requeue", tag = "queue", params(("id" = String, Path, description = "Id")), responses((status = 201, body = crate::jobs::Job), (status = "4XX", description = "Refused: the problem says why and what to do", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub async fn requeue(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Problem> {
+    require(&c, Role::Operator)?;
+    Ok((axum::http::StatusCode::CREATED, Json(st.farm.requeue(&id)?)))
+}
+
+/// `PATCH /api/v1/printers/{id}/profile`: model, build volume, tools, tags, location, power,
+/// auto-eject, maintenance.
+#[utoipa::path(patch, path = "/printers/{id}/profile", tag = "printers", params(("id" = String, Path, description = "Id")), request_body = crate::farm::production::ProfilePatch, responses((status = 200, body = crate::fleet::PrinterView), (status = "4XX", description = "Refused: the problem says why and what to do", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub async fn profile(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(p): JsonBody<ProfilePatch>,
+) -> Result<impl IntoResponse, Problem> {
+    require(&c, Role::Operator)?;
+    Ok(Json(st.farm.set_profile(&id, p)?))
+}
