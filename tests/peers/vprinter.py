@@ -196,6 +196,7 @@ class Bridge:
             if k and self.numbered % k == 0 and b" " in line:
                 i = line.index(b" ") + 1
                 line = line[:i] + bytes([line[i] ^ 1]) + line[i + 1 :]
+                print(f"corrupted {line.decode(errors='replace').strip()}", file=sys.stderr, flush=True)
         q = printer.incoming
         while line and q is not None:
             # Wait for room *outside* the printer's lock (rule 3).

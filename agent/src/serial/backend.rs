@@ -62,18 +62,30 @@ impl SerialConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &'static str, problem: String| Err(ConfigError::Invalid { key, problem });
         if self.port.as_os_str().is_empty() {
-            return bad("printer.serial.port", "is empty: name the device, e.g. /dev/ttyACM0".into());
+            return bad(
+                "printer.serial.port",
+                "is empty: name the device, e.g. /dev/ttyACM0".into(),
+            );
         }
         if self.baud == 0 {
-            return bad("printer.serial.baud", "must be > 0 (usually 115200 or 250000)".into());
+            return bad(
+                "printer.serial.baud",
+                "must be > 0 (usually 115200 or 250000)".into(),
+            );
         }
         if self.max_in_flight == Some(0) {
-            return bad("printer.serial.max_in_flight", "must be at least 1 (1 = ping-pong)".into());
+            return bad(
+                "printer.serial.max_in_flight",
+                "must be at least 1 (1 = ping-pong)".into(),
+            );
         }
         if let Some(t) = self.timeout_s
             && !(t.is_finite() && t > 0.0)
         {
-            return bad("printer.serial.timeout_s", format!("must be > 0 seconds, not {t}"));
+            return bad(
+                "printer.serial.timeout_s",
+                format!("must be > 0 seconds, not {t}"),
+            );
         }
         if let Some(p) = &self.profile
             && let Err(e) = handshake::configured_profile(p)

@@ -32,12 +32,10 @@ pub async fn stream(cfg: SerialConfig, file: &Path) -> anyhow::Result<Summary> {
     let commands = count_commands(file)?;
     let mut printer = Printer::spawn(Serial::new(cfg.clone()));
     let mut snap = printer.snapshot.clone();
-    let connected = tokio::time::timeout(
-        CONNECT_WAIT,
-        snap.wait_for(|s| s.state == Activity::Idle),
-    )
-    .await
-    .map(|r| r.is_ok());
+    let connected =
+        tokio::time::timeout(CONNECT_WAIT, snap.wait_for(|s| s.state == Activity::Idle))
+            .await
+            .map(|r| r.is_ok());
     if connected != Ok(true) {
         let why = snap.borrow().message.clone().unwrap_or_default();
         printer.stop().await;

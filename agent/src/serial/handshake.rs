@@ -8,11 +8,11 @@
 //!    unless the config names one. No answer means the `marlin2` fallback, with a warning.
 
 use super::backend::SerialConfig;
+use super::framing::line_number_reset;
 use super::port::{self, PortEvent};
 use super::profile::{FirmwareProfile, ProfileSet, load_override};
 use super::reply::{FirmwareInfo, Reply, parse_reply};
 use super::stream::{Streamer, Window};
-use super::framing::line_number_reset;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, WriteHalf};
@@ -48,7 +48,10 @@ pub fn configured_profile(name: &str) -> Result<FirmwareProfile, String> {
     let path = Path::new(name);
     if path.extension().is_some_and(|e| e == "toml") {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let set = load_override(dir).map_err(|e| e.to_string())?;
         if let Some(p) = set.get(stem) {
             return Ok(p.clone());
@@ -86,7 +89,9 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
             advanced_ok: false,
         }),
         info: FirmwareInfo::default(),
-        profile: forced.clone().unwrap_or_else(|| builtin.profiles()[0].clone()),
+        profile: forced
+            .clone()
+            .unwrap_or_else(|| builtin.profiles()[0].clone()),
         profile_note: String::new(),
     };
 
@@ -152,7 +157,9 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
                 link.streamer.on_ok(None, None);
                 break;
             }
-            Reply::Ok { line, buffer_free, .. } => {
+            Reply::Ok {
+                line, buffer_free, ..
+            } => {
                 link.streamer.on_ok(line, buffer_free);
                 if link.streamer.in_flight() == 0 {
                     break;
@@ -179,7 +186,10 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
                     firmware = %info.name,
                     "no firmware profile matches this printer; using marlin2 (set [printer.serial] profile to choose one)"
                 );
-                format!("profile {} (fallback: nothing matched {:?})", d.profile.name, info.name)
+                format!(
+                    "profile {} (fallback: nothing matched {:?})",
+                    d.profile.name, info.name
+                )
             } else {
                 format!("profile {} (detected from {:?})", d.profile.name, info.name)
             };

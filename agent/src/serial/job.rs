@@ -15,7 +15,9 @@
 
 use super::framing::clean_line;
 use super::park::Position;
-use farm_protocol::gcode::{Content, LineSplitter, Machine, analyze_with, limits_from_tail, parse_line};
+use farm_protocol::gcode::{
+    Content, LineSplitter, Machine, analyze_with, limits_from_tail, parse_line,
+};
 use farm_protocol::messages::JobProgress;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -46,7 +48,9 @@ struct Pending {
 pub enum Phase {
     Printing,
     /// Host-side pause requested: no new job lines; the script runs once all are acknowledged.
-    Pausing { reason: Option<String> },
+    Pausing {
+        reason: Option<String>,
+    },
     Paused,
     /// Cancel requested: no new job lines; the cancel script runs once all are acknowledged.
     Cancelling,
@@ -174,7 +178,12 @@ impl Job {
             let cmd = strip_line_number(cmd.split('*').next().unwrap_or_default()).trim_end();
             if cmd.is_empty() || super::framing::m110_target(cmd).is_some() {
                 let raw = text.to_vec();
-                apply(&mut self.machine, &mut self.position, &mut self.slicer_eta, &raw);
+                apply(
+                    &mut self.machine,
+                    &mut self.position,
+                    &mut self.slicer_eta,
+                    &raw,
+                );
                 if self.ledger.is_empty() && self.next.is_none() {
                     self.acked_pos += std::mem::take(&mut self.carry);
                 }
@@ -190,7 +199,12 @@ impl Job {
     }
 
     fn apply(&mut self, raw: &[u8]) {
-        apply(&mut self.machine, &mut self.position, &mut self.slicer_eta, raw);
+        apply(
+            &mut self.machine,
+            &mut self.position,
+            &mut self.slicer_eta,
+            raw,
+        );
     }
 
     /// The firmware acknowledged line `n` (and so everything before it).
@@ -256,7 +270,12 @@ impl Job {
 }
 
 /// One line through the machine model and the position tracker; `M73 R` sets the ETA.
-fn apply(machine: &mut Machine, position: &mut Position, eta: &mut Option<(f64, Instant)>, raw: &[u8]) {
+fn apply(
+    machine: &mut Machine,
+    position: &mut Position,
+    eta: &mut Option<(f64, Instant)>,
+    raw: &[u8],
+) {
     let l = parse_line(raw);
     machine.step(&l);
     position.step(&l);
@@ -313,7 +332,14 @@ mod tests {
         }
         assert_eq!(
             sent,
-            ["G90", "M83", "G1 X10 E1.5", "G1 X20 E2", "G1 X30 E0.5", "G1 X40 E1"],
+            [
+                "G90",
+                "M83",
+                "G1 X10 E1.5",
+                "G1 X20 E2",
+                "G1 X30 E0.5",
+                "G1 X40 E1"
+            ],
             "comments, blank lines and M110 are not sent; a number and checksum in the file are cut"
         );
         assert!(!j.all_acked());

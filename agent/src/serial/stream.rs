@@ -289,7 +289,10 @@ impl Streamer {
         let mut framed = if self.history.len() >= HISTORY
             && self.history.front().is_some_and(|s| s.n <= self.acked)
         {
-            self.history.pop_front().map(|s| s.framed).unwrap_or_default()
+            self.history
+                .pop_front()
+                .map(|s| s.framed)
+                .unwrap_or_default()
         } else {
             String::with_capacity(bytes)
         };
@@ -441,7 +444,8 @@ impl Streamer {
     }
 
     fn trim_history(&mut self) {
-        while self.history.len() > HISTORY && self.history.front().is_some_and(|s| s.n <= self.acked)
+        while self.history.len() > HISTORY
+            && self.history.front().is_some_and(|s| s.n <= self.acked)
         {
             self.history.pop_front();
         }

@@ -24,7 +24,9 @@ pub enum Verdict {
     /// Silent for the allowance: send a poke.
     Poke,
     /// Silent through every poke: the link is dead; `silent` is how long nothing came.
-    Dead { silent: Duration },
+    Dead {
+        silent: Duration,
+    },
 }
 
 /// See the module docs.
@@ -156,7 +158,10 @@ mod tests {
         ));
         // M0 waits for a person: never a timeout.
         let mut w = Watchdog::new(3 * S, 0, t0);
-        assert_eq!(w.check(t0 + 86_400 * S, Some(Duration::ZERO)), Verdict::Fine);
+        assert_eq!(
+            w.check(t0 + 86_400 * S, Some(Duration::ZERO)),
+            Verdict::Fine
+        );
         assert_eq!(w.next_deadline(Some(Duration::ZERO)), None);
         // An allowance shorter than the plain timeout never shortens it.
         assert_eq!(w.check(t0 + 2 * S, Some(S)), Verdict::Fine);
