@@ -266,3 +266,118 @@ async fn busy_heating_is_not_a_stall_but_a_silent_printer_is() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_cancel_through_the_controller_park_and_bill_exactly() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = pause_resume_cancel(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+/// The accepted commands of the (single) power-on session.
+fn accepted(vp: &VPrinter) -> Vec<String> {
+    vp.sessions()
+        .ok()
+        .and_then(|s| s.into_iter().next())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect()
+}
+
+async fn pause_resume_cancel(farm: &mut Farm) -> Result<()> {
+    let vp = VPrinter::start(farm.dir.path(), "vp", &[]).await?;
+    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    let text = short_segments(40_000, false, &[]);
+    let id = job_id(
+        &farm
+            .upload("long.gcode", text.clone().into_bytes(), 1)
+            .await?,
+    );
+    eventually("the print under way", Duration::from_secs(90), async || {
+        let j = farm.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+        (j["state"] == "printing" && j["progress"].as_f64()? > 0.02).then_some(())
+    })
+    .await?;
+    let cmd = async |kind: &str| -> Result<()> {
+        let (s, v) = farm
+            .post_json(
+                "/api/v1/printers/p-serial/commands",
+                serde_json::json!({ "kind": kind }),
+            )
+            .await?;
+        ensure!(s == 202, "{kind} answered {s}: {v}");
+        Ok(())
+    };
+
+    // Pause: the lines in flight finish, then marlin2's pause script parks the head.
+    let pause = [
+        "M83",
+        "G1 E-2 F2700",
+        "G91",
+        "G1 Z10 F600",
+        "G90",
+        "G1 X0 Y0 F6000",
+        "M83",
+    ];
+    cmd("pause").await?;
+    wait_job(farm, &id, "paused", Duration::from_secs(30)).await?;
+    eventually("the pause script", Duration::from_secs(30), async || {
+        accepted(&vp)
+            .ends_with(&pause.map(String::from))
+            .then_some(())
+    })
+    .await?;
+
+    // Resume: back to where it was, then the file goes on.
+    cmd("resume").await?;
+    wait_job(farm, &id, "printing", Duration::from_secs(30)).await?;
+    let resumed = eventually(
+        "the resume script and more lines",
+        Duration::from_secs(30),
+        async || {
+            let a = accepted(&vp);
+            let at = a.windows(pause.len()).position(|w| w == pause)? + pause.len();
+            (a.len() > at + 20).then_some(a[at..at + 7].to_vec())
+        },
+    )
+    .await?;
+    ensure!(
+        resumed[0] == "G90" && resumed[1].starts_with("G1 X") && resumed[2].starts_with("G1 Z"),
+        "resume script returns to the paused position: {resumed:?}"
+    );
+
+    // Cancel: the cancel script, and material billed for exactly what the printer accepted.
+    let (s, v) = farm
+        .post_json(&format!("/api/v1/jobs/{id}/cancel"), Value::Null)
+        .await?;
+    ensure!(s == 200 || s == 202, "cancel answered {s}: {v}");
+    let job = wait_job(farm, &id, "cancelled", Duration::from_secs(30)).await?;
+    let cancel = [
+        "M104 S0",
+        "M140 S0",
+        "M106 S0",
+        "G91",
+        "G1 Z10 F600",
+        "G90",
+        "M84",
+    ];
+    let a = eventually("the cancel script", Duration::from_secs(30), async || {
+        let a = accepted(&vp);
+        a.ends_with(&cancel.map(String::from)).then_some(a)
+    })
+    .await?;
+    let moves = a.iter().filter(|c| c.ends_with("E0.01047 F6000")).count();
+    let billed = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
+    ensure!(
+        (billed - moves as f64 * 0.01047).abs() < 1e-6 * moves as f64 + 1e-9,
+        "billed {billed} mm for {moves} accepted extruding moves"
+    );
+    ensure!(
+        moves > 0 && moves < 40_000,
+        "{moves} moves before the cancel"
+    );
+    Ok(())
+}
