@@ -254,7 +254,15 @@ impl Session {
                 }
             }
             Reply::Resend(n) => match self.streamer.on_resend(n) {
-                Resend::Rewind(n) => tracing::debug!(line = n, "resend requested"),
+                Resend::Rewind(n) => {
+                    tracing::debug!(line = n, "resend requested");
+                    if let Some((n, times)) = self.streamer.resend_loop() {
+                        self.lost(format!(
+                            "the printer asked for line {n} {times} times in a row (the link is \
+                             too noisy, or the firmware loops): check the USB cable and the baud rate"
+                        ));
+                    }
+                }
                 Resend::Duplicate | Resend::Ahead => {
                     tracing::trace!(line = n, "resend request ignored")
                 }

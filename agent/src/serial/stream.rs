@@ -34,6 +34,11 @@ use std::collections::VecDeque;
 /// keeps 50).
 pub const HISTORY: usize = 64;
 
+/// Rewinds to the same line in a row before the window falls back to ping-pong.
+pub const PING_PONG_AFTER: u32 = 3;
+/// Rewinds to the same line in a row before the link counts as broken (OctoPrint: 10).
+pub const GIVE_UP_AFTER: u32 = 10;
+
 /// Bytes of the receive ring kept free, for the odd unnumbered line (poke, e-stop).
 pub const RX_MARGIN: usize = 8;
 
@@ -120,6 +125,8 @@ pub struct Stats {
     pub dropped_rejected: u64,
     /// `M110` re-synchronisations sent before a resend.
     pub resyncs: u64,
+    /// The same line failed [`PING_PONG_AFTER`] times in a row: the window shrank to 1.
+    pub fell_back_to_ping_pong: bool,
     pub oks: u64,
     pub unsolicited_oks: u64,
 }
@@ -138,6 +145,8 @@ pub struct Streamer {
     echoed: bool,
     /// An `M110` re-synchronisation goes out before the next resent line.
     resync_pending: bool,
+    /// The line of the last rewind and how many rewinds to it came in a row.
+    repeat: (u64, u32),
     /// Highest number acknowledged.
     acked: u64,
     history: VecDeque<Sent>,
@@ -160,6 +169,7 @@ impl Streamer {
             rewound_to: None,
             echoed: false,
             resync_pending: false,
+            repeat: (0, 0),
             acked: 0,
             history: VecDeque::with_capacity(HISTORY + 8),
             in_flight: VecDeque::with_capacity(8),
@@ -380,6 +390,9 @@ impl Streamer {
             return Ack::Resync;
         }
         self.acked = self.acked.max(f.n);
+        if f.n >= self.repeat.0 {
+            self.repeat = (0, 0);
+        }
         self.trim_history();
         Ack::Line(f.n)
     }
@@ -402,7 +415,25 @@ impl Streamer {
         Resend::Rewind(n)
     }
 
+    /// `Some((n, times))` when the firmware asked for line `n` [`GIVE_UP_AFTER`] times in a
+    /// row without getting past it: the link is broken (or the firmware loops).
+    #[must_use]
+    pub fn resend_loop(&self) -> Option<(u64, u32)> {
+        (self.repeat.1 >= GIVE_UP_AFTER).then_some(self.repeat)
+    }
+
     fn rewind(&mut self, n: u64) {
+        if self.repeat.0 == n {
+            self.repeat.1 += 1;
+        } else {
+            self.repeat = (n, 1);
+        }
+        if self.repeat.1 >= PING_PONG_AFTER && self.window.max_lines > 1 {
+            // The same line fails again and again with lines in flight behind it: fall back
+            // to one line at a time for this connection (no out-of-order lines, no re-sync).
+            self.window.max_lines = 1;
+            self.stats.fell_back_to_ping_pong = true;
+        }
         let mut rejected = 0;
         for f in &mut self.in_flight {
             if f.n >= n && !f.resync {

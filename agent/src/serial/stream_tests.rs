@@ -260,3 +260,35 @@ fn thousands_of_lines_through_random_corruption_arrive_once_each_in_order() {
         assert!(s.stats().rewinds > 50, "corruption was exercised");
     }
 }
+
+#[test]
+fn the_same_line_failing_again_and_again_falls_back_to_ping_pong_then_gives_up() {
+    let mut s = Streamer::new(window(3, 1000));
+    let mut next = 0;
+    fill(&mut s, &mut next);
+    for round in 1..=GIVE_UP_AFTER {
+        assert_eq!(s.on_resend(1), Resend::Rewind(1));
+        while s.in_flight() > 0 {
+            s.on_ok(None, None);
+        }
+        assert_eq!(
+            s.window().max_lines == 1,
+            round >= PING_PONG_AFTER,
+            "round {round}"
+        );
+        fill(&mut s, &mut next);
+    }
+    assert_eq!(s.resend_loop(), Some((1, GIVE_UP_AFTER)));
+    assert!(s.stats().fell_back_to_ping_pong);
+    // Getting past the line ends the loop.
+    let mut s = Streamer::new(window(3, 1000));
+    fill(&mut s, &mut next);
+    s.on_resend(1);
+    s.on_ok(None, None);
+    s.on_ok(None, None);
+    s.on_ok(None, None);
+    fill(&mut s, &mut next);
+    assert_eq!(s.on_ok(None, None), Ack::Resync);
+    assert_eq!(s.on_ok(None, None), Ack::Line(1));
+    assert_eq!(s.resend_loop(), None);
+}
