@@ -218,7 +218,7 @@ def cpu_ticks(pid):
     return int(f[11]) + int(f[12])
 
 
-def footprint(bindir, d, seconds):
+def footprint(bindir, d, seconds, per_turn=60):
     """A controller and one serial agent (1 Hz status) printing a realistic file."""
     vp = Bridge(d, "fp")
     http_port, mqtt = free_port(), free_port()
@@ -237,12 +237,15 @@ def footprint(bindir, d, seconds):
         agent = subprocess.Popen([str(bindir / "farm-agent"), "run", "--config", str(d / "s-1.toml")],
                                  stderr=open(d / "s-1.log", "w"))
         job = d / "footprint.gcode"
-        # ~0.3 ms per move on the Virtual Printer: enough moves to outlast the sampling.
-        job.write_text(subprocess.run([sys.executable, str(MAKE), str(int(seconds * 4000) + 20000)],
+        # 2 mm segments at F6000: 20 ms of real motion each, 2 ms on the Virtual Printer (it
+        # sleeps 10 % of a move), so several hundred lines/s: a busy real print sped up tenfold.
+        moves = int(seconds * 1500) + 20000
+        job.write_text(subprocess.run([sys.executable, str(MAKE), str(moves), "--per-turn", str(per_turn)],
                                       capture_output=True, text=True, check=True).stdout)
         http(f"{base}/jobs?name=footprint.gcode&copies=1", job.read_bytes(), key=token, bearer=True,
              ctype="application/octet-stream")
         wait("printing", lambda: http(f"{base}/printers/s-1", key=token, bearer=True)["state"] == "busy", limit=60)
+        t_start = time.monotonic()
         time.sleep(2)
         hz = os.sysconf("SC_CLK_TCK")
         procs = {"agent": agent.pid, "vprinter": vp.p.pid}
@@ -254,8 +257,11 @@ def footprint(bindir, d, seconds):
                 peak[k] = max(peak[k], rss_kb(p))
             time.sleep(0.5)
         dt = time.monotonic() - t0
-        state = http(f"{base}/printers/s-1", key=token, bearer=True)["state"]
-        return {"seconds": dt, "still_printing": state == "busy",
+        p = http(f"{base}/printers/s-1", key=token, bearer=True)
+        jobs = http(f"{base}/jobs", key=token, bearer=True)["items"]
+        done = jobs[0]["progress"] if jobs else 0
+        return {"seconds": dt, "still_printing": p["state"] == "busy",
+                "lines_per_s": done * moves / (time.monotonic() - t_start),
                 **{f"{k}_rss_mb": peak[k] / 1024 for k in procs},
                 **{f"{k}_cpu_pct": (cpu_ticks(p) - c0[k]) / hz / dt * 100 for k, p in procs.items()}}
     finally:
