@@ -13,7 +13,7 @@
 //! | [`job`] | one streamed file: reading, the ledger of unacknowledged lines, exact material |
 //! | [`port`] | the device: open (8N1, raw), a reader task that yields bounded lines |
 //! | `handshake` | open → `start` → `M110` hello → `M115` → profile |
-//! | `session` | the imperative shell of one connection: firmware lines, agent commands, timers |
+//! | `session` (+ `control.rs`) | the imperative shell of one connection: firmware lines, timers; agent commands and host actions |
 //! | [`backend`] | `[printer.serial]` config and the reconnect loop ([`Serial`]) |
 //! | [`cli`] | the hidden `farm-agent stream` command: one file through the same back end (benchmark, tests) |
 //!

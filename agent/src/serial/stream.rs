@@ -19,6 +19,13 @@
 //!   rejected lines are still out are echoes of those lines, not new requests, and are
 //!   ignored. Rejected lines a firmware never answers (it flushed them) are dropped by
 //!   [`Streamer::on_quiet`] once the link has been quiet for a moment.
+//! * **Re-sync.** When more than one line was rejected, `N<n-1> M110 N<n-1>` goes out before
+//!   the resent lines: OctoPrint's Virtual Printer lets its checksum counter drift on every
+//!   out-of-order line it refuses and would otherwise skip lines on the next error; `M110`
+//!   lines are exempt from Marlin's order check, so it costs one round trip there.
+//! * **Loops.** The same line rewound [`PING_PONG_AFTER`] times in a row shrinks the window to
+//!   one line for the connection; [`GIVE_UP_AFTER`] times is a broken link
+//!   ([`Streamer::resend_loop`]).
 //!
 //! Nothing is ever lost or doubled by this rewinding: the firmware itself refuses any line
 //! whose number is not the one it expects, so a line is executed once, in order, and the host
