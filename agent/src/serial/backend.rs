@@ -1,9 +1,8 @@
 //! The serial back end (`backend = "serial"`): keeps a connection to the printer's port and
-//! runs one [`Session`] per connection.
+//! runs one session (`session.rs`) per connection.
 //!
-//! The connection loop: open and handshake ([`handshake::connect`]); on success run the
-//! session until the port goes away, the printer stops answering, or `M999` asks for a fresh
-//! start; then reconnect every [`RETRY`]. A job never survives a lost connection: the session
+//! The connection loop: open and handshake (`handshake.rs`); on success run the session
+//! until the port goes away, the printer stops answering, or `M999` asks for a fresh start; then reconnect every [`RETRY`]. A job never survives a lost connection: the session
 //! reports it failed (the printer may have reset and lost its heat, position and queue), and
 //! a reconnected printer is `idle`, never printing blindly on.
 
