@@ -38,6 +38,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Stream one G-code file to a serial printer through the serial back end, without a
+    /// controller, and print a JSON summary (benchmarks and tests).
+    #[command(hide = true)]
+    Stream {
+        /// The serial device (or pty link)
+        #[arg(long)]
+        port: PathBuf,
+        /// Firmware profile name or path (default: detected from M115)
+        #[arg(long)]
+        profile: Option<String>,
+        /// Lines sent ahead (1 = ping-pong; default: the profile's maximum)
+        #[arg(long)]
+        max_in_flight: Option<u32>,
+        /// Seconds of silence before the printer is poked
+        #[arg(long)]
+        timeout_s: Option<f64>,
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -91,6 +109,22 @@ fn real_main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Cmd::Analyze { file, json } => analyze_cmd::run(&file, json),
+        Cmd::Stream {
+            port,
+            profile,
+            max_in_flight,
+            timeout_s,
+            file,
+        } => {
+            let mut cfg = farm_agent::serial::SerialConfig::new(port);
+            cfg.profile = profile;
+            cfg.max_in_flight = max_in_flight;
+            cfg.timeout_s = timeout_s;
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let summary = rt.block_on(farm_agent::serial::cli::stream(cfg, &file))?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
         Cmd::CheckConfig(a) => {
             let config = farm_agent::Config::load(&a.config)
                 .with_context(|| format!("config {} is not usable", a.config.display()))?;

@@ -1,11 +1,21 @@
-//! Pure building blocks of the serial (USB G-code) back end: no ports, no tasks, no I/O.
-//! The streaming back end (a later task) owns the port and uses these on every line.
+//! The serial (USB G-code) back end: a functional core (framing, reply grammar, profiles,
+//! the send-ahead/resend state machine, the watchdog) inside an imperative shell (the port,
+//! the session task, the reconnect loop).
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`framing`] | host → firmware: `N<n> <cmd>*<xor>` lines, comment stripping, `M110` resets |
 //! | [`reply`] | firmware → host: [`parse_reply`] classifies every received line (ok, resend, busy, errors, temperatures, host actions, `M115`/`Cap:` …) |
 //! | [`profile`] | [`FirmwareProfile`]: per-family facts (buffers, timeouts, e-stop, scripts, motion limits) from `firmware-profiles/*.toml`, detection from `M115` |
+//! | [`stream`] | [`stream::Streamer`]: send-ahead window (lines, RX bytes, ADVANCED_OK) and resend rewind — pure |
+//! | [`watchdog`] | stalled printer vs. long `M109`/`G28`: silence, allowances, pokes — pure |
+//! | [`park`] | the commanded position from acknowledged lines; pause/resume/cancel scripts filled — pure |
+//! | [`job`] | one streamed file: reading, the ledger of unacknowledged lines, exact material |
+//! | [`port`] | the device: open (8N1, raw), a reader task that yields bounded lines |
+//! | `handshake` | open → `start` → `M110` hello → `M115` → profile |
+//! | `session` (+ `control.rs`) | the imperative shell of one connection: firmware lines, timers; agent commands and host actions |
+//! | [`backend`] | `[printer.serial]` config and the reconnect loop ([`Serial`]) |
+//! | [`cli`] | the hidden `farm-agent stream` command: one file through the same back end (benchmark, tests) |
 //!
 //! How they fit together in the streamer:
 //!
@@ -21,9 +31,17 @@
 //! replay real Virtual Printer transcripts from `agent/tests/data/serial/`.
 
 pub mod backend;
+pub mod cli;
 pub mod framing;
+mod handshake;
+pub mod job;
+pub mod park;
+pub mod port;
 pub mod profile;
 pub mod reply;
+mod session;
+pub mod stream;
+pub mod watchdog;
 
 pub use backend::{Serial, SerialConfig};
 pub use framing::{checksum, clean_line, frame, frame_into, line_number_reset, parse_framed};

@@ -1,0 +1,383 @@
+//! The serial back end against OctoPrint's real Virtual Printer on a pseudo-terminal
+//! (tests/peers/vprinter.py): whole prints through the controller, line noise with resends,
+//! a firmware kill, busy keep-alives versus a silent printer, and an unplug mid-print.
+//!
+//! Every print is checked against the printer's own log of accepted commands: the file's
+//! commands, each exactly once, in order, with consecutive line numbers.
+
+use anyhow::{Result, ensure};
+use farm_e2e::vprinter::{VPrinter, assert_whole, file_commands, short_segments, stream};
+use farm_e2e::{Farm, FarmOptions, eventually, or_logs};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Enrols `id` and starts its agent on the serial back end at `port`.
+async fn add_serial_agent(farm: &mut Farm, id: &str, port: &std::path::Path) -> Result<()> {
+    farm.enrol(id, true, "speed = 1.0").await?;
+    let path = farm.dir.path().join(format!("{id}.toml"));
+    let text = std::fs::read_to_string(&path)?.replace("backend = \"sim\"", "backend = \"serial\"");
+    ensure!(
+        text.contains("backend = \"serial\""),
+        "agent config has a backend line"
+    );
+    let text = format!(
+        "{text}\n[printer.serial]\nport = {:?}\n",
+        port.display().to_string()
+    );
+    std::fs::write(&path, text)?;
+    farm.start_agent(id).await
+}
+
+async fn wait_job(farm: &Farm, id: &str, state: &str, limit: Duration) -> Result<Value> {
+    eventually(&format!("job {id} {state}"), limit, async || {
+        let j = farm.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+        (j["state"] == state).then_some(j)
+    })
+    .await
+}
+
+fn job_id(jobs: &[Value]) -> String {
+    jobs.first()
+        .and_then(|j| j["id"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_prints_through_the_controller_with_line_noise_and_no_line_is_lost_or_doubled() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = noisy_print(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn noisy_print(farm: &mut Farm) -> Result<()> {
+    // One line in 40 arrives corrupted: the printer's own checksum check refuses it and asks
+    // for a resend, while the agent has more lines in flight behind it.
+    let vp = VPrinter::start(farm.dir.path(), "vp", &["--corrupt-every", "40"]).await?;
+    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    eventually("p-serial idle", Duration::from_secs(60), async || {
+        let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
+        (p["state"] == "idle").then_some(())
+    })
+    .await?;
+
+    let text = short_segments(3000, false, &["M104 S60", "M109 S60"]);
+    let jobs = farm
+        .upload("noisy.gcode", text.clone().into_bytes(), 1)
+        .await?;
+    let id = job_id(&jobs);
+    let job = wait_job(farm, &id, "completed", Duration::from_secs(120)).await?;
+
+    // Material: exactly the analyzer's figure, counted from acknowledged lines.
+    let (got, want) = (&job["extruded_mm"], &job["filament_mm"]);
+    let exact = got.as_array().zip(want.as_array()).is_some_and(|(g, w)| {
+        g.len() == w.len()
+            && g.iter().zip(w).all(|(a, b)| {
+                (a.as_f64().unwrap_or(-1.0) - b.as_f64().unwrap_or(-2.0)).abs() < 1e-6
+            })
+    });
+    ensure!(exact, "job extruded {got} but the file needs {want}");
+
+    // The printer accepted the file whole, although lines were corrupted on the way.
+    let sessions = vp.sessions()?;
+    ensure!(
+        sessions.len() == 1,
+        "one power-on session: {}",
+        sessions.len()
+    );
+    assert_whole(&sessions[0], &file_commands(&text))?;
+    ensure!(
+        vp.corrupted() >= 50,
+        "line noise hit {} lines",
+        vp.corrupted()
+    );
+
+    // The status carried the printer's temperatures (M155 auto-report, M109 wait lines).
+    let p = farm.get("/api/v1/printers/p-serial").await?;
+    let temps = p.to_string();
+    ensure!(
+        temps.contains("tool0") && temps.contains("bed"),
+        "temps in status: {p}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unplug_mid_print_fails_the_job_and_the_reconnected_printer_never_resumes_it() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = unplug_mid_print(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn unplug_mid_print(farm: &mut Farm) -> Result<()> {
+    let vp = VPrinter::start(farm.dir.path(), "vp", &[]).await?;
+    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    // With motion the Virtual Printer takes ~0.3 ms per short move: long enough to unplug.
+    let text = short_segments(40_000, false, &[]);
+    let jobs = farm
+        .upload("long.gcode", text.clone().into_bytes(), 1)
+        .await?;
+    let id = job_id(&jobs);
+    eventually(
+        "the print well under way",
+        Duration::from_secs(90),
+        async || {
+            let j = farm.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+            let done = j["progress"].as_f64().unwrap_or(0.0);
+            (j["state"] == "printing" && done > 0.05).then_some(())
+        },
+    )
+    .await?;
+
+    vp.unplug().await?;
+    let job = wait_job(farm, &id, "failed", Duration::from_secs(60)).await?;
+    let reason = job["failure_reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.contains("serial port") && reason.contains("cannot resume"),
+        "failure says why: {reason:?}"
+    );
+    let used = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
+    let need = job["filament_mm"][0].as_f64().unwrap_or(0.0);
+    ensure!(
+        used > 0.0 && used < need,
+        "a partial print bills what was acknowledged: {used} of {need} mm"
+    );
+
+    // The agent reconnects to the new printer behind the same link and waits, idle.
+    eventually("p-serial idle again", Duration::from_secs(60), async || {
+        let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
+        (p["state"] == "idle" && p["online"] == true).then_some(())
+    })
+    .await?;
+    let sessions = vp.sessions()?;
+    ensure!(
+        sessions.len() == 2,
+        "two power-on sessions: {}",
+        sessions.len()
+    );
+    let after: Vec<&String> = sessions[1].iter().map(|(_, c)| c).collect();
+    ensure!(
+        after
+            .iter()
+            .all(|c| farm_e2e::vprinter::HOST_COMMANDS.contains(&c.as_str())),
+        "nothing of the job was sent after the reconnect: {after:?}"
+    );
+    // What the first printer accepted is an unbroken prefix of the file.
+    let want = file_commands(&text);
+    let first = farm_e2e::vprinter::job_part(&sessions[0]);
+    ensure!(
+        !first.is_empty() && want.starts_with(&first),
+        "the first printer accepted {} commands, a prefix of the file",
+        first.len()
+    );
+
+    // And the reconnected printer takes the next job.
+    let small = short_segments(200, true, &[]);
+    let next = job_id(
+        &farm
+            .upload("next.gcode", small.clone().into_bytes(), 1)
+            .await?,
+    );
+    wait_job(farm, &next, "completed", Duration::from_secs(60)).await?;
+    let sessions = vp.sessions()?;
+    assert_whole(&sessions[1], &file_commands(&small))?;
+    Ok(())
+}
+
+/// A file in a temp dir.
+fn write(dir: &std::path::Path, name: &str, text: &str) -> Result<std::path::PathBuf> {
+    let p = dir.join(name);
+    std::fs::write(&p, text)?;
+    Ok(p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firmware_kill_fails_the_job_with_the_firmwares_words() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let vp = VPrinter::start(dir.path(), "vp", &[]).await?;
+    let mut text = short_segments(600, true, &[]);
+    text = text.replacen(
+        "G1 Z0.2 F3000\n",
+        "G1 Z0.2 F3000\n!!DEBUG:trigger_fatal_error_marlin\n",
+        1,
+    );
+    let file = write(dir.path(), "kill.gcode", &text)?;
+    let s = stream(&vp.link, &file, &[]).await?;
+    ensure!(s["outcome"] == "failed", "summary: {s}");
+    let reason = s["reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.contains("Thermal Runaway"),
+        "the firmware's words are in the reason: {reason:?}"
+    );
+    // Streaming stopped at the kill: at most the window's worth of lines went after it.
+    let accepted = farm_e2e::vprinter::job_part(&vp.sessions()?[0]);
+    ensure!(
+        accepted.len() < 16,
+        "{} commands accepted around the kill",
+        accepted.len()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_heating_is_not_a_stall_but_a_silent_printer_is() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let vp = VPrinter::start(
+        dir.path(),
+        "vp",
+        &["--set", "sendBusy=true", "--set", "busyInterval=0.5"],
+    )
+    .await?;
+    // M109 blocks for ~4 s with temperature and busy lines only: with a 1.5 s timeout the
+    // agent must keep waiting, and ping-pong (1 in flight) must stream correctly too.
+    let text = short_segments(300, true, &["M104 S60", "M109 S60"]);
+    let file = write(dir.path(), "heat.gcode", &text)?;
+    let t0 = std::time::Instant::now();
+    let s = stream(
+        &vp.link,
+        &file,
+        &["--timeout-s", "1.5", "--max-in-flight", "1"],
+    )
+    .await?;
+    ensure!(s["outcome"] == "completed", "summary: {s}");
+    ensure!(t0.elapsed() > Duration::from_secs(3), "M109 really waited");
+    assert_whole(&vp.sessions()?[0], &file_commands(&text))?;
+
+    // The same printer going silent mid-file is a stall: pokes, then the job fails.
+    let awol = short_segments(300, true, &[]).replacen(
+        "G1 Z0.2 F3000\n",
+        "G1 Z0.2 F3000\n!!DEBUG:go_awol\n",
+        1,
+    );
+    let file = write(dir.path(), "awol.gcode", &awol)?;
+    let t0 = std::time::Instant::now();
+    let s = stream(&vp.link, &file, &["--timeout-s", "1"]).await?;
+    ensure!(s["outcome"] == "failed", "summary: {s}");
+    let reason = s["reason"].as_str().unwrap_or_default();
+    ensure!(reason.contains("stopped answering"), "reason: {reason:?}");
+    ensure!(
+        t0.elapsed() < Duration::from_secs(40),
+        "a stall is noticed in seconds, took {:?}",
+        t0.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_cancel_through_the_controller_park_and_bill_exactly() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = pause_resume_cancel(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+/// The accepted commands of the (single) power-on session.
+fn accepted(vp: &VPrinter) -> Vec<String> {
+    vp.sessions()
+        .ok()
+        .and_then(|s| s.into_iter().next())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect()
+}
+
+async fn pause_resume_cancel(farm: &mut Farm) -> Result<()> {
+    let vp = VPrinter::start(farm.dir.path(), "vp", &[]).await?;
+    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    let text = short_segments(40_000, false, &[]);
+    let id = job_id(
+        &farm
+            .upload("long.gcode", text.clone().into_bytes(), 1)
+            .await?,
+    );
+    eventually("the print under way", Duration::from_secs(90), async || {
+        let j = farm.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+        (j["state"] == "printing" && j["progress"].as_f64()? > 0.02).then_some(())
+    })
+    .await?;
+    let cmd = async |kind: &str| -> Result<()> {
+        let (s, v) = farm
+            .post_json(
+                "/api/v1/printers/p-serial/commands",
+                serde_json::json!({ "kind": kind }),
+            )
+            .await?;
+        ensure!(s == 202, "{kind} answered {s}: {v}");
+        Ok(())
+    };
+
+    // Pause: the lines in flight finish, then marlin2's pause script parks the head.
+    let pause = [
+        "M83",
+        "G1 E-2 F2700",
+        "G91",
+        "G1 Z10 F600",
+        "G90",
+        "G1 X0 Y0 F6000",
+        "M83",
+    ];
+    cmd("pause").await?;
+    wait_job(farm, &id, "paused", Duration::from_secs(30)).await?;
+    eventually("the pause script", Duration::from_secs(30), async || {
+        accepted(&vp)
+            .ends_with(&pause.map(String::from))
+            .then_some(())
+    })
+    .await?;
+
+    // Resume: back to where it was, then the file goes on.
+    cmd("resume").await?;
+    wait_job(farm, &id, "printing", Duration::from_secs(30)).await?;
+    let resumed = eventually(
+        "the resume script and more lines",
+        Duration::from_secs(30),
+        async || {
+            let a = accepted(&vp);
+            let at = a.windows(pause.len()).position(|w| w == pause)? + pause.len();
+            (a.len() > at + 20).then_some(a[at..at + 7].to_vec())
+        },
+    )
+    .await?;
+    ensure!(
+        resumed[0] == "G90" && resumed[1].starts_with("G1 X") && resumed[2].starts_with("G1 Z"),
+        "resume script returns to the paused position: {resumed:?}"
+    );
+
+    // Cancel: the cancel script, and material billed for exactly what the printer accepted.
+    let (s, v) = farm
+        .post_json(&format!("/api/v1/jobs/{id}/cancel"), Value::Null)
+        .await?;
+    ensure!(s == 200 || s == 202, "cancel answered {s}: {v}");
+    let job = wait_job(farm, &id, "cancelled", Duration::from_secs(30)).await?;
+    let cancel = [
+        "M104 S0",
+        "M140 S0",
+        "M106 S0",
+        "G91",
+        "G1 Z10 F600",
+        "G90",
+        "M84",
+    ];
+    let a = eventually("the cancel script", Duration::from_secs(30), async || {
+        let a = accepted(&vp);
+        a.ends_with(&cancel.map(String::from)).then_some(a)
+    })
+    .await?;
+    let moves = a.iter().filter(|c| c.ends_with("E0.01047 F6000")).count();
+    let billed = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
+    ensure!(
+        (billed - moves as f64 * 0.01047).abs() < 1e-6 * moves as f64 + 1e-9,
+        "billed {billed} mm for {moves} accepted extruding moves"
+    );
+    ensure!(
+        moves > 0 && moves < 40_000,
+        "{moves} moves before the cancel"
+    );
+    Ok(())
+}
