@@ -190,8 +190,6 @@ pub struct PricingConfig {
     pub minimum_price: f64,
     /// Density and diameter assumed for quotes that name no material.
     pub default_density_g_cm3: f64,
-    /// Time an operator needs to clear a bed, s (completion estimates).
-    pub bed_clear_s: f64,
 }
 
 impl Default for PricingConfig {
@@ -206,7 +204,6 @@ impl Default for PricingConfig {
             markup: 0.5,
             minimum_price: 5.0,
             default_density_g_cm3: 1.24,
-            bed_clear_s: 600.0,
         }
     }
 }

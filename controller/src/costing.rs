@@ -75,8 +75,9 @@ pub struct JobCost {
     pub cost: Breakdown,
     /// The part of `cost.total` that produced nothing sellable.
     pub waste: f64,
-    /// List price of a completed job at the pricing rules (0 if it did not complete); the
-    /// order's own price replaces it once orders exist.
+    /// Revenue of the job: for an order's job, its share of the price the shop paid
+    /// ([`share_order_prices`]); otherwise the list price at the pricing rules. 0 if it did not
+    /// complete.
     pub price: f64,
     pub margin: f64,
 }
@@ -149,6 +150,36 @@ pub fn job_cost(
         waste,
         price: list_price,
         margin: list_price - cost.total,
+    }
+}
+
+/// Replaces the list price of order jobs by their share of what the shop paid: an order's
+/// price is split over its completed jobs in proportion to their list prices (equally if
+/// those are all 0). `order_of` gives a job's order id; `orders` each order's price and the
+/// list prices of *all* its completed jobs (also those outside a report's period), so a
+/// period's revenue is its share, never the whole order twice.
+pub fn share_order_prices(
+    costs: &mut [JobCost],
+    order_of: impl Fn(&str) -> Option<String>,
+    orders: &std::collections::HashMap<String, (f64, Vec<f64>)>,
+) {
+    for c in costs.iter_mut() {
+        if c.state != JobState::Completed {
+            continue;
+        }
+        let Some((paid, list)) = order_of(&c.job_id).and_then(|o| orders.get(&o)) else {
+            continue;
+        };
+        let total: f64 = list.iter().sum();
+        let share = if total > 0.0 {
+            c.price / total
+        } else if list.is_empty() {
+            0.0
+        } else {
+            1.0 / list.len() as f64
+        };
+        c.price = paid * share;
+        c.margin = c.price - c.cost.total;
     }
 }
 
@@ -350,6 +381,47 @@ mod tests {
         j.started_at = Some(T0);
         j.finished_at = Some(T0 + Duration::hours(2));
         j
+    }
+
+    #[test]
+    fn an_orders_price_is_shared_over_its_completed_jobs_by_list_price() {
+        let job = |id: &str, state: JobState, list: f64, cost: f64| JobCost {
+            job_id: id.into(),
+            printer: None,
+            state,
+            finished_at: None,
+            hours: 0.0,
+            power_w: 0.0,
+            energy_kwh: 0.0,
+            grams: 0.0,
+            materials: vec![],
+            cost: Breakdown {
+                total: cost,
+                ..Breakdown::default()
+            },
+            waste: 0.0,
+            price: list,
+            margin: list - cost,
+        };
+        let mut costs = vec![
+            job("a", JobState::Completed, 30.0, 10.0),
+            job("f", JobState::Failed, 0.0, 4.0),
+            job("x", JobState::Completed, 8.0, 2.0),
+        ];
+        // Order o: jobs a and b (b completed outside this period), paid 20.
+        let orders = std::collections::HashMap::from([("o".to_string(), (20.0, vec![30.0, 10.0]))]);
+        let order_of = |j: &str| matches!(j, "a" | "b" | "f").then(|| "o".to_string());
+        share_order_prices(&mut costs, order_of, &orders);
+        assert!(
+            (costs[0].price - 15.0).abs() < 1e-9,
+            "a's share: 30/40 of 20"
+        );
+        assert!((costs[0].margin - 5.0).abs() < 1e-9);
+        assert_eq!(costs[1].price, 0.0, "a failed attempt earns nothing");
+        assert_eq!(
+            costs[2].price, 8.0,
+            "a job of no order keeps its list price"
+        );
     }
 
     #[test]

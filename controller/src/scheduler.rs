@@ -2,7 +2,7 @@
 //!
 //! [`plan`] answers two questions at once: which queued jobs start **now** and where, and when
 //! every other queued job is expected to start and end (the **timeline**, which drives the
-//! dashboard's Gantt view and the completion times the order API promises).
+//! queue API's timeline and the completion times the order API promises).
 //!
 //! Hard constraints ([`fits`]): the printer is online, idle and its bed clear (for a start now),
 //! not blocked by maintenance, the loaded material, colour and nozzle match what the job asks,
@@ -98,7 +98,8 @@ pub struct Rules {
 impl Default for Rules {
     fn default() -> Self {
         Self {
-            margin_g: 5.0,
+            // The same as `[inventory] spool_margin_*`'s defaults, which the farm runs with.
+            margin_g: 10.0,
             margin_fraction: 0.05,
             max_heating: None,
             heat_s: 300.0,

@@ -254,10 +254,10 @@ fn jobs_that_print_anywhere_leave_the_scarce_printer_to_jobs_that_need_it() {
 
 #[test]
 fn the_timeline_spends_the_spool_so_it_is_never_promised_twice() {
-    let ps = vec![printer("p", vec![pla("black", Some(40.0))])];
+    let ps = vec![printer("p", vec![pla("black", Some(41.0))])];
     let jobs = vec![job("a", 1), job("b", 2), job("c", 3)];
     let p = plan(&input(ps, jobs), NOW);
-    // Each needs 10 g + 5 % + 5 g margin = 15.5 g on the spool: 40 → 30 → 20 → 10.
+    // Each needs 10 g + 5 % + 10 g margin = 20.5 g on the spool: 41 → 31 → 21 → 11.
     let planned: Vec<&str> = p.timeline.iter().map(|s| s.job_id.as_str()).collect();
     assert_eq!(planned, vec!["a", "b", "c"]);
     // 35 → 25 → 15: the third no longer fits and waits, saying why.

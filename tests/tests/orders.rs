@@ -470,6 +470,44 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
         "{retry}"
     );
 
+    // Order A's cost against its price: its two copies' costs; 19.90 EUR paid. The shop's
+    // token does not see the farm's costs.
+    let cost = farm.get(&format!("/api/v1/orders/{}/cost", ids[0])).await?;
+    let jobs = cost["jobs"].as_array().map(Vec::len).unwrap_or(0);
+    let total = &cost["total"];
+    let (c, p, m) = (
+        total["cost"].as_f64().unwrap_or(-1.0),
+        total["price"].as_f64().unwrap_or(-1.0),
+        total["margin"].as_f64().unwrap_or(-1.0),
+    );
+    ensure!(
+        jobs == 2 && c > 0.0 && (p - 19.90).abs() < 1e-9 && (m - (p - c)).abs() < 1e-9,
+        "order A's cost: {cost}"
+    );
+    let (s, v) = shop
+        .get(farm, &format!("/api/v1/orders/{}/cost", ids[0]))
+        .await?;
+    ensure!(s == 403, "a shop asking for costs: {s} {v}");
+    // In the period's cost report, order A's jobs earn what the shop paid, split between them.
+    let report = farm.get("/api/v1/reports/costs").await?;
+    let order_a_jobs: Vec<&str> = cost["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["job_id"].as_str())
+        .collect();
+    let revenue: f64 = report["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| order_a_jobs.contains(&j["job_id"].as_str().unwrap_or("")))
+        .filter_map(|j| j["price"].as_f64())
+        .sum();
+    ensure!(
+        (revenue - 19.90).abs() < 1e-6,
+        "order A's revenue in the report: {revenue} ({report})"
+    );
+
     // Webhooks: every one signed, each order's story complete, once each.
     receiver
         .wait_for("order.ready for each order", |r| {

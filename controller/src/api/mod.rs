@@ -97,6 +97,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(maintenance::due))
         .routes(routes!(costs::job_cost))
         .routes(routes!(costs::report))
+        .routes(routes!(costs::order_cost))
         // Quotes take a whole G-code file, streamed like uploads.
         .routes(routes!(quotes::quote).layer(axum::extract::DefaultBodyLimit::disable()))
         // ---- production core, part A: orders, files, catalog, queue, registry, webhooks ----

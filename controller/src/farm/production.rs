@@ -285,7 +285,7 @@ impl Farm {
             .max()
     }
 
-    /// The latest timeline (for the queue API and the Gantt view).
+    /// The latest timeline (`GET /api/v1/queue`, order ETAs).
     pub fn timeline(&self) -> Arc<PlanCache> {
         self.production.plan()
     }
