@@ -45,14 +45,19 @@
     return `${Math.floor(s / 86400)} d ago`;
   };
 
+  // Formatters are made once: toLocaleTimeString() builds one per call, which costs more than
+  // the timeline's whole draw of a screenful of bars.
+  const clockFmt = new Intl.DateTimeFormat([], { hour: '2-digit', minute: '2-digit' });
+  const dayFmt = new Intl.DateTimeFormat([], { month: 'short', day: 'numeric' });
+  const dayOf = (ms) => Math.floor((ms - new Date(ms).getTimezoneOffset() * 60000) / 86400000);
+
   /** "14:05" today, "Dec 4 14:05" another day; `t` is an ISO string or epoch ms. */
   farm.fmtClock = (t) => {
     const ms = typeof t === 'number' ? t : Date.parse(t);
     if (!Number.isFinite(ms)) return '';
-    const d = new Date(ms);
-    const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    if (d.toDateString() === new Date().toDateString()) return time;
-    return `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
+    const time = clockFmt.format(ms);
+    if (dayOf(ms) === dayOf(Date.now())) return time;
+    return `${dayFmt.format(ms)} ${time}`;
   };
 
   farm.fmtTemp = (v) => (Number.isFinite(v) ? String(Math.round(v)) : '–');

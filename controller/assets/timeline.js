@@ -265,24 +265,33 @@
     const first = Math.max(0, Math.floor(top / ROW_H) - OVERSCAN);
     const last = Math.min(recs.length, Math.ceil((top + scroller.clientHeight) / ROW_H) + OVERSCAN);
     const keep = new Set();
-    stats.bars = 0;
-    for (let i = first; i < last; i++) {
-      const rec = recs[i];
-      keep.add(rec.id);
-      let row = rows.get(rec.id);
-      if (!row) {
-        row = makeRow(rec.id);
-        rows.set(rec.id, row);
-        body.appendChild(row.el);
-      }
-      drawRow(row, rec, i, now, x0, x1, scale, trackW);
-    }
+    for (let i = first; i < last; i++) keep.add(recs[i].id);
+    // Rows that scrolled out are reused for the printers that scrolled in (no new nodes).
+    const spare = [];
     for (const [id, row] of rows) {
       if (!keep.has(id)) {
-        row.el.remove();
+        spare.push(row);
         rows.delete(id);
       }
     }
+    stats.bars = 0;
+    for (let i = first; i < last; i++) {
+      const rec = recs[i];
+      let row = rows.get(rec.id);
+      if (!row) {
+        row = spare.pop();
+        if (row) {
+          row.el.dataset.printerId = rec.id;
+          row.last = {};
+        } else {
+          row = makeRow(rec.id);
+          body.appendChild(row.el);
+        }
+        rows.set(rec.id, row);
+      }
+      drawRow(row, rec, i, now, x0, x1, scale, trackW);
+    }
+    for (const row of spare) row.el.remove();
     emptyEl.hidden = recs.length > 0;
     renderSummary(recs.length);
     const ms = performance.now() - t0;
