@@ -167,7 +167,6 @@ async fn dashboard(farm: &mut Farm) -> Result<()> {
     // About 8 s of printing: long enough to see, short enough for CI.
     let sim = speed_for(&jobs[0], 8.0);
     farm.add_agent("p-1", false, &sim).await?;
-    farm.add_agent("p-2", true, &sim).await?;
     let card = |p: &str, state: &str| {
         format!(
             "document.querySelector('article.printer[data-printer-id=\"{p}\"][data-state=\"{state}\"]') !== null"
@@ -186,6 +185,8 @@ async fn dashboard(farm: &mut Farm) -> Result<()> {
         Duration::from_secs(30),
     )
     .await?;
+    // p-2 joins only now: started together, whichever agent connects first takes the job.
+    farm.add_agent("p-2", true, &sim).await?;
     page.wait_for(
         "p-2's card",
         "document.querySelectorAll('article.printer').length === 2",
