@@ -21,6 +21,7 @@
     cancelled: 'Cancelled',
   };
   const ACTIVE_JOB = new Set(['assigned', 'transferring', 'printing', 'paused']);
+  farm.ACTIVE_JOB = ACTIVE_JOB;
   const FINISHED_JOB = new Set(['completed', 'failed', 'cancelled']);
   const CANCELLABLE_JOB = new Set(['queued', 'assigned']);
   const RECENT_MAX = 20;

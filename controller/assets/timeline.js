@@ -18,7 +18,7 @@
   const OVERSCAN = 6; // rows drawn above and below the viewport
   const PAST = 0.12; // share of the window before "now"
   const TICKS = [5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880].map((m) => m * 60000);
-  const ACTIVE = new Set(['assigned', 'transferring', 'printing', 'paused']);
+  const ACTIVE = farm.ACTIVE_JOB;
 
   const view = $('#view-timeline');
   const scroller = $('#tl-scroll');

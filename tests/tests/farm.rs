@@ -458,3 +458,50 @@ async fn shot(page: &mut farm_e2e::browser::Page, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_the_production_views_without_the_actions_it_may_not_take() {
+    let mut farm = Farm::start(FarmOptions {
+        anonymous_role: Some("viewer"),
+        ..FarmOptions::default()
+    })
+    .await
+    .expect("controller");
+    let r = viewer(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn viewer(farm: &mut Farm) -> Result<()> {
+    farm.enrol("p-1", true, FAST).await?;
+    let (s, task) = farm
+        .post_json(
+            "/api/v1/maintenance/tasks",
+            json!({"printer": "p-1", "name": "Clean the bed", "interval": {"days": 1.0},
+                   "last_done_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await?;
+    ensure!(s == 201, "maintenance task: {s} {task}");
+    let browser = Browser::launch().await?;
+    let mut page = browser.open(&format!("{}/", farm.http)).await?;
+    page.wait_for(
+        "the role in the page",
+        "document.querySelector('#who')?.textContent === 'viewer'",
+        Duration::from_secs(20),
+    )
+    .await?;
+    page.eval("location.hash = '#/stock'").await?;
+    let hidden = page
+        .wait_for(
+            "the overdue task, without its Done button",
+            &format!(
+                "(() => {{ const b = document.querySelector('tr[data-task-id=\"{}\"] [data-action=\"complete\"]');
+                          return !!b && getComputedStyle(b.parentElement).display === 'none'
+                              && getComputedStyle(document.querySelector('#upload')).display === 'none'; }})()",
+                task["id"].as_str().unwrap_or_default()
+            ),
+            Duration::from_secs(10),
+        )
+        .await?;
+    ensure!(hidden == true, "actions hidden for a viewer");
+    Ok(())
+}
