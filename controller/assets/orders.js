@@ -30,10 +30,16 @@
   const shown = () => farm.view === 'orders';
   const poll = farm.poller(load, 5000, shown);
 
+  // Open orders are fetched by state, so an old order still open is never cut off by the
+  // page limit; "all" shows the newest 500.
   async function load() {
-    const res = await api('GET', '/orders?limit=500');
+    const want = stateSel.value;
+    const states = want === 'open' ? Array.from(OPEN) : want === 'all' ? [null] : [want];
+    const pages = await Promise.all(
+      states.map((s) => api('GET', `/orders?limit=500${s ? `&state=${encodeURIComponent(s)}` : ''}`)),
+    );
     orders.clear();
-    for (const o of (res && res.items) || []) orders.set(o.id, o);
+    for (const res of pages) for (const o of (res && res.items) || []) orders.set(o.id, o);
     render();
   }
 
@@ -177,7 +183,7 @@
       if (OPEN.has(o.status)) open++;
       if (o.status === 'ready') ready++;
     }
-    countEl.textContent = `(${open} open · ${ready} ready to hand over)`;
+    countEl.textContent = want === 'open' ? `(${open} open · ${ready} ready to hand over)` : `(${items.length} shown)`;
   }
 
   const ACTIONS = {
@@ -226,7 +232,10 @@
     }
     poll.poke();
   });
-  stateSel.addEventListener('change', render);
+  stateSel.addEventListener('change', () => {
+    render();
+    poll.poke();
+  });
 
   farm.registerView('orders', {
     show() {
