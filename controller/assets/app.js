@@ -520,6 +520,7 @@
   }, 30000);
 
   farm.registerView('grid', {});
+  farm.STATE_LABEL = STATE_LABEL;
   farm.model = { onSnapshot, onPrinter, onJob, onJobRemoved };
   farm.onJob = onJob;
   /** The grid's filter, shared with the timeline. */

@@ -193,7 +193,7 @@
     if (L.st !== st) {
       L.st = st;
       row.el.dataset.pstate = st;
-      row.state.textContent = st === 'awaiting_clear' ? 'clear bed' : st;
+      row.state.textContent = farm.STATE_LABEL[st] || st;
     }
     const list = [];
     const run = runningBar(rec, now);
