@@ -122,8 +122,12 @@
   }
 
   async function start() {
-    const ok = (await loadHealth()) && (await farm.loadRole());
-    if (!ok || authNeeded) return;
+    if (!(await loadHealth()) || authNeeded) return;
+    // No credential and no anonymous role: ask for a token before anything else.
+    if (!(await farm.loadRole())) {
+      showLogin();
+      return;
+    }
     connect();
     // The visible view loads its data again now that the caller is known.
     farm.route(true);

@@ -505,3 +505,37 @@ async fn viewer(farm: &mut Farm) -> Result<()> {
     ensure!(hidden == true, "actions hidden for a viewer");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_anonymous_access_the_dashboard_asks_for_a_token_and_signs_in_with_it() {
+    let farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller");
+    let r = sign_in(&farm).await;
+    or_logs(r, &farm);
+}
+
+async fn sign_in(farm: &Farm) -> Result<()> {
+    let browser = Browser::launch().await?;
+    let mut page = browser.open(&format!("{}/", farm.http)).await?;
+    page.wait_for(
+        "the sign-in dialog",
+        "document.querySelector('#login')?.open === true",
+        Duration::from_secs(20),
+    )
+    .await?;
+    page.eval(&format!(
+        "document.querySelector('#login-token').value = {:?}; document.querySelector('#login-submit').click()",
+        farm.admin
+    ))
+    .await?;
+    page.wait_for(
+        "live, signed in as admin, with the operator's actions",
+        "document.querySelector('#live')?.textContent.trim() === 'live'
+         && document.querySelector('#who').textContent.endsWith('admin')
+         && document.body.classList.contains('can-operate')",
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(())
+}
