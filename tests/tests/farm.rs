@@ -147,12 +147,7 @@ async fn six_jobs(farm: &mut Farm) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_live_farm_and_clears_a_bed_in_a_real_browser() {
     // On a trusted LAN the floor may act without a token; that is what this farm allows.
-    let mut farm = Farm::start(FarmOptions {
-        anonymous_role: Some("operator"),
-        ..FarmOptions::default()
-    })
-    .await
-    .expect("controller");
+    let mut farm = farm_letting_in(Some("operator")).await;
     let r = dashboard(&mut farm).await;
     or_logs(r, &farm);
 }
@@ -235,12 +230,7 @@ async fn dashboard(farm: &mut Farm) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboards_timeline_orders_and_stock_views_show_the_farm_and_act_on_it() {
-    let mut farm = Farm::start(FarmOptions {
-        anonymous_role: Some("operator"),
-        ..FarmOptions::default()
-    })
-    .await
-    .expect("controller");
+    let mut farm = farm_letting_in(Some("operator")).await;
     let r = production_views(&mut farm).await;
     or_logs(r, &farm);
 }
@@ -314,15 +304,7 @@ async fn production_views(farm: &mut Farm) -> Result<()> {
         .await?;
     let sim = speed_for(&plain[0], 10.0);
     farm.add_agent("p-1", true, &sim).await?;
-    let (s, task) = farm
-        .post_json(
-            "/api/v1/maintenance/tasks",
-            json!({"printer": "p-1", "name": "Clean the bed", "interval": {"days": 1.0},
-                   "last_done_at": "2020-01-01T00:00:00Z"}),
-        )
-        .await?;
-    ensure!(s == 201, "maintenance task: {s} {task}");
-    let task = task["id"].as_str().unwrap_or_default().to_string();
+    let task = overdue_task(farm, "p-1").await?;
 
     // Timeline: p-1's row has its running job's bar and the other job's planned bar.
     page.wait_for(
@@ -461,26 +443,14 @@ async fn shot(page: &mut farm_e2e::browser::Page, name: &str) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_sees_the_production_views_without_the_actions_it_may_not_take() {
-    let mut farm = Farm::start(FarmOptions {
-        anonymous_role: Some("viewer"),
-        ..FarmOptions::default()
-    })
-    .await
-    .expect("controller");
+    let mut farm = farm_letting_in(Some("viewer")).await;
     let r = viewer(&mut farm).await;
     or_logs(r, &farm);
 }
 
 async fn viewer(farm: &mut Farm) -> Result<()> {
     farm.enrol("p-1", true, FAST).await?;
-    let (s, task) = farm
-        .post_json(
-            "/api/v1/maintenance/tasks",
-            json!({"printer": "p-1", "name": "Clean the bed", "interval": {"days": 1.0},
-                   "last_done_at": "2020-01-01T00:00:00Z"}),
-        )
-        .await?;
-    ensure!(s == 201, "maintenance task: {s} {task}");
+    let task = overdue_task(farm, "p-1").await?;
     let browser = Browser::launch().await?;
     let mut page = browser.open(&format!("{}/", farm.http)).await?;
     page.wait_for(
@@ -497,7 +467,7 @@ async fn viewer(farm: &mut Farm) -> Result<()> {
                 "(() => {{ const b = document.querySelector('tr[data-task-id=\"{}\"] [data-action=\"complete\"]');
                           return !!b && getComputedStyle(b.parentElement).display === 'none'
                               && getComputedStyle(document.querySelector('#upload')).display === 'none'; }})()",
-                task["id"].as_str().unwrap_or_default()
+                task
             ),
             Duration::from_secs(10),
         )
@@ -508,9 +478,7 @@ async fn viewer(farm: &mut Farm) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_anonymous_access_the_dashboard_asks_for_a_token_and_signs_in_with_it() {
-    let farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller");
+    let farm = farm_letting_in(None).await;
     let r = sign_in(&farm).await;
     or_logs(r, &farm);
 }
@@ -538,4 +506,27 @@ async fn sign_in(farm: &Farm) -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// A farm whose dashboard lets the local browser in as `role` without a token (or not at all).
+async fn farm_letting_in(role: Option<&'static str>) -> Farm {
+    Farm::start(FarmOptions {
+        anonymous_role: role,
+        ..FarmOptions::default()
+    })
+    .await
+    .expect("controller")
+}
+
+/// A daily maintenance task on `printer`, last done years ago: overdue. Returns its id.
+async fn overdue_task(farm: &Farm, printer: &str) -> Result<String> {
+    let (s, task) = farm
+        .post_json(
+            "/api/v1/maintenance/tasks",
+            json!({"printer": printer, "name": "Clean the bed", "interval": {"days": 1.0},
+                   "last_done_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await?;
+    ensure!(s == 201, "maintenance task: {s} {task}");
+    Ok(task["id"].as_str().unwrap_or_default().to_string())
 }
