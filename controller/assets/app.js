@@ -1,4 +1,5 @@
-// Print farm live dashboard. Plain ES2020, no build step, no dependencies.
+// Print farm dashboard: the farm grid, the job queue and the live stream (the default view).
+// Shared helpers are in core.js.
 //
 // Data flow: API events only update the in-memory model and mark things dirty;
 // one requestAnimationFrame callback (flush) then touches the DOM, once per frame,
@@ -8,7 +9,9 @@
 'use strict';
 
 (() => {
-  const API = '/api/v1';
+  const farm = window.farm;
+  const { api, toast, confirmAction, reconcile, cmpId, fmtDur, fmtAgo, fmtTemp, pct } = farm;
+  const queue = farm.queue;
 
   const STATE_LABEL = {
     busy: 'Printing',
@@ -29,67 +32,26 @@
     ['idle', 'idle'],
     ['offline', 'offline'],
   ];
-  const JOB_LABEL = {
-    queued: 'Queued',
-    assigned: 'Assigned',
-    transferring: 'Sending',
-    printing: 'Printing',
-    paused: 'Paused',
-    completed: 'Done',
-    failed: 'Failed',
-    cancelled: 'Cancelled',
-  };
-  const ACTIVE_JOB = new Set(['assigned', 'transferring', 'printing', 'paused']);
-  const FINISHED_JOB = new Set(['completed', 'failed', 'cancelled']);
-  const CANCELLABLE_JOB = new Set(['queued', 'assigned']);
-  const RECENT_MAX = 20;
-  const QUEUE_MAX_ROWS = 2000; // keep the queue table bounded on huge farms
   const HEATING_DELTA = 10; // °C below target that counts as "still heating"
-  const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
-  const cmpId = (a, b) => collator.compare(a, b) || (a < b ? -1 : a > b ? 1 : 0);
 
   // ---------------------------------------------------------------- DOM refs
-  const $ = (sel) => document.querySelector(sel);
+  const $ = farm.$;
   const grid = $('#grid');
   const gridEmpty = $('#grid-empty');
   const filterStatus = $('#filter-status');
-  const liveEl = $('#live');
   const countsEl = $('#counts');
   const filterInput = $('#filter');
   const stateFilter = $('#state-filter');
-  const queueBody = $('#queue tbody');
-  const queueEmpty = $('#queue-empty');
-  const queueCount = $('#queue-count');
-  const recentBody = $('#recent tbody');
-  const recentCount = $('#recent-count');
-  const versionEl = $('#version');
-  const toasts = $('#toasts');
-  const loginDlg = $('#login');
-  const loginForm = $('#login-form');
-  const loginToken = $('#login-token');
-  const loginError = $('#login-error');
-  const confirmDlg = $('#confirm');
-  const confirmText = $('#confirm-text');
-  const confirmTitle = $('#confirm-title');
-  const confirmOk = confirmDlg.querySelector('.confirm-ok');
-  const uploadForm = $('#upload');
-  const uploadFile = $('#upload-file');
-  const uploadCopies = $('#upload-copies');
-  const uploadSubmit = $('#upload-submit');
 
   // ---------------------------------------------------------------- model
   /** id -> {id, d: printer data, el, f: field elements, last: rendered cache, temps: Map} */
-  const printers = new Map();
+  const printers = farm.printers;
   /** id -> Job */
-  const jobs = new Map();
-  /** id -> {tr, f, last, where: 'queue' | 'recent'} */
-  const jobRows = new Map();
+  const jobs = farm.jobs;
 
   const dirtyPrinters = new Set();
-  const dirtyJobs = new Set();
   const pendingRemovals = [];
   let gridOrderDirty = false;
-  let jobOrderDirty = false;
   let countsDirty = true;
   let filterDirty = false;
   let frame = 0;
@@ -135,8 +97,7 @@
     for (const j of snap.jobs || []) {
       if (j && typeof j.id === 'string') jobs.set(j.id, j);
     }
-    for (const id of jobs.keys()) dirtyJobs.add(id);
-    jobOrderDirty = true;
+    queue.all();
     countsDirty = true;
     schedule();
   }
@@ -154,10 +115,10 @@
       const before = jobIdOf(rec.d);
       Object.assign(rec.d, diff);
       // The queue row of a running job shows the printer's live progress/ETA.
-      if (before && jobRows.has(before)) dirtyJobs.add(before);
+      if (before) queue.touch(before);
     }
     const now = jobIdOf(rec.d);
-    if (now && jobRows.has(now)) dirtyJobs.add(now);
+    if (now) queue.touch(now);
     dirtyPrinters.add(diff.id);
     schedule();
   }
@@ -166,7 +127,7 @@
     if (!job || typeof job.id !== 'string') return;
     const old = jobs.get(job.id);
     jobs.set(job.id, job);
-    dirtyJobs.add(job.id);
+    queue.touch(job.id);
     if (
       !old ||
       old.state !== job.state ||
@@ -174,7 +135,7 @@
       old.created_at !== job.created_at ||
       old.finished_at !== job.finished_at
     ) {
-      jobOrderDirty = true;
+      queue.reorder();
     }
     // Cards show the job name: refresh the printer(s) involved.
     if (job.printer_id && printers.has(job.printer_id)) dirtyPrinters.add(job.printer_id);
@@ -189,48 +150,8 @@
     const old = jobs.get(msg.id);
     jobs.delete(msg.id);
     if (old && old.printer_id && printers.has(old.printer_id)) dirtyPrinters.add(old.printer_id);
-    jobOrderDirty = true;
+    queue.reorder();
     schedule();
-  }
-
-  // ---------------------------------------------------------------- formatting
-  function fmtDur(s) {
-    if (s == null || !Number.isFinite(s) || s < 0) return '';
-    if (s < 60) return `${Math.round(s)} s`;
-    const totalMin = Math.round(s / 60);
-    if (totalMin < 60) return `${totalMin} min`;
-    const h = Math.floor(totalMin / 60);
-    const m = totalMin % 60;
-    if (h >= 48) return `${Math.floor(h / 24)} d ${h % 24} h`;
-    return m ? `${h} h ${m} min` : `${h} h`;
-  }
-
-  function fmtAgo(iso) {
-    const t = Date.parse(iso);
-    if (!Number.isFinite(t)) return '';
-    const s = Math.max(0, (Date.now() - t) / 1000);
-    if (s < 60) return 'just now';
-    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-    if (s < 172800) return `${Math.floor(s / 3600)} h ago`;
-    return `${Math.floor(s / 86400)} d ago`;
-  }
-
-  function fmtClock(iso) {
-    const t = Date.parse(iso);
-    if (!Number.isFinite(t)) return '';
-    const d = new Date(t);
-    const time = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
-    if (d.toDateString() === new Date().toDateString()) return time;
-    return `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${time}`;
-  }
-
-  function fmtTemp(v) {
-    return Number.isFinite(v) ? String(Math.round(v)) : '–';
-  }
-
-  function pct(p) {
-    if (p == null || !Number.isFinite(p)) return null;
-    return Math.round(Math.min(1, Math.max(0, p)) * 100);
   }
 
   // ---------------------------------------------------------------- printer cards
@@ -243,7 +164,7 @@
   <p class="meta"><span class="layer"></span><span class="sep"> · </span><span class="eta"></span></p>
   <ul class="temps" aria-label="Temperatures"></ul>
   <p class="message" role="note"></p>
-  <div class="actions">
+  <div class="actions needs-operator">
     <button type="button" data-action="pause">Pause</button>
     <button type="button" data-action="resume">Resume</button>
     <button type="button" data-action="cancel">Cancel</button>
@@ -431,23 +352,6 @@
     }
   }
 
-  // Make `container`'s children exactly `els`, in order, moving as few nodes as possible.
-  function reconcile(container, els) {
-    let cur = container.firstElementChild;
-    for (const el of els) {
-      if (el === cur) {
-        cur = cur.nextElementSibling;
-      } else {
-        container.insertBefore(el, cur);
-      }
-    }
-    while (cur) {
-      const next = cur.nextElementSibling;
-      cur.remove();
-      cur = next;
-    }
-  }
-
   function renderCounts() {
     const by = Object.create(null);
     for (const rec of printers.values()) {
@@ -490,151 +394,6 @@
     gridEmpty.textContent = printers.size ? 'No printers match the filter.' : 'No printers yet.';
   }
 
-  // ---------------------------------------------------------------- job rows
-  const queueTpl = document.createElement('template');
-  queueTpl.innerHTML =
-    '<tr><td class="col-name"><span class="jname"></span><small class="jid"></small></td>' +
-    '<td><span class="jstate"></span></td><td class="col-printer"></td>' +
-    '<td class="col-progress"></td><td class="col-time"></td>' +
-    '<td class="col-act"><button type="button" data-action="cancel-job">Cancel</button></td></tr>';
-  const recentTpl = document.createElement('template');
-  recentTpl.innerHTML =
-    '<tr><td class="col-name"><span class="jname"></span><small class="jid"></small></td>' +
-    '<td><span class="jstate"></span></td><td class="col-printer"></td>' +
-    '<td class="col-time"></td><td class="col-reason"></td></tr>';
-
-  function createRow(id, where) {
-    const tpl = where === 'queue' ? queueTpl : recentTpl;
-    const tr = tpl.content.firstElementChild.cloneNode(true);
-    tr.dataset.jobId = id;
-    const q = (s) => tr.querySelector(s);
-    const row = {
-      tr,
-      where,
-      last: {},
-      f: {
-        name: q('.jname'),
-        id: q('.jid'),
-        state: q('.jstate'),
-        printer: q('.col-printer'),
-        progress: q('.col-progress'),
-        time: q('.col-time'),
-        reason: q('.col-reason'),
-        cancel: q('[data-action="cancel-job"]'),
-      },
-    };
-    jobRows.set(id, row);
-    return row;
-  }
-
-  function printerName(pid) {
-    if (!pid) return '';
-    const rec = printers.get(pid);
-    return (rec && rec.d.name) || pid;
-  }
-
-  function updateRow(row, job) {
-    const f = row.f;
-    const L = row.last;
-    const set = (key, el, value) => {
-      if (el && L[key] !== value) {
-        L[key] = value;
-        el.textContent = value;
-      }
-    };
-    if (L.state !== job.state) {
-      L.state = job.state;
-      row.tr.dataset.state = job.state;
-      f.state.textContent = JOB_LABEL[job.state] || job.state;
-    }
-    set('name', f.name, job.name || job.id);
-    set('id', f.id, job.attempts > 1 ? `${job.id} · attempt ${job.attempts}` : job.id);
-    const pname = printerName(job.printer_id);
-    if (L.printer !== (pname || '—')) f.printer.title = pname;
-    set('printer', f.printer, pname || '—');
-    if (row.where === 'queue') {
-      // Live numbers come from the printer when it is running this job.
-      const prec = job.printer_id ? printers.get(job.printer_id) : null;
-      const live = prec && prec.d.job && prec.d.job.job_id === job.id ? prec.d.job : null;
-      const pc = pct(live && live.progress != null ? live.progress : job.progress);
-      set('progress', f.progress, ACTIVE_JOB.has(job.state) && pc != null ? `${pc} %` : '');
-      let time = '';
-      if (live && live.eta_s != null) time = fmtDur(live.eta_s);
-      else if (job.estimated_s != null) time = `≈ ${fmtDur(job.estimated_s)}`;
-      set('time', f.time, time);
-      const canCancel = CANCELLABLE_JOB.has(job.state);
-      if (L.cancel !== canCancel) {
-        L.cancel = canCancel;
-        f.cancel.hidden = !canCancel;
-      }
-    } else {
-      set('time', f.time, fmtClock(job.finished_at));
-      set('reason', f.reason, job.failure_reason || '');
-    }
-  }
-
-  const timeKey = (iso) => {
-    const t = Date.parse(iso);
-    return Number.isFinite(t) ? t : 0;
-  };
-
-  function renderJobs() {
-    if (jobOrderDirty) {
-      jobOrderDirty = false;
-      const active = [];
-      const queued = [];
-      const finished = [];
-      for (const j of jobs.values()) {
-        if (ACTIVE_JOB.has(j.state)) active.push({ j, t: timeKey(j.created_at) });
-        else if (FINISHED_JOB.has(j.state)) finished.push({ j, t: timeKey(j.finished_at || j.created_at) });
-        else queued.push({ j, t: timeKey(j.created_at) });
-      }
-      active.sort((a, b) => a.t - b.t || cmpId(a.j.id, b.j.id));
-      // Higher priority first, then oldest first.
-      queued.sort(
-        (a, b) => (b.j.priority || 0) - (a.j.priority || 0) || a.t - b.t || cmpId(a.j.id, b.j.id),
-      );
-      finished.sort((a, b) => b.t - a.t || cmpId(b.j.id, a.j.id));
-
-      const queueAll = active.concat(queued);
-      const queueList = queueAll.slice(0, QUEUE_MAX_ROWS);
-      const recentList = finished.slice(0, RECENT_MAX);
-      const want = new Map();
-      for (const x of queueList) want.set(x.j.id, 'queue');
-      for (const x of recentList) want.set(x.j.id, 'recent');
-      for (const [id, row] of jobRows) {
-        if (want.get(id) !== row.where) {
-          row.tr.remove();
-          jobRows.delete(id);
-        }
-      }
-      const rowsFor = (list, where) =>
-        list.map((x) => {
-          let row = jobRows.get(x.j.id);
-          if (!row) {
-            row = createRow(x.j.id, where);
-            dirtyJobs.add(x.j.id);
-          }
-          return row.tr;
-        });
-      reconcile(queueBody, rowsFor(queueList, 'queue'));
-      reconcile(recentBody, rowsFor(recentList, 'recent'));
-
-      const hiddenCount = queueAll.length - queueList.length;
-      let qc = `${active.length} active · ${queued.length} queued`;
-      if (hiddenCount > 0) qc += ` (${hiddenCount} not listed)`;
-      queueCount.textContent = `(${qc})`;
-      queueEmpty.hidden = queueAll.length > 0;
-      recentCount.textContent = `(${recentList.length})`;
-    }
-    for (const id of dirtyJobs) {
-      const row = jobRows.get(id);
-      const job = jobs.get(id);
-      if (row && job) updateRow(row, job);
-    }
-    dirtyJobs.clear();
-  }
-
   // ---------------------------------------------------------------- frame
   function flush() {
     frame = 0;
@@ -644,6 +403,7 @@
     if (gridOrderDirty) {
       gridOrderDirty = false;
       const sorted = Array.from(printers.values()).sort((a, b) => cmpId(a.id, b.id));
+      farm.sortedPrinters = sorted;
       let created = false;
       for (const rec of sorted) {
         if (!rec.el) {
@@ -672,249 +432,14 @@
       filterDirty = false;
       for (const rec of printers.values()) if (rec.el) applyFilter(rec);
     }
+    const states = countsDirty;
     if (countsDirty) {
       countsDirty = false;
       renderCounts();
     }
     if (touched) renderFilterStatus();
-    renderJobs();
-  }
-
-  // ---------------------------------------------------------------- API
-  class ApiError extends Error {
-    constructor(message, status, problem) {
-      super(message);
-      this.status = status;
-      this.problem = problem;
-    }
-  }
-
-  async function api(method, path, opts = {}) {
-    const headers = Object.assign({ Accept: 'application/json, application/problem+json' }, opts.headers);
-    const init = { method, credentials: 'same-origin', headers };
-    if (opts.json !== undefined) {
-      headers['Content-Type'] = 'application/json';
-      init.body = JSON.stringify(opts.json);
-    } else if (opts.body !== undefined) {
-      init.body = opts.body;
-    }
-    let res;
-    try {
-      res = await fetch(API + path, init);
-    } catch (e) {
-      throw new ApiError(`Network error: ${e.message || e}`, 0, null);
-    }
-    let data = null;
-    const ct = res.headers.get('content-type') || '';
-    if (ct.includes('json')) {
-      try {
-        data = await res.json();
-      } catch (_) {
-        data = null;
-      }
-    } else if (!res.ok) {
-      try {
-        const t = (await res.text()).trim();
-        if (t) data = { detail: t.slice(0, 300) };
-      } catch (_) {
-        /* ignore */
-      }
-    }
-    if (!res.ok) {
-      const msg = (data && (data.detail || data.title)) || `${res.status} ${res.statusText || 'error'}`;
-      if (res.status === 401 && path !== '/session') showLogin();
-      throw new ApiError(msg, res.status, data);
-    }
-    return data;
-  }
-
-  // ---------------------------------------------------------------- live stream
-  let es = null;
-  let retryTimer = 0;
-  let backoff = 1000;
-  let everLive = false;
-  let authNeeded = false;
-
-  function setLive(status) {
-    const text = {
-      live: 'live',
-      connecting: 'connecting…',
-      reconnecting: 'reconnecting…',
-      auth: 'signed out',
-    }[status];
-    if (liveEl.dataset.status !== status) {
-      liveEl.dataset.status = status;
-      liveEl.textContent = text;
-      document.body.classList.toggle('stale', status !== 'live');
-    }
-  }
-
-  function parse(ev) {
-    try {
-      return JSON.parse(ev.data);
-    } catch (e) {
-      console.warn('bad event data', ev.type, e);
-      return null;
-    }
-  }
-
-  function disconnect() {
-    clearTimeout(retryTimer);
-    retryTimer = 0;
-    if (es) {
-      es.close();
-      es = null;
-    }
-  }
-
-  function connect() {
-    disconnect();
-    authNeeded = false;
-    setLive(everLive ? 'reconnecting' : 'connecting');
-    const src = new EventSource(API + '/stream', { withCredentials: true });
-    es = src;
-    src.addEventListener('snapshot', (ev) => {
-      const d = parse(ev);
-      if (!d) return;
-      onSnapshot(d);
-      everLive = true;
-      backoff = 1000;
-      setLive('live');
-    });
-    src.addEventListener('printer', (ev) => onPrinter(parse(ev)));
-    src.addEventListener('job', (ev) => onJob(parse(ev)));
-    src.addEventListener('job_removed', (ev) => onJobRemoved(parse(ev)));
-    src.onerror = () => {
-      if (es !== src) return;
-      setLive('reconnecting');
-      if (src.readyState === EventSource.CLOSED) {
-        // The browser gave up (HTTP error or wrong content type): find out why.
-        es = null;
-        probeStream();
-      }
-      // Otherwise EventSource is retrying by itself.
-    };
-  }
-
-  async function probeStream() {
-    const ctrl = new AbortController();
-    try {
-      const res = await fetch(API + '/stream', {
-        credentials: 'same-origin',
-        signal: ctrl.signal,
-        headers: { Accept: 'text/event-stream' },
-      });
-      ctrl.abort();
-      if (res.status === 401) {
-        showLogin();
-        return;
-      }
-    } catch (_) {
-      /* network down: retry below */
-    }
-    if (authNeeded) return;
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, backoff);
-    backoff = Math.min(backoff * 2, 30000);
-  }
-
-  async function loadHealth() {
-    try {
-      const h = await api('GET', '/health');
-      if (h) {
-        const parts = [];
-        if (h.version) parts.push(`controller v${h.version}`);
-        if (h.broker) parts.push(`broker: ${h.broker}`);
-        if (h.uptime_s != null) parts.push(`up ${fmtDur(h.uptime_s)}`);
-        versionEl.textContent = parts.join(' · ');
-      }
-      return true;
-    } catch (e) {
-      return e.status !== 401;
-    }
-  }
-
-  async function start() {
-    const ok = await loadHealth();
-    if (ok && !authNeeded) connect();
-  }
-
-  // ---------------------------------------------------------------- login
-  function showLogin(message) {
-    authNeeded = true;
-    disconnect();
-    setLive('auth');
-    loginError.hidden = !message;
-    loginError.textContent = message || '';
-    if (!loginDlg.open) {
-      loginToken.value = '';
-      loginDlg.showModal();
-    }
-    loginToken.focus();
-  }
-
-  async function login(token) {
-    try {
-      await api('POST', '/session', { json: { token } });
-    } catch (e) {
-      showLogin(e.message || 'Sign-in failed');
-      return false;
-    }
-    authNeeded = false;
-    if (loginDlg.open) loginDlg.close();
-    loginError.hidden = true;
-    start();
-    return true;
-  }
-
-  loginForm.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const token = loginToken.value.trim();
-    if (!token) return;
-    const btn = $('#login-submit');
-    btn.disabled = true;
-    try {
-      await login(token);
-    } finally {
-      btn.disabled = false;
-    }
-  });
-  // Escape would close the dialog while still signed out: keep it open.
-  loginDlg.addEventListener('cancel', (e) => {
-    if (authNeeded) e.preventDefault();
-  });
-
-  // ---------------------------------------------------------------- toasts & confirm
-  function toast(kind, title, detail) {
-    const el = document.createElement('div');
-    el.className = `toast ${kind}`;
-    el.setAttribute('role', kind === 'error' ? 'alert' : 'status');
-    const p = document.createElement('p');
-    const strong = document.createElement('strong');
-    strong.textContent = title;
-    p.appendChild(strong);
-    if (detail) p.appendChild(document.createTextNode(detail));
-    const close = document.createElement('button');
-    close.type = 'button';
-    close.textContent = '×';
-    close.setAttribute('aria-label', 'Dismiss');
-    close.addEventListener('click', () => el.remove());
-    el.append(p, close);
-    toasts.appendChild(el);
-    while (toasts.children.length > 5) toasts.firstElementChild.remove();
-    setTimeout(() => el.remove(), kind === 'error' ? 15000 : 5000);
-  }
-
-  function confirmAction(title, text, okLabel) {
-    if (confirmDlg.open) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      confirmTitle.textContent = title;
-      confirmText.textContent = text;
-      confirmOk.textContent = okLabel;
-      confirmDlg.returnValue = '';
-      confirmDlg.addEventListener('close', () => resolve(confirmDlg.returnValue === 'ok'), { once: true });
-      confirmDlg.showModal();
-    });
+    queue.render();
+    for (const fn of farm.listeners) fn(states);
   }
 
   // ---------------------------------------------------------------- operator actions
@@ -962,55 +487,6 @@
     if (card) printerAction(card.dataset.printerId, btn.dataset.action, btn);
   });
 
-  queueBody.addEventListener('click', async (e) => {
-    const btn = e.target.closest('button[data-action="cancel-job"]');
-    if (!btn || btn.disabled) return;
-    const tr = btn.closest('tr[data-job-id]');
-    if (!tr) return;
-    const id = tr.dataset.jobId;
-    const job = jobs.get(id);
-    const name = job ? job.name || id : id;
-    const ok = await confirmAction('Cancel job?', `Remove ${name} (${id}) from the queue?`, 'Cancel job');
-    if (!ok) return;
-    btn.disabled = true;
-    try {
-      await api('POST', `/jobs/${encodeURIComponent(id)}/cancel`, { json: {} });
-      toast('ok', `Cancelled ${name}`, '');
-    } catch (e2) {
-      if (e2.status !== 401) toast('error', `Cancel failed for ${name}: `, e2.message);
-    } finally {
-      btn.disabled = false;
-    }
-  });
-
-  uploadForm.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const file = uploadFile.files && uploadFile.files[0];
-    if (!file) {
-      toast('error', 'Add job: ', 'choose a file first');
-      return;
-    }
-    const copies = Math.max(1, Math.min(1000, parseInt(uploadCopies.value, 10) || 1));
-    uploadSubmit.disabled = true;
-    uploadSubmit.textContent = 'Uploading…';
-    try {
-      const res = await api(
-        'POST',
-        `/jobs?name=${encodeURIComponent(file.name)}&copies=${copies}`,
-        { body: file, headers: { 'Content-Type': 'application/octet-stream' } },
-      );
-      const added = (res && Array.isArray(res.jobs) && res.jobs) || [];
-      for (const j of added) onJob(j);
-      toast('ok', `Added ${file.name}`, ` — ${added.length || copies} job${(added.length || copies) === 1 ? '' : 's'} queued`);
-      uploadForm.reset();
-    } catch (e2) {
-      if (e2.status !== 401) toast('error', `Upload of ${file.name} failed: `, e2.message);
-    } finally {
-      uploadSubmit.disabled = false;
-      uploadSubmit.textContent = 'Upload';
-    }
-  });
-
   // ---------------------------------------------------------------- filters
   filterInput.addEventListener('input', () => {
     filterText = filterInput.value.trim().toLowerCase();
@@ -1043,25 +519,10 @@
     if (any) schedule();
   }, 30000);
 
-  // ---------------------------------------------------------------- boot
-  // A link like http://farm/#token=XYZ signs in, then the token is removed from the URL.
-  function tokenFromHash() {
-    const m = /(?:^#|&)token=([^&]*)/.exec(location.hash);
-    if (!m) return null;
-    let token = m[1];
-    try {
-      token = decodeURIComponent(token);
-    } catch (_) {
-      /* keep raw */
-    }
-    history.replaceState(null, '', location.pathname + location.search);
-    return token;
-  }
-  window.addEventListener('hashchange', () => {
-    const token = tokenFromHash();
-    if (token) login(token);
-  });
-  const initialToken = tokenFromHash();
-  if (initialToken) login(initialToken);
-  else start();
+  farm.registerView('grid', {});
+  farm.STATE_LABEL = STATE_LABEL;
+  farm.model = { onSnapshot, onPrinter, onJob, onJobRemoved };
+  farm.onJob = onJob;
+  /** The grid's filter, shared with the timeline. */
+  farm.filter = { matches: (rec) => matchesFilter(rec) };
 })();

@@ -4,7 +4,7 @@
 use anyhow::{Result, ensure};
 use farm_e2e::browser::Browser;
 use farm_e2e::{Farm, FarmOptions, data, eventually, or_logs, speed_for};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const FAST: &str = "speed = 100.0";
@@ -147,12 +147,7 @@ async fn six_jobs(farm: &mut Farm) -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_live_farm_and_clears_a_bed_in_a_real_browser() {
     // On a trusted LAN the floor may act without a token; that is what this farm allows.
-    let mut farm = Farm::start(FarmOptions {
-        anonymous_role: Some("operator"),
-        ..FarmOptions::default()
-    })
-    .await
-    .expect("controller");
+    let mut farm = farm_letting_in(Some("operator")).await;
     let r = dashboard(&mut farm).await;
     or_logs(r, &farm);
 }
@@ -167,7 +162,6 @@ async fn dashboard(farm: &mut Farm) -> Result<()> {
     // About 8 s of printing: long enough to see, short enough for CI.
     let sim = speed_for(&jobs[0], 8.0);
     farm.add_agent("p-1", false, &sim).await?;
-    farm.add_agent("p-2", true, &sim).await?;
     let card = |p: &str, state: &str| {
         format!(
             "document.querySelector('article.printer[data-printer-id=\"{p}\"][data-state=\"{state}\"]') !== null"
@@ -186,6 +180,8 @@ async fn dashboard(farm: &mut Farm) -> Result<()> {
         Duration::from_secs(30),
     )
     .await?;
+    // p-2 joins only now: started together, whichever agent connects first takes the job.
+    farm.add_agent("p-2", true, &sim).await?;
     page.wait_for(
         "p-2's card",
         "document.querySelectorAll('article.printer').length === 2",
@@ -206,10 +202,7 @@ async fn dashboard(farm: &mut Farm) -> Result<()> {
         Duration::from_secs(10),
     )
     .await?;
-    if let Some(dir) = std::env::var_os("FARM_SCREENSHOT_DIR") {
-        page.screenshot(&std::path::Path::new(&dir).join("dashboard-printing.png"))
-            .await?;
-    }
+    shot(&mut page, "dashboard-printing.png").await?;
 
     // The print ends; p-1 waits for its bed. The operator clicks "Bed cleared" on the card.
     page.wait_for(
@@ -233,4 +226,307 @@ async fn dashboard(farm: &mut Farm) -> Result<()> {
     let job = farm.get(&format!("/api/v1/jobs/{id}")).await?;
     ensure!(job["state"] == "completed", "{job}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboards_timeline_orders_and_stock_views_show_the_farm_and_act_on_it() {
+    let mut farm = farm_letting_in(Some("operator")).await;
+    let r = production_views(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+/// Clicks `button` in the page, then the confirmation dialog's "Confirm".
+async fn click_and_confirm(page: &mut farm_e2e::browser::Page, button: &str) -> Result<()> {
+    page.eval(&format!("document.querySelector('{button}').click()"))
+        .await?;
+    page.wait_for(
+        "the confirmation dialog",
+        "document.querySelector('#confirm').open",
+        Duration::from_secs(5),
+    )
+    .await?;
+    page.eval("document.querySelector('#confirm .confirm-ok').click()")
+        .await?;
+    Ok(())
+}
+
+async fn production_views(farm: &mut Farm) -> Result<()> {
+    let browser = Browser::launch().await?;
+    let mut page = browser.open(&format!("{}/", farm.http)).await?;
+    page.wait_for(
+        "the dashboard's scripts",
+        "document.readyState === 'complete' && !!window.farm && !!window.farm.route",
+        Duration::from_secs(20),
+    )
+    .await?;
+    page.eval("location.hash = '#/timeline'").await?;
+
+    // Stock: PLA red is below its threshold on the shelf.
+    let (s, _) = farm
+        .post_json(
+            "/api/v1/materials",
+            json!({"material": "PLA", "colour": "red", "cost_per_kg": 20.0, "low_stock_g": 500.0}),
+        )
+        .await?;
+    ensure!(s == 201, "material: {s}");
+    let (s, _) = farm
+        .post_json(
+            "/api/v1/spools",
+            json!({"material": "pla-red", "initial_g": 120.0}),
+        )
+        .await?;
+    ensure!(s == 201, "spool: {s}");
+
+    // An order for one copy, and a plain job: one printer prints one and has the other planned.
+    let r = farm
+        .client
+        .post(format!("{}/api/v1/files?name=short-print.gcode", farm.http))
+        .bearer_auth(&farm.admin)
+        .header("content-type", "application/octet-stream")
+        .body(data("short-print.gcode"))
+        .send()
+        .await?;
+    ensure!(r.status() == 201, "file upload: {}", r.status());
+    let file: Value = r.json().await?;
+    let (s, placed) = farm
+        .post_json(
+            "/api/v1/orders",
+            json!({"customer_ref": "DASH-7", "items": [{"sha256": file["sha256"], "quantity": 1}]}),
+        )
+        .await?;
+    ensure!(s == 201, "order: {s} {placed}");
+    let order = placed["order"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let plain = farm
+        .upload("short-print.gcode", data("short-print.gcode"), 1)
+        .await?;
+    let sim = speed_for(&plain[0], 10.0);
+    farm.add_agent("p-1", true, &sim).await?;
+    let task = overdue_task(farm, "p-1").await?;
+
+    // Timeline: p-1's row has its running job's bar and the other job's planned bar.
+    page.wait_for(
+        "a running and a planned bar on p-1's timeline row",
+        "(() => { const row = document.querySelector('.tl-row[data-printer-id=\"p-1\"]');
+                  return !!row && !!row.querySelector('.tl-bar[data-kind=\"running\"]')
+                      && !!row.querySelector('.tl-bar[data-kind=\"planned\"]')
+                      && !!document.querySelector('#tl-now'); })()",
+        Duration::from_secs(40),
+    )
+    .await?;
+    let bars = page
+        .eval("Array.from(document.querySelectorAll('.tl-row[data-printer-id=\"p-1\"] .tl-bar')).map(b => [b.dataset.jobId, b.textContent, b.title])")
+        .await?;
+    let plain_id = plain[0]["id"].as_str().unwrap_or_default();
+    let labels = bars.to_string();
+    ensure!(
+        labels.contains(plain_id) && labels.contains(&order),
+        "the bars are the plain job and the order's job, labelled with the order: {bars}"
+    );
+    shot(&mut page, "dashboard-timeline.png").await?;
+
+    // Orders: the order is listed with its state; once printed, the operator fulfils it here.
+    page.eval("location.hash = '#/orders'").await?;
+    page.wait_for(
+        "the order in the orders view",
+        &format!(
+            "(() => {{ const tr = document.querySelector('tr[data-order-id=\"{order}\"]');
+                      return !!tr && tr.textContent.includes('DASH-7') && !!tr.dataset.state; }})()"
+        ),
+        Duration::from_secs(10),
+    )
+    .await?;
+    page.wait_for(
+        "the order ready, with its Fulfil button",
+        &format!(
+            "(() => {{ const tr = document.querySelector('tr[data-order-id=\"{order}\"][data-state=\"ready\"]');
+                      return !!tr && !tr.querySelector('[data-action=\"fulfil\"]').hidden
+                          && tr.textContent.includes('1/1 copies'); }})()"
+        ),
+        Duration::from_secs(60),
+    )
+    .await?;
+    shot(&mut page, "dashboard-orders.png").await?;
+    click_and_confirm(
+        &mut page,
+        &format!("tr[data-order-id=\"{order}\"] [data-action=\"fulfil\"]"),
+    )
+    .await?;
+    eventually(
+        "the click fulfilled the order",
+        Duration::from_secs(10),
+        async || {
+            let o = farm.get(&format!("/api/v1/orders/{order}")).await.ok()?;
+            (o["status"] == "fulfilled").then_some(())
+        },
+    )
+    .await?;
+    // A stale page (another operator was quicker): the refusal shows the API's own detail.
+    page.eval("(() => { const s = document.querySelector('#orders-state'); s.value = 'all'; s.dispatchEvent(new Event('change')); })()").await?;
+    page.wait_for(
+        "the fulfilled order under 'All'",
+        &format!("document.querySelector('tr[data-order-id=\"{order}\"][data-state=\"fulfilled\"]') !== null"),
+        Duration::from_secs(10),
+    )
+    .await?;
+    click_and_confirm(
+        &mut page,
+        &format!("tr[data-order-id=\"{order}\"] [data-action=\"cancel\"]"),
+    )
+    .await?;
+    page.wait_for(
+        "the API's refusal in a toast",
+        "Array.from(document.querySelectorAll('.toast.error')).some(t => t.textContent.includes('cancel only orders not yet printed'))",
+        Duration::from_secs(10),
+    )
+    .await?;
+
+    // Stock and maintenance: PLA red highlighted as low; the overdue task is done from here.
+    page.eval("location.hash = '#/stock'").await?;
+    page.wait_for(
+        "PLA red highlighted as low stock",
+        "document.querySelector('tr[data-stock=\"PLA/red\"][data-level=\"low\"] .mflag')?.textContent === 'Low stock'",
+        Duration::from_secs(10),
+    )
+    .await?;
+    page.wait_for(
+        "the low-stock alert",
+        "document.querySelector('#alerts .alert-low')?.textContent.includes('PLA red') === true",
+        Duration::from_secs(15),
+    )
+    .await?;
+    page.wait_for(
+        "the overdue task",
+        &format!(
+            "document.querySelector('tr[data-task-id=\"{task}\"][data-due=\"overdue\"]') !== null"
+        ),
+        Duration::from_secs(10),
+    )
+    .await?;
+    shot(&mut page, "dashboard-stock.png").await?;
+    click_and_confirm(
+        &mut page,
+        &format!("tr[data-task-id=\"{task}\"] [data-action=\"complete\"]"),
+    )
+    .await?;
+    eventually(
+        "the click completed the task",
+        Duration::from_secs(10),
+        async || {
+            let t = farm
+                .get(&format!("/api/v1/maintenance/tasks/{task}"))
+                .await
+                .ok()?;
+            (t["due"] == "ok" && t["last_done"]["by"] == "anonymous").then_some(())
+        },
+    )
+    .await?;
+    page.wait_for(
+        "the task gone from the due list",
+        &format!("document.querySelector('tr[data-task-id=\"{task}\"]') === null"),
+        Duration::from_secs(10),
+    )
+    .await?;
+    Ok(())
+}
+
+/// With `FARM_SCREENSHOT_DIR` set, saves a PNG of the page (for a person to look at).
+async fn shot(page: &mut farm_e2e::browser::Page, name: &str) -> Result<()> {
+    if let Some(dir) = std::env::var_os("FARM_SCREENSHOT_DIR") {
+        page.screenshot(&std::path::Path::new(&dir).join(name))
+            .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_the_production_views_without_the_actions_it_may_not_take() {
+    let mut farm = farm_letting_in(Some("viewer")).await;
+    let r = viewer(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn viewer(farm: &mut Farm) -> Result<()> {
+    farm.enrol("p-1", true, FAST).await?;
+    let task = overdue_task(farm, "p-1").await?;
+    let browser = Browser::launch().await?;
+    let mut page = browser.open(&format!("{}/", farm.http)).await?;
+    page.wait_for(
+        "the role in the page",
+        "document.querySelector('#who')?.textContent === 'viewer'",
+        Duration::from_secs(20),
+    )
+    .await?;
+    page.eval("location.hash = '#/stock'").await?;
+    let hidden = page
+        .wait_for(
+            "the overdue task, without its Done button",
+            &format!(
+                "(() => {{ const b = document.querySelector('tr[data-task-id=\"{}\"] [data-action=\"complete\"]');
+                          return !!b && getComputedStyle(b.parentElement).display === 'none'
+                              && getComputedStyle(document.querySelector('#upload')).display === 'none'; }})()",
+                task
+            ),
+            Duration::from_secs(10),
+        )
+        .await?;
+    ensure!(hidden == true, "actions hidden for a viewer");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_anonymous_access_the_dashboard_asks_for_a_token_and_signs_in_with_it() {
+    let farm = farm_letting_in(None).await;
+    let r = sign_in(&farm).await;
+    or_logs(r, &farm);
+}
+
+async fn sign_in(farm: &Farm) -> Result<()> {
+    let browser = Browser::launch().await?;
+    let mut page = browser.open(&format!("{}/", farm.http)).await?;
+    page.wait_for(
+        "the sign-in dialog",
+        "document.querySelector('#login')?.open === true",
+        Duration::from_secs(20),
+    )
+    .await?;
+    page.eval(&format!(
+        "document.querySelector('#login-token').value = {:?}; document.querySelector('#login-submit').click()",
+        farm.admin
+    ))
+    .await?;
+    page.wait_for(
+        "live, signed in as admin, with the operator's actions",
+        "document.querySelector('#live')?.textContent.trim() === 'live'
+         && document.querySelector('#who').textContent.endsWith('admin')
+         && document.body.classList.contains('can-operate')",
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A farm whose dashboard lets the local browser in as `role` without a token (or not at all).
+async fn farm_letting_in(role: Option<&'static str>) -> Farm {
+    Farm::start(FarmOptions {
+        anonymous_role: role,
+        ..FarmOptions::default()
+    })
+    .await
+    .expect("controller")
+}
+
+/// A daily maintenance task on `printer`, last done years ago: overdue. Returns its id.
+async fn overdue_task(farm: &Farm, printer: &str) -> Result<String> {
+    let (s, task) = farm
+        .post_json(
+            "/api/v1/maintenance/tasks",
+            json!({"printer": printer, "name": "Clean the bed", "interval": {"days": 1.0},
+                   "last_done_at": "2020-01-01T00:00:00Z"}),
+        )
+        .await?;
+    ensure!(s == 201, "maintenance task: {s} {task}");
+    Ok(task["id"].as_str().unwrap_or_default().to_string())
 }

@@ -120,7 +120,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
             require_caller,
         ))
         .routes(routes!(health))
-        .routes(routes!(session))
+        .routes(routes!(session, whoami))
         .split_for_parts()
 }
 
@@ -254,6 +254,20 @@ async fn session(
     }
 }
 
+/// Who the caller is (token, session cookie or the anonymous role): the dashboard shows only
+/// the actions this role may take.
+#[utoipa::path(get, path = "/session", tag = "farm",
+    responses((status = 200, description = "`{role, name}` of the caller", body = Object),
+        (status = "4XX", description = "No credential and no anonymous role: sign in", body = ProblemDoc, content_type = "application/problem+json")))]
+async fn whoami(c: Caller) -> Result<Response, Problem> {
+    match c.0 {
+        Some(p) => {
+            Ok(axum::Json(serde_json::json!({"role": p.role, "name": p.name})).into_response())
+        }
+        None => Err(unauthenticated()),
+    }
+}
+
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let mut body = st.farm.metrics.render(&st.farm.gauges());
     body +=
@@ -274,10 +288,14 @@ pub fn require(c: &Caller, role: Role) -> Result<(), Problem> {
                 p.role.as_str()
             ),
         )),
-        None => Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "Authentication required",
-            "send `Authorization: Bearer <token>`; create a token with `farm-controller token add --role operator`",
-        )),
+        None => Err(unauthenticated()),
     }
+}
+
+fn unauthenticated() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "Authentication required",
+        "send `Authorization: Bearer <token>`; create a token with `farm-controller token add --role operator`",
+    )
 }
