@@ -381,3 +381,123 @@ async fn pause_resume_cancel(farm: &mut Farm) -> Result<()> {
     );
     Ok(())
 }
+
+/// Everything the controller logged (it logs each `firmware_message` event it applies).
+fn controller_log(farm: &Farm) -> String {
+    std::fs::read_to_string(farm.dir.path().join("controller.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_actions_from_the_firmware_pause_prompt_notify_and_cancel_the_job() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = host_actions(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+/// The Virtual Printer sends host actions the way a real Marlin does from a file: `M118 A1
+/// action:…` prints `//action:…`; its `M600` says `//action:paused`, shows a prompt and stays
+/// busy until `M876` (with `sendBusy`, as Marlin keeps the host alive; without it the Virtual
+/// Printer never answers the `M600` at all).
+async fn host_actions(farm: &mut Farm) -> Result<()> {
+    let vp = VPrinter::start(
+        farm.dir.path(),
+        "vp",
+        &["--set", "sendBusy=true", "--set", "busyInterval=0.5"],
+    )
+    .await?;
+    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    let inserts = [
+        (100, "M118 A1 action:notification Filament low"),
+        (1000, "M600"),
+        (3000, "M118 A1 action:pause"),
+        (5000, "M118 A1 action:cancel"),
+    ];
+    let (mut text, mut moves, mut next) = (String::new(), 0, inserts.iter().peekable());
+    for l in short_segments(8000, false, &[]).lines() {
+        text += l;
+        text.push('\n');
+        moves += usize::from(l.contains(" E0.01047 "));
+        if let Some((_, extra)) = next.next_if(|(at, _)| *at == moves) {
+            text += extra;
+            text.push('\n');
+        }
+    }
+    let id = job_id(&farm.upload("actions.gcode", text.into_bytes(), 1).await?);
+    let cmd = async |body: Value| -> Result<()> {
+        let (s, v) = farm
+            .post_json("/api/v1/printers/p-serial/commands", body.clone())
+            .await?;
+        ensure!(s == 202, "{body} answered {s}: {v}");
+        Ok(())
+    };
+
+    // //action:notification → a firmware message the controller records.
+    eventually("the notification", Duration::from_secs(60), async || {
+        controller_log(farm).contains("Filament low").then_some(())
+    })
+    .await?;
+
+    // M600: the printer paused itself and asks; the operator answers with M876, then resumes.
+    wait_job(farm, &id, "paused", Duration::from_secs(60)).await?;
+    eventually("the prompt", Duration::from_secs(30), async || {
+        let log = controller_log(farm);
+        (log.contains("Heater Timeout") && log.contains("M876 S")).then_some(())
+    })
+    .await?;
+    let a = accepted(&vp);
+    let at = a.iter().position(|c| c == "M600");
+    let at = at.ok_or_else(|| anyhow::anyhow!("M600 not accepted: {:?}", a.last()))?;
+    ensure!(
+        a.len() - at <= 4,
+        "sending stopped at M600: {} commands after it",
+        a.len() - at - 1
+    );
+    cmd(serde_json::json!({"kind": "raw_gcode", "lines": ["M876 S0"]})).await?;
+    eventually("M876 accepted", Duration::from_secs(30), async || {
+        accepted(&vp).iter().any(|c| c == "M876 S0").then_some(())
+    })
+    .await?;
+    cmd(serde_json::json!({"kind": "resume"})).await?;
+    wait_job(farm, &id, "printing", Duration::from_secs(30)).await?;
+
+    // //action:pause → the host-side pause: lines in flight finish, then the pause script.
+    wait_job(farm, &id, "paused", Duration::from_secs(60)).await?;
+    let a = eventually("the pause script", Duration::from_secs(30), async || {
+        let a = accepted(&vp);
+        a.ends_with(&["G1 X0 Y0 F6000".to_string(), "M83".to_string()])
+            .then_some(a)
+    })
+    .await?;
+    let at = a
+        .iter()
+        .position(|c| c == "M118 A1 action:pause")
+        .unwrap_or(0);
+    let moves_after = a[at..].iter().filter(|c| c.contains(" E0.01047 ")).count();
+    ensure!(
+        moves_after <= 3,
+        "at most the window's lines after //action:pause: {moves_after}"
+    );
+    cmd(serde_json::json!({"kind": "resume"})).await?;
+    wait_job(farm, &id, "printing", Duration::from_secs(30)).await?;
+
+    // //action:cancel → the job is cancelled and billed for exactly what the printer accepted.
+    let job = wait_job(farm, &id, "cancelled", Duration::from_secs(60)).await?;
+    let a = eventually("the cancel script", Duration::from_secs(30), async || {
+        let a = accepted(&vp);
+        a.ends_with(&["M84".to_string()]).then_some(a)
+    })
+    .await?;
+    let moves = a.iter().filter(|c| c.ends_with("E0.01047 F6000")).count();
+    let billed = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
+    ensure!(
+        (billed - moves as f64 * 0.01047).abs() < 1e-6 * moves as f64 + 1e-9,
+        "billed {billed} mm for {moves} accepted extruding moves"
+    );
+    ensure!(
+        (5000..5004).contains(&moves),
+        "{moves} moves accepted: the cancel came at move 5000"
+    );
+    Ok(())
+}
