@@ -501,3 +501,55 @@ async fn host_actions(farm: &mut Farm) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_temperature_auto_reports_the_agent_polls_m105() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = polled_temperatures(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+/// A Marlin built without `AUTOREPORT_TEMP` (`Cap:AUTOREPORT_TEMP:0`) gets `M105` polls
+/// instead of `M155`, and its temperatures still reach the controller.
+async fn polled_temperatures(farm: &mut Farm) -> Result<()> {
+    let vp = VPrinter::start(
+        farm.dir.path(),
+        "vp",
+        &["--set", r#"capabilities={"AUTOREPORT_TEMP": false}"#],
+    )
+    .await?;
+    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    eventually("p-serial idle", Duration::from_secs(60), async || {
+        let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
+        (p["state"] == "idle").then_some(())
+    })
+    .await?;
+    let (s, v) = farm
+        .post_json(
+            "/api/v1/printers/p-serial/commands",
+            serde_json::json!({"kind": "raw_gcode", "lines": ["M104 S60"]}),
+        )
+        .await?;
+    ensure!(s == 202, "raw G-code answered {s}: {v}");
+    eventually(
+        "tool0's target from a polled M105",
+        Duration::from_secs(60),
+        async || {
+            let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
+            let temps = p["temps"].as_array()?;
+            let t0 = temps.iter().find(|h| h["name"] == "tool0")?;
+            let bed = temps.iter().any(|h| h["name"] == "bed");
+            (t0["target"].as_f64()? == 60.0 && bed).then_some(())
+        },
+    )
+    .await?;
+    let a = accepted(&vp);
+    let polls = a.iter().filter(|c| *c == "M105").count();
+    ensure!(
+        polls >= 2 && !a.iter().any(|c| c.starts_with("M155")),
+        "M105 polls and no M155: {a:?}"
+    );
+    Ok(())
+}
