@@ -359,7 +359,11 @@ mod tests {
             j.peek().expect("read");
             j.sent(n);
         }
-        assert_eq!(j.progress().eta_s, Some(model), "M73 sent, not yet acknowledged");
+        assert_eq!(
+            j.progress().eta_s,
+            Some(model),
+            "M73 sent, not yet acknowledged"
+        );
         j.acked(2);
         let eta = j.progress().eta_s.expect("eta");
         assert!((41.0 * 60.0..=42.0 * 60.0).contains(&eta), "{eta}");
