@@ -36,6 +36,47 @@ async fn wait_job(farm: &Farm, id: &str, state: &str, limit: Duration) -> Result
     .await
 }
 
+/// Runs a test body against a fresh controller; on failure prints every process log.
+async fn in_farm<F>(body: F)
+where
+    F: AsyncFnOnce(&mut Farm) -> Result<()>,
+{
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = body(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+/// A fresh Virtual Printer (bridge options `args`) and the agent `p-serial` driving it.
+async fn serial_printer(farm: &mut Farm, args: &[&str]) -> Result<VPrinter> {
+    let vp = VPrinter::start(farm.dir.path(), "vp", args).await?;
+    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    Ok(vp)
+}
+
+/// The job billed exactly the short-segment moves the printer accepted; returns their count.
+fn billed_exactly(job: &Value, accepted: &[String]) -> Result<usize> {
+    let moves = accepted
+        .iter()
+        .filter(|c| c.ends_with("E0.01047 F6000"))
+        .count();
+    let billed = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
+    ensure!(
+        (billed - moves as f64 * 0.01047).abs() < 1e-6 * moves as f64 + 1e-9,
+        "billed {billed} mm for {moves} accepted extruding moves"
+    );
+    Ok(moves)
+}
+
+async fn wait_idle(farm: &Farm) -> Result<()> {
+    eventually("p-serial idle", Duration::from_secs(60), async || {
+        let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
+        (p["state"] == "idle").then_some(())
+    })
+    .await
+}
+
 fn job_id(jobs: &[Value]) -> String {
     jobs.first()
         .and_then(|j| j["id"].as_str())
@@ -45,23 +86,14 @@ fn job_id(jobs: &[Value]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_prints_through_the_controller_with_line_noise_and_no_line_is_lost_or_doubled() {
-    let mut farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller starts");
-    let r = noisy_print(&mut farm).await;
-    or_logs(r, &farm);
+    in_farm(async |farm| noisy_print(farm).await).await;
 }
 
 async fn noisy_print(farm: &mut Farm) -> Result<()> {
     // One line in 40 arrives corrupted: the printer's own checksum check refuses it and asks
     // for a resend, while the agent has more lines in flight behind it.
-    let vp = VPrinter::start(farm.dir.path(), "vp", &["--corrupt-every", "40"]).await?;
-    add_serial_agent(farm, "p-serial", &vp.link).await?;
-    eventually("p-serial idle", Duration::from_secs(60), async || {
-        let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
-        (p["state"] == "idle").then_some(())
-    })
-    .await?;
+    let vp = serial_printer(farm, &["--corrupt-every", "40"]).await?;
+    wait_idle(farm).await?;
 
     let text = short_segments(3000, false, &["M104 S60", "M109 S60"]);
     let jobs = farm
@@ -106,16 +138,11 @@ async fn noisy_print(farm: &mut Farm) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unplug_mid_print_fails_the_job_and_the_reconnected_printer_never_resumes_it() {
-    let mut farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller starts");
-    let r = unplug_mid_print(&mut farm).await;
-    or_logs(r, &farm);
+    in_farm(async |farm| unplug_mid_print(farm).await).await;
 }
 
 async fn unplug_mid_print(farm: &mut Farm) -> Result<()> {
-    let vp = VPrinter::start(farm.dir.path(), "vp", &[]).await?;
-    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    let vp = serial_printer(farm, &[]).await?;
     // With motion the Virtual Printer takes ~0.3 ms per short move: long enough to unplug.
     let text = short_segments(40_000, false, &[]);
     let jobs = farm
@@ -269,11 +296,7 @@ async fn busy_heating_is_not_a_stall_but_a_silent_printer_is() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_cancel_through_the_controller_park_and_bill_exactly() {
-    let mut farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller starts");
-    let r = pause_resume_cancel(&mut farm).await;
-    or_logs(r, &farm);
+    in_farm(async |farm| pause_resume_cancel(farm).await).await;
 }
 
 /// The accepted commands of the (single) power-on session.
@@ -288,8 +311,7 @@ fn accepted(vp: &VPrinter) -> Vec<String> {
 }
 
 async fn pause_resume_cancel(farm: &mut Farm) -> Result<()> {
-    let vp = VPrinter::start(farm.dir.path(), "vp", &[]).await?;
-    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    let vp = serial_printer(farm, &[]).await?;
     let text = short_segments(40_000, false, &[]);
     let id = job_id(
         &farm
@@ -369,12 +391,7 @@ async fn pause_resume_cancel(farm: &mut Farm) -> Result<()> {
         a.ends_with(&cancel.map(String::from)).then_some(a)
     })
     .await?;
-    let moves = a.iter().filter(|c| c.ends_with("E0.01047 F6000")).count();
-    let billed = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
-    ensure!(
-        (billed - moves as f64 * 0.01047).abs() < 1e-6 * moves as f64 + 1e-9,
-        "billed {billed} mm for {moves} accepted extruding moves"
-    );
+    let moves = billed_exactly(&job, &a)?;
     ensure!(
         moves > 0 && moves < 40_000,
         "{moves} moves before the cancel"
@@ -389,11 +406,7 @@ fn controller_log(farm: &Farm) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_actions_from_the_firmware_pause_prompt_notify_and_cancel_the_job() {
-    let mut farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller starts");
-    let r = host_actions(&mut farm).await;
-    or_logs(r, &farm);
+    in_farm(async |farm| host_actions(farm).await).await;
 }
 
 /// The Virtual Printer sends host actions the way a real Marlin does from a file: `M118 A1
@@ -401,13 +414,11 @@ async fn host_actions_from_the_firmware_pause_prompt_notify_and_cancel_the_job()
 /// busy until `M876` (with `sendBusy`, as Marlin keeps the host alive; without it the Virtual
 /// Printer never answers the `M600` at all).
 async fn host_actions(farm: &mut Farm) -> Result<()> {
-    let vp = VPrinter::start(
-        farm.dir.path(),
-        "vp",
+    let vp = serial_printer(
+        farm,
         &["--set", "sendBusy=true", "--set", "busyInterval=0.5"],
     )
     .await?;
-    add_serial_agent(farm, "p-serial", &vp.link).await?;
     let inserts = [
         (100, "M118 A1 action:notification Filament low"),
         (1000, "M600"),
@@ -489,12 +500,7 @@ async fn host_actions(farm: &mut Farm) -> Result<()> {
         a.ends_with(&["M84".to_string()]).then_some(a)
     })
     .await?;
-    let moves = a.iter().filter(|c| c.ends_with("E0.01047 F6000")).count();
-    let billed = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
-    ensure!(
-        (billed - moves as f64 * 0.01047).abs() < 1e-6 * moves as f64 + 1e-9,
-        "billed {billed} mm for {moves} accepted extruding moves"
-    );
+    let moves = billed_exactly(&job, &a)?;
     ensure!(
         (5000..5004).contains(&moves),
         "{moves} moves accepted: the cancel came at move 5000"
@@ -504,28 +510,18 @@ async fn host_actions(farm: &mut Farm) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_temperature_auto_reports_the_agent_polls_m105() {
-    let mut farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller starts");
-    let r = polled_temperatures(&mut farm).await;
-    or_logs(r, &farm);
+    in_farm(async |farm| polled_temperatures(farm).await).await;
 }
 
 /// A Marlin built without `AUTOREPORT_TEMP` (`Cap:AUTOREPORT_TEMP:0`) gets `M105` polls
 /// instead of `M155`, and its temperatures still reach the controller.
 async fn polled_temperatures(farm: &mut Farm) -> Result<()> {
-    let vp = VPrinter::start(
-        farm.dir.path(),
-        "vp",
+    let vp = serial_printer(
+        farm,
         &["--set", r#"capabilities={"AUTOREPORT_TEMP": false}"#],
     )
     .await?;
-    add_serial_agent(farm, "p-serial", &vp.link).await?;
-    eventually("p-serial idle", Duration::from_secs(60), async || {
-        let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
-        (p["state"] == "idle").then_some(())
-    })
-    .await?;
+    wait_idle(farm).await?;
     let (s, v) = farm
         .post_json(
             "/api/v1/printers/p-serial/commands",
