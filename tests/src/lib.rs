@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod moonraker;
 pub mod octoprint;
+pub mod relay;
 pub mod vprinter;
 
 use anyhow::{Context, Result, anyhow, bail};

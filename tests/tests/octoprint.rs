@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result, ensure};
 use farm_e2e::octoprint::{APP_KEY, OctoPrint, Watcher, use_octoprint};
+use farm_e2e::relay::Relay;
 use farm_e2e::{Farm, FarmOptions, data, eventually, or_logs};
 use farm_protocol::gcode::ExtrusionIndex;
 use serde_json::{Value, json};
@@ -335,4 +336,72 @@ async fn an_emergency_stop_halts_octoprint_fails_the_job_and_m999_brings_the_pri
         Ok(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_push_channel_falls_back_to_polling_and_the_print_completes() {
+    let (op, farm) = tokio::join!(OctoPrint::start_temp(), Farm::start(FarmOptions::default()));
+    let (mut op, mut farm) = (
+        op.expect("OctoPrint starts"),
+        farm.expect("controller starts"),
+    );
+    let r = push_dropped(&op, &mut farm).await;
+    let r = r.map_err(|e| e.context(format!("OctoPrint log:\n{}", op.log_tail())));
+    or_logs(r, &farm);
+    let _ = op.stop().await;
+}
+
+/// The agent reaches OctoPrint through a relay; mid-print the relay closes the push channel
+/// and refuses it from then on, while REST stays up.
+async fn push_dropped(op: &OctoPrint, farm: &mut Farm) -> Result<()> {
+    let relay = Relay::start(op.port, "/sockjs/", "/api/printer").await?;
+    farm.enrol(PRINTER, true, "speed = 1.0").await?;
+    use_octoprint(farm.dir.path(), PRINTER, &relay.url, APP_KEY)?;
+    farm.start_agent(PRINTER).await?;
+    wait_printer_state(farm, "idle", LONG).await?;
+    // The first ~25 s of long.gcode: time for several polls after the cut.
+    let text = String::from_utf8_lossy(&data("octoprint/long.gcode"))
+        .lines()
+        .take(130)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let jobs = farm.upload("medium.gcode", text.into_bytes(), 1).await?;
+    let id = jobs
+        .first()
+        .and_then(|j| j["id"].as_str())
+        .map(str::to_string)
+        .context("no job created")?;
+    let before = wait_file_pos(farm, 300).await?;
+    let polls = relay.counted();
+    relay.cut();
+
+    // Status keeps flowing, now from REST polls, and the job still ends on OctoPrint's word.
+    let mut seen = before;
+    let done = eventually("the print completed", LONG, async || {
+        let p = printer(farm).await?;
+        if p["job"]["job_id"] == id.as_str() {
+            seen = seen.max(p["job"]["file_pos"].as_u64().unwrap_or(0));
+        }
+        job(farm, &id).await.filter(|j| j["state"] == "completed")
+    })
+    .await?;
+    ensure!(
+        seen > before,
+        "the file position advanced without the push channel: {before} → {seen}"
+    );
+    ensure!(
+        relay.counted() >= polls + 2,
+        "the agent polled /api/printer: {} requests after the cut",
+        relay.counted() - polls
+    );
+    ensure!(
+        relay.refused() >= 1,
+        "the agent tried to reopen the push channel"
+    );
+    let (got, want) = (mm(&done["extruded_mm"]), mm(&done["filament_mm"]));
+    ensure!(
+        !want.is_empty() && got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-9),
+        "billed {got:?} but the file takes {want:?}"
+    );
+    Ok(())
 }

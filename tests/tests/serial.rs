@@ -36,6 +36,47 @@ async fn wait_job(farm: &Farm, id: &str, state: &str, limit: Duration) -> Result
     .await
 }
 
+/// Runs a test body against a fresh controller; on failure prints every process log.
+async fn in_farm<F>(body: F)
+where
+    F: AsyncFnOnce(&mut Farm) -> Result<()>,
+{
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = body(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+/// A fresh Virtual Printer (bridge options `args`) and the agent `p-serial` driving it.
+async fn serial_printer(farm: &mut Farm, args: &[&str]) -> Result<VPrinter> {
+    let vp = VPrinter::start(farm.dir.path(), "vp", args).await?;
+    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    Ok(vp)
+}
+
+/// The job billed exactly the short-segment moves the printer accepted; returns their count.
+fn billed_exactly(job: &Value, accepted: &[String]) -> Result<usize> {
+    let moves = accepted
+        .iter()
+        .filter(|c| c.ends_with("E0.01047 F6000"))
+        .count();
+    let billed = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
+    ensure!(
+        (billed - moves as f64 * 0.01047).abs() < 1e-6 * moves as f64 + 1e-9,
+        "billed {billed} mm for {moves} accepted extruding moves"
+    );
+    Ok(moves)
+}
+
+async fn wait_idle(farm: &Farm) -> Result<()> {
+    eventually("p-serial idle", Duration::from_secs(60), async || {
+        let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
+        (p["state"] == "idle").then_some(())
+    })
+    .await
+}
+
 fn job_id(jobs: &[Value]) -> String {
     jobs.first()
         .and_then(|j| j["id"].as_str())
@@ -45,23 +86,14 @@ fn job_id(jobs: &[Value]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_prints_through_the_controller_with_line_noise_and_no_line_is_lost_or_doubled() {
-    let mut farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller starts");
-    let r = noisy_print(&mut farm).await;
-    or_logs(r, &farm);
+    in_farm(async |farm| noisy_print(farm).await).await;
 }
 
 async fn noisy_print(farm: &mut Farm) -> Result<()> {
     // One line in 40 arrives corrupted: the printer's own checksum check refuses it and asks
     // for a resend, while the agent has more lines in flight behind it.
-    let vp = VPrinter::start(farm.dir.path(), "vp", &["--corrupt-every", "40"]).await?;
-    add_serial_agent(farm, "p-serial", &vp.link).await?;
-    eventually("p-serial idle", Duration::from_secs(60), async || {
-        let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
-        (p["state"] == "idle").then_some(())
-    })
-    .await?;
+    let vp = serial_printer(farm, &["--corrupt-every", "40"]).await?;
+    wait_idle(farm).await?;
 
     let text = short_segments(3000, false, &["M104 S60", "M109 S60"]);
     let jobs = farm
@@ -106,16 +138,11 @@ async fn noisy_print(farm: &mut Farm) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unplug_mid_print_fails_the_job_and_the_reconnected_printer_never_resumes_it() {
-    let mut farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller starts");
-    let r = unplug_mid_print(&mut farm).await;
-    or_logs(r, &farm);
+    in_farm(async |farm| unplug_mid_print(farm).await).await;
 }
 
 async fn unplug_mid_print(farm: &mut Farm) -> Result<()> {
-    let vp = VPrinter::start(farm.dir.path(), "vp", &[]).await?;
-    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    let vp = serial_printer(farm, &[]).await?;
     // With motion the Virtual Printer takes ~0.3 ms per short move: long enough to unplug.
     let text = short_segments(40_000, false, &[]);
     let jobs = farm
@@ -269,11 +296,7 @@ async fn busy_heating_is_not_a_stall_but_a_silent_printer_is() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_cancel_through_the_controller_park_and_bill_exactly() {
-    let mut farm = Farm::start(FarmOptions::default())
-        .await
-        .expect("controller starts");
-    let r = pause_resume_cancel(&mut farm).await;
-    or_logs(r, &farm);
+    in_farm(async |farm| pause_resume_cancel(farm).await).await;
 }
 
 /// The accepted commands of the (single) power-on session.
@@ -288,8 +311,7 @@ fn accepted(vp: &VPrinter) -> Vec<String> {
 }
 
 async fn pause_resume_cancel(farm: &mut Farm) -> Result<()> {
-    let vp = VPrinter::start(farm.dir.path(), "vp", &[]).await?;
-    add_serial_agent(farm, "p-serial", &vp.link).await?;
+    let vp = serial_printer(farm, &[]).await?;
     let text = short_segments(40_000, false, &[]);
     let id = job_id(
         &farm
@@ -369,15 +391,161 @@ async fn pause_resume_cancel(farm: &mut Farm) -> Result<()> {
         a.ends_with(&cancel.map(String::from)).then_some(a)
     })
     .await?;
-    let moves = a.iter().filter(|c| c.ends_with("E0.01047 F6000")).count();
-    let billed = job["extruded_mm"][0].as_f64().unwrap_or(0.0);
-    ensure!(
-        (billed - moves as f64 * 0.01047).abs() < 1e-6 * moves as f64 + 1e-9,
-        "billed {billed} mm for {moves} accepted extruding moves"
-    );
+    let moves = billed_exactly(&job, &a)?;
     ensure!(
         moves > 0 && moves < 40_000,
         "{moves} moves before the cancel"
+    );
+    Ok(())
+}
+
+/// Everything the controller logged (it logs each `firmware_message` event it applies).
+fn controller_log(farm: &Farm) -> String {
+    std::fs::read_to_string(farm.dir.path().join("controller.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_actions_from_the_firmware_pause_prompt_notify_and_cancel_the_job() {
+    in_farm(async |farm| host_actions(farm).await).await;
+}
+
+/// The Virtual Printer sends host actions the way a real Marlin does from a file: `M118 A1
+/// action:…` prints `//action:…`; its `M600` says `//action:paused`, shows a prompt and stays
+/// busy until `M876` (with `sendBusy`, as Marlin keeps the host alive; without it the Virtual
+/// Printer never answers the `M600` at all).
+async fn host_actions(farm: &mut Farm) -> Result<()> {
+    let vp = serial_printer(
+        farm,
+        &["--set", "sendBusy=true", "--set", "busyInterval=0.5"],
+    )
+    .await?;
+    let inserts = [
+        (100, "M118 A1 action:notification Filament low"),
+        (1000, "M600"),
+        (3000, "M118 A1 action:pause"),
+        (5000, "M118 A1 action:cancel"),
+    ];
+    let (mut text, mut moves, mut next) = (String::new(), 0, inserts.iter().peekable());
+    for l in short_segments(8000, false, &[]).lines() {
+        text += l;
+        text.push('\n');
+        moves += usize::from(l.contains(" E0.01047 "));
+        if let Some((_, extra)) = next.next_if(|(at, _)| *at == moves) {
+            text += extra;
+            text.push('\n');
+        }
+    }
+    let id = job_id(&farm.upload("actions.gcode", text.into_bytes(), 1).await?);
+    let cmd = async |body: Value| -> Result<()> {
+        let (s, v) = farm
+            .post_json("/api/v1/printers/p-serial/commands", body.clone())
+            .await?;
+        ensure!(s == 202, "{body} answered {s}: {v}");
+        Ok(())
+    };
+
+    // //action:notification → a firmware message the controller records.
+    eventually("the notification", Duration::from_secs(60), async || {
+        controller_log(farm).contains("Filament low").then_some(())
+    })
+    .await?;
+
+    // M600: the printer paused itself and asks; the operator answers with M876, then resumes.
+    wait_job(farm, &id, "paused", Duration::from_secs(60)).await?;
+    eventually("the prompt", Duration::from_secs(30), async || {
+        let log = controller_log(farm);
+        (log.contains("Heater Timeout") && log.contains("M876 S")).then_some(())
+    })
+    .await?;
+    let a = accepted(&vp);
+    let at = a.iter().position(|c| c == "M600");
+    let at = at.ok_or_else(|| anyhow::anyhow!("M600 not accepted: {:?}", a.last()))?;
+    ensure!(
+        a.len() - at <= 4,
+        "sending stopped at M600: {} commands after it",
+        a.len() - at - 1
+    );
+    cmd(serde_json::json!({"kind": "raw_gcode", "lines": ["M876 S0"]})).await?;
+    eventually("M876 accepted", Duration::from_secs(30), async || {
+        accepted(&vp).iter().any(|c| c == "M876 S0").then_some(())
+    })
+    .await?;
+    cmd(serde_json::json!({"kind": "resume"})).await?;
+    wait_job(farm, &id, "printing", Duration::from_secs(30)).await?;
+
+    // //action:pause → the host-side pause: lines in flight finish, then the pause script.
+    wait_job(farm, &id, "paused", Duration::from_secs(60)).await?;
+    let a = eventually("the pause script", Duration::from_secs(30), async || {
+        let a = accepted(&vp);
+        a.ends_with(&["G1 X0 Y0 F6000".to_string(), "M83".to_string()])
+            .then_some(a)
+    })
+    .await?;
+    let at = a
+        .iter()
+        .position(|c| c == "M118 A1 action:pause")
+        .unwrap_or(0);
+    let moves_after = a[at..].iter().filter(|c| c.contains(" E0.01047 ")).count();
+    ensure!(
+        moves_after <= 3,
+        "at most the window's lines after //action:pause: {moves_after}"
+    );
+    cmd(serde_json::json!({"kind": "resume"})).await?;
+    wait_job(farm, &id, "printing", Duration::from_secs(30)).await?;
+
+    // //action:cancel → the job is cancelled and billed for exactly what the printer accepted.
+    let job = wait_job(farm, &id, "cancelled", Duration::from_secs(60)).await?;
+    let a = eventually("the cancel script", Duration::from_secs(30), async || {
+        let a = accepted(&vp);
+        a.ends_with(&["M84".to_string()]).then_some(a)
+    })
+    .await?;
+    let moves = billed_exactly(&job, &a)?;
+    ensure!(
+        (5000..5004).contains(&moves),
+        "{moves} moves accepted: the cancel came at move 5000"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_temperature_auto_reports_the_agent_polls_m105() {
+    in_farm(async |farm| polled_temperatures(farm).await).await;
+}
+
+/// A Marlin built without `AUTOREPORT_TEMP` (`Cap:AUTOREPORT_TEMP:0`) gets `M105` polls
+/// instead of `M155`, and its temperatures still reach the controller.
+async fn polled_temperatures(farm: &mut Farm) -> Result<()> {
+    let vp = serial_printer(
+        farm,
+        &["--set", r#"capabilities={"AUTOREPORT_TEMP": false}"#],
+    )
+    .await?;
+    wait_idle(farm).await?;
+    let (s, v) = farm
+        .post_json(
+            "/api/v1/printers/p-serial/commands",
+            serde_json::json!({"kind": "raw_gcode", "lines": ["M104 S60"]}),
+        )
+        .await?;
+    ensure!(s == 202, "raw G-code answered {s}: {v}");
+    eventually(
+        "tool0's target from a polled M105",
+        Duration::from_secs(60),
+        async || {
+            let p = farm.get("/api/v1/printers/p-serial").await.ok()?;
+            let temps = p["temps"].as_array()?;
+            let t0 = temps.iter().find(|h| h["name"] == "tool0")?;
+            let bed = temps.iter().any(|h| h["name"] == "bed");
+            (t0["target"].as_f64()? == 60.0 && bed).then_some(())
+        },
+    )
+    .await?;
+    let a = accepted(&vp);
+    let polls = a.iter().filter(|c| *c == "M105").count();
+    ensure!(
+        polls >= 2 && !a.iter().any(|c| c.starts_with("M155")),
+        "M105 polls and no M155: {a:?}"
     );
     Ok(())
 }

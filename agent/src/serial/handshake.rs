@@ -9,16 +9,13 @@
 
 use super::backend::SerialConfig;
 use super::framing::line_number_reset;
-use super::port::{self, PortEvent};
+use super::port::{self, Port};
 use super::profile::{FirmwareProfile, ProfileSet, load_override};
 use super::reply::{FirmwareInfo, Reply, parse_reply};
 use super::stream::{Streamer, Window};
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, WriteHalf};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
-use tokio_serial::SerialStream;
 
 /// Hello attempts before giving up on this connection.
 const HELLO_TRIES: u32 = 5;
@@ -29,9 +26,7 @@ const INFO_WAIT: Duration = Duration::from_secs(5);
 
 /// A port that answered the handshake.
 pub struct Link {
-    pub writer: WriteHalf<SerialStream>,
-    pub lines: mpsc::Receiver<PortEvent>,
-    pub reader: port::AbortOnDrop,
+    pub port: Port,
     pub streamer: Streamer,
     pub info: FirmwareInfo,
     pub profile: FirmwareProfile,
@@ -72,17 +67,14 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
         Some(name) => Some(configured_profile(name)?),
         None => None,
     };
-    let stream = port::open(&cfg.port, cfg.baud).map_err(|e| e.to_string())?;
-    let (writer, lines, reader) = port::split(stream);
+    let port = port::open(&cfg.port, cfg.baud).map_err(|e| e.to_string())?;
     let builtin = ProfileSet::builtin();
     let boot = forced
         .as_ref()
         .or(builtin.get(super::profile::FALLBACK))
         .map_or(2.0, |p| p.framing.wait_for_start_s);
     let mut link = Link {
-        writer,
-        lines,
-        reader,
+        port,
         streamer: Streamer::new(Window {
             max_lines: 1,
             rx_bytes: 64,
@@ -98,7 +90,7 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
     // 1. The boot banner, if the board resets on open.
     if boot > 0.0 {
         let until = Instant::now() + Duration::from_secs_f64(boot.min(30.0));
-        while let Some(line) = next_line(&mut link.lines, until).await? {
+        while let Some(line) = next_line(&mut link.port, until).await? {
             if matches!(parse_reply(&line), Reply::Start) {
                 break;
             }
@@ -109,9 +101,9 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
     let hello = line_number_reset(0);
     let mut answered = false;
     'tries: for _ in 0..HELLO_TRIES {
-        write(&mut link.writer, &hello).await?;
+        link.port.write_all(hello.as_bytes()).await?;
         let until = Instant::now() + HELLO_WAIT;
-        while let Some(line) = next_line(&mut link.lines, until).await? {
+        while let Some(line) = next_line(&mut link.port, until).await? {
             match parse_reply(&line) {
                 Reply::Ok { .. } => {
                     answered = true;
@@ -138,10 +130,10 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
     // 3. Firmware info.
     let (_, m115) = link.streamer.push("M115");
     let m115 = m115.to_string();
-    write(&mut link.writer, &m115).await?;
+    link.port.write_all(m115.as_bytes()).await?;
     let until = Instant::now() + INFO_WAIT;
     let mut info: Option<FirmwareInfo> = None;
-    while let Some(line) = next_line(&mut link.lines, until).await? {
+    while let Some(line) = next_line(&mut link.port, until).await? {
         match parse_reply(&line) {
             Reply::Firmware(i) => info = Some(*i),
             Reply::Capability { name, enabled } => {
@@ -170,7 +162,7 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
     }
     if link.streamer.in_flight() > 0 {
         // No ok for M115: start over on a clean counter rather than guess.
-        write(&mut link.writer, &line_number_reset(0)).await?;
+        link.port.write_all(line_number_reset(0).as_bytes()).await?;
         link.streamer.reset(0);
     }
     let info = info.unwrap_or_default();
@@ -205,20 +197,10 @@ pub async fn connect(cfg: &SerialConfig) -> Result<Link, String> {
 }
 
 /// The next line before `until`; `None` when the time is up; an error when the port closed.
-async fn next_line(
-    lines: &mut mpsc::Receiver<PortEvent>,
-    until: Instant,
-) -> Result<Option<String>, String> {
-    match timeout_at(until, lines.recv()).await {
+async fn next_line(port: &mut Port, until: Instant) -> Result<Option<String>, String> {
+    let mut line = String::new();
+    match timeout_at(until, port.next_line(&mut line)).await {
         Err(_) => Ok(None),
-        Ok(Some(PortEvent::Line(l))) => Ok(Some(l)),
-        Ok(Some(PortEvent::Closed(why))) => Err(why),
-        Ok(None) => Err("the serial port reader stopped".into()),
+        Ok(r) => r.map(|()| Some(line)),
     }
-}
-
-async fn write(w: &mut WriteHalf<SerialStream>, s: &str) -> Result<(), String> {
-    w.write_all(s.as_bytes())
-        .await
-        .map_err(|e| format!("cannot write to the serial port: {e} (printer unplugged?)"))
 }

@@ -350,4 +350,29 @@ mod tests {
         let p = j.progress();
         assert_eq!((p.file_pos, p.progress), (text.len() as u64, 1.0));
     }
+
+    #[test]
+    fn the_slicers_m73_remaining_time_sets_the_eta_once_acknowledged() {
+        let (_d, mut j) = job("G90\nM73 P0 R42\nG1 X10 F600\nM73 P50 R7\nG1 X20\n");
+        let model = j.progress().eta_s.expect("eta");
+        for n in 1..=2 {
+            j.peek().expect("read");
+            j.sent(n);
+        }
+        assert_eq!(
+            j.progress().eta_s,
+            Some(model),
+            "M73 sent, not yet acknowledged"
+        );
+        j.acked(2);
+        let eta = j.progress().eta_s.expect("eta");
+        assert!((41.0 * 60.0..=42.0 * 60.0).contains(&eta), "{eta}");
+        for n in 3..=4 {
+            j.peek().expect("read");
+            j.sent(n);
+        }
+        j.acked(4);
+        let eta = j.progress().eta_s.expect("eta");
+        assert!((6.0 * 60.0..=7.0 * 60.0).contains(&eta), "{eta}");
+    }
 }

@@ -11,9 +11,9 @@
 //! | [`watchdog`] | stalled printer vs. long `M109`/`G28`: silence, allowances, pokes — pure |
 //! | [`park`] | the commanded position from acknowledged lines; pause/resume/cancel scripts filled — pure |
 //! | [`job`] | one streamed file: reading, the ledger of unacknowledged lines, exact material |
-//! | [`port`] | the device: open (8N1, raw), a reader task that yields bounded lines |
+//! | [`port`] | the device: open (8N1, raw, registered for readability only), bounded lines from its read buffer, writes |
 //! | `handshake` | open → `start` → `M110` hello → `M115` → profile |
-//! | `session` (+ `control.rs`) | the imperative shell of one connection: firmware lines, timers; agent commands and host actions |
+//! | `session` (+ `control.rs`) | the imperative shell of one connection: reads the port itself, timers; agent commands and host actions |
 //! | [`backend`] | `[printer.serial]` config and the reconnect loop ([`Serial`]) |
 //! | [`cli`] | the hidden `farm-agent stream` command: one file through the same back end (benchmark, tests) |
 //!

@@ -1,6 +1,6 @@
 //! One connection to a printer that answered the handshake: the imperative shell around the
-//! pure pieces. It owns the port's writer, the reader's line channel and the timers, and
-//! calls the core on every event:
+//! pure pieces. It owns the port (read here, in this task: no reader task, no channel) and
+//! the timers, and calls the core on every event:
 //!
 //! * a firmware line → [`parse_reply`] → [`Streamer`] (ok, resend), [`Watchdog`] (life),
 //!   the [`Job`] ledger (material from acknowledged lines), temperatures, host actions,
@@ -16,7 +16,7 @@
 use super::backend::SerialConfig;
 use super::handshake::Link;
 use super::job::{Job, Phase};
-use super::port::PortEvent;
+use super::port::Port;
 use super::profile::FirmwareProfile;
 use super::reply::{FirmwareInfo, Reply, Temps, parse_reply};
 use super::stream::{Ack, Resend, Streamer};
@@ -25,9 +25,7 @@ use crate::printer::{Envelope, Snapshot};
 use farm_protocol::messages::{Activity, Event, Heater, Outcome};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, watch};
-use tokio_serial::SerialStream;
 
 /// Rejected lines still unanswered after this much quiet were flushed by the firmware.
 const RESEND_QUIET: Duration = Duration::from_millis(500);
@@ -62,8 +60,9 @@ pub struct Session {
     cfg: SerialConfig,
     profile: FirmwareProfile,
     info: FirmwareInfo,
-    writer: WriteHalf<SerialStream>,
-    lines: mpsc::Receiver<PortEvent>,
+    port: Port,
+    /// The firmware line being handled (reused: no allocation per line).
+    rx: String,
     streamer: Streamer,
     watchdog: Watchdog,
     host: VecDeque<HostLine>,
@@ -86,8 +85,6 @@ pub struct Session {
     published_at: Instant,
     out: String,
     end: Option<End>,
-    /// Aborts the reader task (and so closes the port) when the session ends.
-    _reader: super::port::AbortOnDrop,
 }
 
 impl Session {
@@ -98,9 +95,7 @@ impl Session {
         events: mpsc::UnboundedSender<Event>,
     ) -> Session {
         let Link {
-            writer,
-            lines,
-            reader,
+            port,
             streamer,
             info,
             profile,
@@ -135,8 +130,8 @@ impl Session {
             ),
             profile,
             info,
-            writer,
-            lines,
+            port,
+            rx: String::with_capacity(256),
             streamer,
             host,
             job: None,
@@ -156,7 +151,6 @@ impl Session {
             published_at: now,
             out: String::with_capacity(512),
             end: None,
-            _reader: reader,
         }
     }
 
@@ -176,15 +170,17 @@ impl Session {
             self.publish(false);
             tokio::select! {
                 biased;
-                ev = self.lines.recv() => {
-                    self.port_event(ev);
-                    // Take what else is waiting before refilling the window.
+                r = self.port.next_line(&mut self.rx) => {
+                    match r {
+                        Ok(()) => self.take_line(),
+                        Err(why) => self.lost(why),
+                    }
+                    // Take what else was read before refilling the window.
                     for _ in 0..BATCH {
-                        if self.end.is_some() { break; }
-                        match self.lines.try_recv() {
-                            Ok(ev) => self.port_event(Some(ev)),
-                            Err(_) => break,
+                        if self.end.is_some() || !self.port.buffered_line(&mut self.rx) {
+                            break;
                         }
+                        self.take_line();
                     }
                 }
                 cmd = commands.recv() => match cmd {
@@ -208,12 +204,11 @@ impl Session {
         let _ = self.events.send(e);
     }
 
-    fn port_event(&mut self, ev: Option<PortEvent>) {
-        match ev {
-            Some(PortEvent::Line(l)) => self.line(&l),
-            Some(PortEvent::Closed(why)) => self.lost(why),
-            None => self.lost("the serial port reader stopped".into()),
-        }
+    /// Handles the line in `rx`.
+    fn take_line(&mut self) {
+        let text = std::mem::take(&mut self.rx);
+        self.line(&text);
+        self.rx = text;
     }
 
     /// The link is gone: the job fails, the backend reconnects.
@@ -542,10 +537,7 @@ impl Session {
     }
 
     async fn write_now(&mut self, s: &str) -> Result<(), String> {
-        self.writer
-            .write_all(s.as_bytes())
-            .await
-            .map_err(|e| format!("cannot write to the serial port: {e} (printer unplugged?)"))
+        self.port.write_all(s.as_bytes()).await
     }
 
     fn snapshot_now(&self) -> Snapshot {
