@@ -279,6 +279,10 @@ def main():
     ap.add_argument("--moves", type=int, default=20000)
     ap.add_argument("--footprint", type=float, default=0, metavar="SECONDS")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--footprint-per-turn", type=int, default=60, metavar="N",
+                    help="segments per 40 mm circle in the footprint file: 60 = 2 mm segments at the Virtual "
+                         "Printer's tenfold time-lapse (~750 lines/s); 10 = ~12.5 mm ones, ~80 lines/s, the line "
+                         "rate of the same 2 mm print in real time")
     a = ap.parse_args()
     bindir = pathlib.Path(a.bin)
     d = pathlib.Path(tempfile.mkdtemp(prefix="bench-serial-"))
@@ -287,7 +291,7 @@ def main():
         if not a.skip_throughput:
             out["throughput"] = throughput(bindir, d, a.moves, a.rounds)
         if a.footprint:
-            out["footprint"] = footprint(bindir, d, a.footprint)
+            out["footprint"] = footprint(bindir, d, a.footprint, a.footprint_per_turn)
     finally:
         shutil.rmtree(d, ignore_errors=True)
     print(json.dumps(out, indent=2))
