@@ -16,7 +16,9 @@
 //!    stops reading configuration comments once the file has issued a limit command, so the
 //!    configuration block PrusaSlicer writes at the end of a file never undoes a command.
 
+use super::heaters::Heating;
 use super::line::Line;
+use super::retraction::Retraction;
 
 /// Axis indices used by every per-axis array.
 pub const X: usize = 0;
@@ -69,6 +71,11 @@ pub struct Limits {
     /// (Orca / Bambu `machine_unload_filament_time`, `machine_load_filament_time`,
     /// `machine_tool_change_time`: an AMS swap takes about a minute inside the firmware).
     pub tool_change_s: [f64; 3],
+    /// Firmware retraction settings for `G10`/`G11` (not motion limits, but the same sources:
+    /// profile, slicer comments, `M207`/`M208`, see [`Retraction`]).
+    pub retraction: Retraction,
+    /// Heater rates for heat-up waits (profile only; no G-code sets them).
+    pub heating: Heating,
 }
 
 impl Default for Limits {
@@ -89,6 +96,8 @@ impl Default for Limits {
             min_segment_s: 0.0,
             accel_to_decel: None,
             tool_change_s: [0.0; 3],
+            retraction: Retraction::default(),
+            heating: Heating::default(),
         }
     }
 }
@@ -301,14 +310,18 @@ impl Limits {
     }
 
     /// Reads the configuration comments of a block of G-code text (e.g. a file's last
-    /// 256 KiB, where PrusaSlicer and SuperSlicer put their configuration).
+    /// 256 KiB, where PrusaSlicer and SuperSlicer put their configuration): machine limits
+    /// and firmware-retraction settings.
     pub fn apply_config_text(&mut self, text: &[u8]) {
         for line in text.split(|&b| b == b'\n') {
             let Some(rest) = line.strip_prefix(b";") else {
                 continue;
             };
             if let Ok(s) = std::str::from_utf8(rest) {
-                self.apply_config_comment(s.trim());
+                let s = s.trim();
+                if !self.apply_config_comment(s) && Retraction::is_config_key(s) {
+                    self.retraction.apply_config_comment(s);
+                }
             }
         }
     }
