@@ -8,6 +8,7 @@ use super::arcs::arc;
 use super::heaters::Heater;
 use super::line::Line;
 use super::planner::{Kind, Move, Planner};
+use super::times::Times;
 
 pub use super::limits::Limits;
 use super::retraction::Retraction;
@@ -57,32 +58,6 @@ struct Extruder {
 pub struct Bounds {
     pub min: [f64; 3],
     pub max: [f64; 3],
-}
-
-/// Planned time, split by layer. Tag 0 = before the first layer (start G-code).
-#[derive(Debug, Clone, Default)]
-struct Times {
-    total_s: f64,
-    start_s: f64,
-    layers_s: Vec<f64>,
-}
-
-/// Layers beyond this share the last slot (a hostile file must not grow memory unbounded).
-const MAX_LAYERS: usize = 100_000;
-
-impl Times {
-    fn add(&mut self, tag: u32, t: f64) {
-        self.total_s += t;
-        if tag == 0 {
-            self.start_s += t;
-            return;
-        }
-        let i = (tag as usize - 1).min(MAX_LAYERS - 1);
-        if self.layers_s.len() <= i {
-            self.layers_s.resize(i + 1, 0.0);
-        }
-        self.layers_s[i] += t;
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +181,26 @@ impl Machine {
         self.times.total_s
     }
 
+    /// Marks this point of the file: from now on the machine watches for the look-ahead planner
+    /// to commit the moves the lines so far produced. See [`Machine::marked_elapsed_s`].
+    pub fn mark(&mut self) {
+        self.times.mark(self.planner.pending());
+    }
+
+    /// The planned time of everything up to the last [`Machine::mark`], s, once it is final
+    /// (the planner has committed those moves: up to a batch of moves later, or after
+    /// [`Machine::finish`]). It equals what a whole-file pass spends on those lines, so the
+    /// whole file's time minus it is the time remaining from that point.
+    pub fn marked_elapsed_s(&self) -> Option<f64> {
+        self.times.marked_s()
+    }
+
+    /// Moves held in the look-ahead buffer (what a clone of the machine costs beyond its
+    /// fixed size: [`planner::BLOCK_BYTES`](super::planner::BLOCK_BYTES) each).
+    pub fn pending_moves(&self) -> usize {
+        self.planner.pending()
+    }
+
     /// Planned time per layer so far, s. Layers follow the slicer's layer-change comments when
     /// the file has them, else extrusion at a new Z (as [`Machine::layers`]).
     pub fn layer_times_s(&self) -> &[f64] {
@@ -254,7 +249,7 @@ impl Machine {
         let times = &mut self.times;
         self.planner.flush(&self.limits, &mut |tag, t| {
             got += t;
-            times.add(tag, t);
+            times.add_move(tag, t);
         });
         got
     }
@@ -484,7 +479,7 @@ impl Machine {
         let times = &mut self.times;
         self.planner.push(mv, &self.limits, &mut |tag, t| {
             got += t;
-            times.add(tag, t);
+            times.add_move(tag, t);
         });
         got
     }

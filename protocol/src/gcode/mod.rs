@@ -29,9 +29,11 @@ pub mod metadata;
 pub mod planner;
 pub mod retraction;
 pub mod thumbnails;
+mod times;
 
 pub use analysis::{
-    Analysis, analyze, analyze_seekable, analyze_with, filament_grams, limits_from_tail,
+    Analysis, analyze, analyze_seekable, analyze_seekable_with, analyze_with, filament_grams,
+    limits_from_tail, limits_from_tail_with,
 };
 pub use heaters::Heating;
 pub use index::{ExtrusionIndex, ExtrusionIndexBuilder};
