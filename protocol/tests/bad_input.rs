@@ -21,7 +21,11 @@ impl Read for Repeat {
 }
 
 fn finite(a: &farm_protocol::gcode::Analysis) {
-    assert!(a.estimated_s.is_finite() && a.estimated_s >= 0.0, "{}", a.estimated_s);
+    assert!(
+        a.estimated_s.is_finite() && a.estimated_s >= 0.0,
+        "{}",
+        a.estimated_s
+    );
     assert!(a.heat_s.is_finite() && a.heat_s >= 0.0, "{}", a.heat_s);
     for f in &a.filament_mm {
         assert!(f.is_finite() && *f >= 0.0, "{:?}", a.filament_mm);
@@ -77,7 +81,10 @@ fn binary_junk_and_nul_bytes_are_counted_not_fatal() {
     let a = analyze(&g[..]).expect("analyze");
     finite(&a);
     assert!(a.binary_lines >= 2, "{}", a.binary_lines);
-    assert_eq!(a.filament_mm[0], 3.0, "the NUL line is junk, the others count");
+    assert_eq!(
+        a.filament_mm[0], 3.0,
+        "the NUL line is junk, the others count"
+    );
     read_metadata(&g[..]).expect("metadata reads junk");
 }
 

@@ -110,6 +110,14 @@ fn positive(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite() && *v > 0.0)
 }
 
+/// A Klipper macro's `KEY=number` words: upper-cased key, the number if it parses.
+pub(super) fn macro_params(args: &str) -> impl Iterator<Item = (String, Option<f64>)> + '_ {
+    args.split_ascii_whitespace().filter_map(|word| {
+        let (k, v) = word.split_once('=')?;
+        Some((k.to_ascii_uppercase(), v.parse::<f64>().ok()))
+    })
+}
+
 impl Limits {
     /// Effective acceleration for printing (0), retracting (1) and travel (2) moves.
     pub fn accel_for(&self, kind: usize) -> f64 {
@@ -194,17 +202,14 @@ impl Limits {
         if !name.eq_ignore_ascii_case("SET_VELOCITY_LIMIT") {
             return false;
         }
-        for word in args.split_ascii_whitespace() {
-            let Some((k, v)) = word.split_once('=') else {
-                continue;
-            };
-            let Some(v) = positive(v.parse::<f64>().ok()).or_else(|| {
+        for (k, v) in macro_params(args) {
+            let Some(v) = positive(v).or_else(|| {
                 // SQUARE_CORNER_VELOCITY=0 is legal (stop at every corner).
-                v.parse::<f64>().ok().filter(|v| *v == 0.0)
+                v.filter(|v| *v == 0.0)
             }) else {
                 continue;
             };
-            match k.to_ascii_uppercase().as_str() {
+            match k.as_str() {
                 "VELOCITY" if v > 0.0 => {
                     self.max_feed[X] = v;
                     self.max_feed[Y] = v;

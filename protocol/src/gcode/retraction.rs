@@ -11,6 +11,7 @@
 //! Lengths are physical filament, mm; Marlin divides a firmware retraction by the flow factor
 //! so that `M221` does not change it.
 
+use super::limits::macro_params;
 use super::line::Line;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,12 +100,8 @@ impl Retraction {
         if !name.eq_ignore_ascii_case("SET_RETRACTION") {
             return false;
         }
-        for word in args.split_ascii_whitespace() {
-            let Some((k, v)) = word.split_once('=') else {
-                continue;
-            };
-            let v = v.parse::<f64>().ok();
-            match k.to_ascii_uppercase().as_str() {
+        for (k, v) in macro_params(args) {
+            match k.as_str() {
                 "RETRACT_LENGTH" => self.length_mm = length(v).unwrap_or(self.length_mm),
                 "RETRACT_SPEED" => self.speed_mm_s = speed(v).unwrap_or(self.speed_mm_s),
                 "UNRETRACT_EXTRA_LENGTH" => self.extra_mm = length(v).unwrap_or(self.extra_mm),
