@@ -416,7 +416,10 @@ impl FirmwareProfile {
         let lengths_ok = [r.length, r.extra, r.lift]
             .iter()
             .all(|v| v.is_finite() && (0.0..1000.0).contains(v));
-        if !lengths_ok || !(r.speed > 0.0 && r.recover_speed > 0.0) || !r.speed.is_finite() {
+        let speeds_ok = [r.speed, r.recover_speed]
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0);
+        if !(lengths_ok && speeds_ok) {
             return bad(
                 "motion.retraction",
                 "lengths must be 0..1000 mm and speeds > 0 mm/s".into(),
