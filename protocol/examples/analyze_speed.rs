@@ -13,7 +13,9 @@ fn main() {
     let t = Instant::now();
     let mut s = 0.0;
     for _ in 0..n {
-        s += analyze_seekable(Cursor::new(&data)).expect("in memory").estimated_s;
+        s += analyze_seekable(Cursor::new(&data))
+            .expect("in memory")
+            .estimated_s;
     }
     let mbs = (data.len() * n) as f64 / t.elapsed().as_secs_f64() / 1e6;
     println!("{mbs:.0} MB/s wall ({:.0} s estimated)", s / n as f64);
