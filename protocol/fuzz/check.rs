@@ -6,6 +6,9 @@
 //! - the extrusion index agrees bit for bit with a full re-parse: at the end of the file with
 //!   the analysis, and at offsets chosen from the input with a re-parse of the prefix that
 //!   holds exactly the lines the index's line rule counts;
+//! - the index's planned time: its total is the analysis's (to rounding: summed in another
+//!   order), and the time at an offset is finite, never more than the total, and grows with
+//!   the offset;
 //! - metadata and thumbnails are read without a panic, within their documented bounds.
 
 use farm_protocol::gcode::{ExtrusionIndex, Limits, analyze_seekable, analyze_with, read_metadata};
@@ -32,8 +35,8 @@ pub fn check_gcode(data: &[u8]) {
         }
     }
 
-    // The index replays with default limits (filament never depends on limits, but keep the
-    // comparison exact by using the same machine setup).
+    // The index replays with default limits; compare with an analysis from the same machine
+    // setup (filament depends on limits through firmware retraction, time everywhere).
     let whole = analyze_with(Cursor::new(data), Limits::default()).expect("in-memory");
     let index = ExtrusionIndex::build(Cursor::new(data), STRIDE).expect("in-memory");
     assert_eq!(index.bytes, data.len() as u64);
@@ -50,6 +53,28 @@ pub fn check_gcode(data: &[u8]) {
         bits(&whole.filament_mm),
         "index at end of file"
     );
+
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    assert!(
+        close(index.total_s, whole.estimated_s),
+        "index time {} vs analysis {}",
+        index.total_s,
+        whole.estimated_s
+    );
+    let mut offs = offsets(data);
+    offs.sort_unstable();
+    let mut last = 0.0;
+    for &offset in &offs {
+        let t = index
+            .elapsed_at(Cursor::new(data), offset)
+            .expect("in-memory");
+        assert!(
+            t.is_finite() && t >= last && t <= index.total_s,
+            "elapsed {t} at {offset} (before: {last}, total {})",
+            index.total_s
+        );
+        last = t;
+    }
 
     for offset in offsets(data) {
         let got = index

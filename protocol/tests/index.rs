@@ -3,7 +3,9 @@
 mod common;
 
 use farm_protocol::gcode::index::{Checkpoint, DEFAULT_STRIDE, checkpoint_bytes};
-use farm_protocol::gcode::{Content, ExtrusionIndex, LineSplitter, Machine, analyze, parse_line};
+use farm_protocol::gcode::{
+    Content, ExtrusionIndex, Limits, LineSplitter, Machine, analyze, parse_line,
+};
 use proptest::prelude::*;
 use std::io::Cursor;
 use std::sync::OnceLock;
@@ -185,7 +187,7 @@ fn checkpoints_are_sparse_and_small() {
         c.index
             .checkpoints
             .iter()
-            .all(|k| checkpoint_bytes(k) < 8 * 1024)
+            .all(|k| checkpoint_bytes(k) < 16 * 1024)
     );
 }
 
@@ -237,4 +239,119 @@ fn small_strides_junk_and_no_final_newline() {
         // A file shorter than the index thinks (truncated since): no panic, what is there.
         assert!(idx.consumed_at(Cursor::new(&g[..20]), full - 1).is_ok());
     }
+}
+
+/// The full re-parse's planned time of the lines ending at or before `offset`: one pass from
+/// the start with `limits`; at the offset the machine marks, then runs on until those moves are
+/// committed (or the file ends).
+fn elapsed_by_reparse(bytes: &[u8], limits: Limits, offset: u64) -> f64 {
+    let mut m = Machine::new(limits);
+    let mut lines = LineSplitter::default();
+    let mut end = 0u64;
+    let mut rest = bytes;
+    let mut marked = false;
+    let line = |l: &LineSplitter, m: &mut Machine, end: &mut u64, marked: &mut bool| {
+        if !*marked && *end + l.len() > offset {
+            m.mark();
+            *marked = true;
+        }
+        if let Content::Text(t) = l.content() {
+            m.step(&parse_line(t));
+        }
+        *end += l.len();
+    };
+    while !rest.is_empty() {
+        let (take, eol) = lines.feed(rest);
+        rest = &rest[take..];
+        if eol {
+            line(&lines, &mut m, &mut end, &mut marked);
+            lines.clear();
+            if let Some(t) = m.marked_elapsed_s() {
+                return t;
+            }
+        }
+    }
+    if lines.pending() {
+        line(&lines, &mut m, &mut end, &mut marked);
+    }
+    if !marked {
+        m.mark();
+    }
+    m.finish();
+    m.marked_elapsed_s().expect("finish commits every move")
+}
+
+fn time_at(c: &Case, offset: u64) -> f64 {
+    c.index
+        .elapsed_at(Cursor::new(&c.bytes), offset)
+        .expect("query")
+}
+
+proptest! {
+    // Each case re-parses from the start (debug build): few cases, on the two smaller files.
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn elapsed_time_matches_full_reparse(f in 0.0f64..1.0, which in 0usize..2) {
+        let c = [absolute(), relative()][which];
+        let offset = (f * c.bytes.len() as f64) as u64;
+        let want = elapsed_by_reparse(&c.bytes, Limits::default(), offset);
+        prop_assert_eq!(time_at(c, offset), want);
+        let left = c.index.remaining_at(Cursor::new(&c.bytes), offset).expect("query");
+        prop_assert_eq!(left, (c.index.total_s - want).max(0.0));
+    }
+}
+
+#[test]
+fn time_at_edges_and_checkpoints_and_the_analyzers_total() {
+    let c = absolute();
+    let len = c.bytes.len() as u64;
+    let a = analyze(&c.bytes[..]).expect("analyze");
+    let rel = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y.abs().max(1.0);
+    assert!(
+        rel(c.index.total_s, a.estimated_s),
+        "{} vs {}",
+        c.index.total_s,
+        a.estimated_s
+    );
+    assert_eq!(time_at(c, 0), 0.0);
+    assert_eq!(time_at(c, len), c.index.total_s);
+    assert_eq!(
+        c.index.remaining_at(Cursor::new(&c.bytes), len).expect("q"),
+        0.0
+    );
+    assert_eq!(
+        elapsed_by_reparse(&c.bytes, Limits::default(), len),
+        c.index.total_s
+    );
+    // Just before, at and after a checkpoint: the replay starts from it or from the one before.
+    let mut last = 0.0;
+    for k in c.index.checkpoints.iter().skip(1).take(4) {
+        for o in [k.offset - 1, k.offset, k.offset + 1] {
+            let t = time_at(c, o);
+            assert_eq!(
+                t,
+                elapsed_by_reparse(&c.bytes, Limits::default(), o),
+                "offset {o}"
+            );
+            assert!(t >= last, "time only grows with the offset");
+            last = t;
+        }
+    }
+    // Built with the slicer's limits (as `analyze_seekable`), totals agree with that analysis.
+    let idx =
+        ExtrusionIndex::build_seekable(Cursor::new(&c.bytes), Limits::default(), DEFAULT_STRIDE)
+            .expect("index");
+    let s = farm_protocol::gcode::analyze_seekable(Cursor::new(&c.bytes)).expect("analyze");
+    assert!(
+        rel(idx.total_s, s.estimated_s),
+        "{} vs {}",
+        idx.total_s,
+        s.estimated_s
+    );
+    let mid = len / 2;
+    assert_eq!(
+        idx.elapsed_at(Cursor::new(&c.bytes), mid).expect("q"),
+        elapsed_by_reparse(&c.bytes, *idx.limits(), mid)
+    );
 }

@@ -9,7 +9,7 @@
 //! `notify_klippy_ready` always re-subscribes.
 
 use super::MoonrakerConfig;
-use super::billing::consumed;
+use super::billing::{consumed, remaining};
 use super::commands::{PRINT_CALL_TIMEOUT, spawn_call, special};
 use super::http::{self, Http};
 use super::job::{JobChange, JobWatch};
@@ -55,6 +55,8 @@ struct ActiveJob {
     path: PathBuf,
     /// Cumulative mm per tool at `watch.max_pos`.
     extruded: Vec<f64>,
+    /// Planned time left from `watch.max_pos`, s (the index's; `None` until known).
+    remaining_s: Option<f64>,
     started: Instant,
 }
 
@@ -367,6 +369,8 @@ impl Shell {
         let changes = job.watch.observe(diff, &self.objects);
         if (job.watch.max_pos, job.watch.in_flight()) != before {
             job.extruded = consumed(&job.index, &job.path, &job.watch, &job.extruded);
+            job.remaining_s =
+                remaining(&job.index, &job.path, job.watch.max_pos).or(job.remaining_s);
         }
         let job_id = job.job_id.clone();
         for c in changes {
@@ -489,8 +493,10 @@ impl Shell {
         let p = path.to_path_buf();
         let index = tokio::task::spawn_blocking(move || {
             let f = std::fs::File::open(&p)?;
-            ExtrusionIndex::build(
+            // With the slicer's limits, as the analyzer: the index's time is the estimate.
+            ExtrusionIndex::build_seekable(
                 std::io::BufReader::with_capacity(64 * 1024, f),
+                farm_protocol::gcode::Limits::default(),
                 farm_protocol::gcode::index::DEFAULT_STRIDE,
             )
         })
@@ -529,6 +535,7 @@ impl Shell {
             index: Arc::new(index),
             path: path.to_path_buf(),
             extruded: vec![0.0; tools],
+            remaining_s: None,
             started: Instant::now(),
         });
         self.emit(Event::JobStarted { job_id });
@@ -572,8 +579,11 @@ impl Shell {
                 layer: info("current_layer"),
                 layer_count: info("total_layer"),
                 elapsed_s: j.started.elapsed().as_secs_f64(),
-                // Klipper's print time (heat-up excluded) scaled by what is left of the file.
-                eta_s: (progress > 0.01 && printed > 0.0).then(|| printed / progress - printed),
+                // The analyzer's planned time left from Klipper's file position; before the
+                // first position, Klipper's print time scaled by what is left of the file.
+                eta_s: j.remaining_s.or_else(|| {
+                    (progress > 0.01 && printed > 0.0).then(|| printed / progress - printed)
+                }),
                 extruded_mm: j.extruded.clone(),
             }
         });

@@ -1,6 +1,6 @@
 //! Unit tests of the back end's helpers.
 
-use super::super::billing::consumed;
+use super::super::billing::{consumed, remaining};
 use super::super::commands::special;
 use super::*;
 
@@ -36,6 +36,32 @@ fn the_line_in_flight_is_billed_as_klipper_counts_it() {
     // Never below what was already reported.
     let w = JobWatch::new("fixture-long.gcode", index.bytes);
     assert_eq!(consumed(&index, &path, &w, &[3.0]), vec![3.0]);
+}
+
+#[test]
+fn the_eta_is_the_planned_time_left_from_klippers_position() {
+    let path = fixture("fixture-long.gcode");
+    let f = std::fs::File::open(&path).expect("fixture");
+    let index = ExtrusionIndex::build_seekable(
+        std::io::BufReader::new(f),
+        farm_protocol::gcode::Limits::default(),
+        64 * 1024,
+    )
+    .expect("index");
+    let all = remaining(&index, &path, 0).expect("readable");
+    assert_eq!(all, index.total_s);
+    assert!(all > 0.0);
+    let mut last = all;
+    for pos in [154, 178, 225, 295] {
+        let left = remaining(&index, &path, pos).expect("readable");
+        assert!(left < last, "at {pos}: {left} after {last}");
+        last = left;
+    }
+    assert_eq!(remaining(&index, &path, index.bytes), Some(0.0));
+    assert_eq!(
+        remaining(&index, Path::new("/nonexistent/job.gcode"), 10),
+        None
+    );
 }
 
 #[test]

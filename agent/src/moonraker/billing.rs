@@ -41,6 +41,19 @@ pub(super) fn consumed(
     }
 }
 
+/// Planned time left after the lines that end at or before `pos`, s; `None` (logged) when
+/// the file cannot be read. Like [`consumed`], a short read: one stride plus the planner's
+/// look-ahead past `pos`.
+pub(super) fn remaining(index: &ExtrusionIndex, path: &Path, pos: u64) -> Option<f64> {
+    match std::fs::File::open(path).and_then(|f| index.remaining_at(f, pos)) {
+        Ok(left) => Some(left),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot read the job file for the time left");
+            None
+        }
+    }
+}
+
 /// The end (after its newline) of the line that starts at `pos`; `pos` itself when the line
 /// is longer than the analyzer's 64 KiB line limit (such a line is junk and counts nothing).
 pub(super) fn line_end(f: &mut std::fs::File, pos: u64) -> std::io::Result<u64> {

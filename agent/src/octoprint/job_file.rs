@@ -5,10 +5,11 @@
 //! high-water mark that ignores the last retract, and absent while the analysis runs). The
 //! [`ExtrusionIndex`] answers from the nearest checkpoint (≤ 64 KiB replayed) with exactly
 //! what a full pass of the analyzer gives, so a finished job reports the file's figure and a
-//! cancelled one the partial at OctoPrint's last position.
+//! cancelled one the partial at OctoPrint's last position. The same index gives the planned
+//! time left from that position (the farm's ETA; OctoPrint's own estimate is only a fallback).
 
-use farm_protocol::gcode::ExtrusionIndex;
 use farm_protocol::gcode::index::DEFAULT_STRIDE;
+use farm_protocol::gcode::{ExtrusionIndex, Limits, limits_from_tail};
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub struct JobFile {
     pub sha256: String,
     pub size: u64,
     last: Option<(u64, Vec<f64>)>,
+    last_left: Option<(u64, f64)>,
 }
 
 impl JobFile {
@@ -42,13 +44,17 @@ impl JobFile {
     pub async fn open(path: &Path) -> Result<JobFile, String> {
         let p = path.to_path_buf();
         let built = tokio::task::spawn_blocking(move || {
+            // The slicer's limits (PrusaSlicer writes them at the end) first, so the index's
+            // time is the analyzer's.
+            let limits: Limits = limits_from_tail(&mut std::fs::File::open(&p)?)?;
             let file = std::fs::File::open(&p)?;
             let mut reader = Hashing {
                 inner: file,
                 hash: Sha256::new(),
             };
-            let index = ExtrusionIndex::build(
+            let index = ExtrusionIndex::build_with(
                 BufReader::with_capacity(64 * 1024, &mut reader),
+                limits,
                 DEFAULT_STRIDE,
             )?;
             Ok::<_, std::io::Error>((index, hex::encode(reader.hash.finalize())))
@@ -63,6 +69,7 @@ impl JobFile {
             path: path.to_path_buf(),
             sha256,
             last: None,
+            last_left: None,
         })
     }
 
@@ -79,24 +86,49 @@ impl JobFile {
         {
             return mm.clone();
         }
-        let (index, path) = (self.index.clone(), self.path.clone());
-        let answer = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path)?;
-            index.consumed_at(file, pos)
-        })
-        .await;
-        match answer {
-            Ok(Ok(mm)) => {
+        match self.ask(pos, ExtrusionIndex::consumed_at).await {
+            Some(mm) => {
                 self.last = Some((pos, mm.clone()));
                 mm
             }
+            None => self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Planned print time left after the lines that end at or before `pos`, s (heat-up waits
+    /// not included); `None` if the file cannot be read.
+    pub async fn remaining(&mut self, pos: u64) -> Option<f64> {
+        if let Some((p, left)) = self.last_left
+            && p == pos
+        {
+            return Some(left);
+        }
+        let left = self.ask(pos, ExtrusionIndex::remaining_at).await?;
+        self.last_left = Some((pos, left));
+        Some(left)
+    }
+
+    /// One index query on a blocking thread; a failure is logged and gives `None`.
+    async fn ask<T: Send + 'static>(
+        &self,
+        pos: u64,
+        query: fn(&ExtrusionIndex, std::fs::File, u64) -> std::io::Result<T>,
+    ) -> Option<T> {
+        let (index, path) = (self.index.clone(), self.path.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            query(&index, file, pos)
+        })
+        .await;
+        match answer {
+            Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, file = %self.path.display(), "cannot read the job file for material; keeping the last figure");
-                self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default()
+                tracing::warn!(error = %e, file = %self.path.display(), "cannot read the job file; keeping the last figure");
+                None
             }
             Err(e) => {
-                tracing::warn!(error = %e, "material lookup stopped");
-                self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default()
+                tracing::warn!(error = %e, "job file lookup stopped");
+                None
             }
         }
     }
@@ -148,5 +180,15 @@ mod tests {
         assert_eq!(f.at(f.size).await, f.whole());
         let analysis = farm_protocol::gcode::analyze(gcode.as_bytes()).expect("analyze");
         assert_eq!(f.whole(), analysis.filament_mm);
+        // Time left: all of it at the start, none at the end, in between after a move.
+        let all = f.remaining(0).await.expect("readable");
+        assert!(
+            (all - analysis.estimated_s).abs() < 1e-9,
+            "{all} vs {}",
+            analysis.estimated_s
+        );
+        let mid = f.remaining(first_end).await.expect("readable");
+        assert!(mid > 0.0 && mid < all, "{mid} of {all}");
+        assert_eq!(f.remaining(f.size).await, Some(0.0));
     }
 }

@@ -204,6 +204,13 @@ impl Shell {
             _ => vec![],
         };
         let mut snap = self.tracker.snapshot(mm, now);
+        // The farm's ETA is the analyzer's planned time left from OctoPrint's file position
+        // (OctoPrint's own estimate stays when the file cannot be read).
+        if let (Some(p), Some(f), Some(job)) = (pos, self.file.as_mut(), snap.job.as_mut())
+            && let Some(left) = f.remaining(p).await
+        {
+            job.eta_s = Some(left);
+        }
         if self.estop && self.tracker.reach() == &Reach::Up {
             snap.state = farm_protocol::messages::Activity::Error;
             snap.message =

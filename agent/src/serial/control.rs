@@ -105,7 +105,8 @@ impl Session {
                     return Err(format!("printer busy with job {}", j.id));
                 }
                 let id = job_id.clone();
-                let job = tokio::task::spawn_blocking(move || Job::open(id, &path))
+                let base = self.profile.motion.limits();
+                let job = tokio::task::spawn_blocking(move || Job::open(id, &path, base))
                     .await
                     .map_err(|e| format!("file analysis stopped: {e}"))?
                     .map_err(|e| e.to_string())?;

@@ -16,7 +16,7 @@
 use super::framing::clean_line;
 use super::park::Position;
 use farm_protocol::gcode::{
-    Content, LineSplitter, Machine, analyze_with, limits_from_tail, parse_line,
+    Content, Limits, LineSplitter, Machine, analyze_with, limits_from_tail_with, parse_line,
 };
 use farm_protocol::messages::JobProgress;
 use std::collections::VecDeque;
@@ -92,15 +92,16 @@ pub struct OpenJobError {
 }
 
 impl Job {
-    /// Analyses the file (size, layers, time estimate) and opens it for streaming. Blocking:
-    /// call from `spawn_blocking`.
-    pub fn open(id: String, path: &Path) -> Result<Job, OpenJobError> {
+    /// Analyses the file (size, layers, time estimate) and opens it for streaming. `base`:
+    /// the firmware profile's limits (motion, retraction, heater rates), which the slicer's
+    /// comments and the file's commands override. Blocking: call from `spawn_blocking`.
+    pub fn open(id: String, path: &Path, base: Limits) -> Result<Job, OpenJobError> {
         let err = |source| OpenJobError {
             path: path.display().to_string(),
             source,
         };
         let mut r = BufReader::new(std::fs::File::open(path).map_err(err)?);
-        let limits = limits_from_tail(&mut r).map_err(err)?;
+        let limits = limits_from_tail_with(&mut r, base).map_err(err)?;
         let analysis = analyze_with(r, limits).map_err(err)?;
         let file = std::fs::File::open(path).map_err(err)?;
         Ok(Job {
@@ -307,7 +308,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("j.gcode");
         std::fs::write(&p, text).expect("write");
-        let j = Job::open("j".into(), &p).expect("open");
+        let j = Job::open("j".into(), &p, Limits::default()).expect("open");
         (dir, j)
     }
 

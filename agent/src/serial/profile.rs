@@ -12,6 +12,7 @@
 //! [`Detection::fallback`] set so the caller can warn.
 
 use super::reply::FirmwareInfo;
+use farm_protocol::gcode::{self, Heating, Limits, Retraction};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -235,6 +236,67 @@ pub struct MotionLimits {
     pub retract_accel: f64,
     pub travel_accel: f64,
     pub corner: Corner,
+    /// Heat-up model for `M109`/`M190` waits.
+    pub heating: HeatRates,
+    /// `G10`/`G11` settings until the file's `M207`/`M208` say otherwise.
+    pub retraction: FwRetraction,
+}
+
+/// `[motion] heating`: °C/s.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeatRates {
+    pub tool_up: f64,
+    pub tool_down: f64,
+    pub bed_up: f64,
+    pub bed_down: f64,
+}
+
+/// `[motion] retraction`: firmware retraction defaults, mm and mm/s.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FwRetraction {
+    pub length: f64,
+    pub speed: f64,
+    pub extra: f64,
+    pub recover_speed: f64,
+    pub lift: f64,
+}
+
+impl MotionLimits {
+    /// The analyzer's starting limits for this firmware: print-time estimates, heat-up waits
+    /// and `G10`/`G11` use them until the file (or its slicer's comments) says otherwise.
+    pub fn limits(&self) -> Limits {
+        let r = &self.retraction;
+        let h = &self.heating;
+        Limits {
+            max_feed: self.max_feed,
+            max_accel: self.max_accel,
+            print_accel: self.print_accel,
+            retract_accel: self.retract_accel,
+            travel_accel: self.travel_accel,
+            corner: match self.corner {
+                Corner::Jerk(j) => gcode::Corner::Jerk(j),
+                Corner::JunctionDeviation(d) => gcode::Corner::Deviation(d),
+                Corner::SquareCornerVelocity(v) => gcode::Corner::SquareCorner(v),
+            },
+            retraction: Retraction {
+                length_mm: r.length,
+                speed_mm_s: r.speed,
+                extra_mm: r.extra,
+                recover_speed_mm_s: r.recover_speed,
+                lift_mm: r.lift,
+                ..Retraction::default()
+            },
+            heating: Heating {
+                tool_up: h.tool_up,
+                tool_down: h.tool_down,
+                bed_up: h.bed_up,
+                bed_down: h.bed_down,
+            },
+            ..Limits::default()
+        }
+    }
 }
 
 impl FirmwareProfile {
@@ -346,6 +408,22 @@ impl FirmwareProfile {
         ]);
         if all.into_iter().any(|v| !(v.is_finite() && *v > 0.0)) {
             return bad("motion", "feed rates and accelerations must be > 0".into());
+        }
+        if !m.limits().heating.is_valid() {
+            return bad("motion.heating", "rates must be > 0 °C/s".into());
+        }
+        let r = &m.retraction;
+        let lengths_ok = [r.length, r.extra, r.lift]
+            .iter()
+            .all(|v| v.is_finite() && (0.0..1000.0).contains(v));
+        let speeds_ok = [r.speed, r.recover_speed]
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0);
+        if !(lengths_ok && speeds_ok) {
+            return bad(
+                "motion.retraction",
+                "lengths must be 0..1000 mm and speeds > 0 mm/s".into(),
+            );
         }
         Ok(())
     }

@@ -191,3 +191,45 @@ fn load_override_replaces_only_same_named_files() {
         "{msg}"
     );
 }
+
+#[test]
+fn motion_becomes_the_analyzers_starting_limits() {
+    use farm_protocol::gcode::{self, analyze_with};
+    let all = builtin();
+    let marlin = all[0].motion.limits();
+    assert_eq!(marlin.corner, gcode::Corner::Deviation(0.013));
+    assert_eq!(marlin.max_feed, all[0].motion.max_feed);
+    assert_eq!(marlin.retraction.length_mm, 3.0);
+    let klipper = all[3].motion.limits();
+    assert_eq!(klipper.corner, gcode::Corner::SquareCorner(5.0));
+    assert_eq!(klipper.retraction.length_mm, 0.0);
+    // G10/G11 cost Marlin's 3 mm out at 45 mm/s and back at 8 mm/s; Klipper's default is 0 mm.
+    let g = b"M83\nG1 X10 E1 F600\nG10\nG1 X20 F6000\nG11\nG1 X30 E1 F600\nM190 S65\n";
+    let run = |l| analyze_with(&g[..], l).expect("in memory");
+    let without = gcode::Limits {
+        retraction: klipper.retraction,
+        ..marlin
+    };
+    let extra = run(marlin).estimated_s - run(without).estimated_s;
+    assert!(extra > 0.4 && extra < 0.6, "{extra}");
+    // Heat-up: bed 25 → 65 °C at the profile's 0.4 °C/s.
+    assert!((run(marlin).heat_s - 100.0).abs() < 1e-9);
+}
+
+#[test]
+fn bad_heating_or_retraction_is_refused_with_the_key() {
+    let text = include_str!("../../../firmware-profiles/marlin2.toml");
+    for (from, to, key) in [
+        ("bed_up = 0.4", "bed_up = 0.0", "motion.heating"),
+        (
+            "recover_speed = 8.0",
+            "recover_speed = -1.0",
+            "motion.retraction",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let e = FirmwareProfile::from_toml(&text.replace(from, to), Path::new("marlin2.toml"))
+            .expect_err("invalid");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+}

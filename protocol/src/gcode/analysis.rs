@@ -68,8 +68,17 @@ pub fn analyze(r: impl BufRead) -> std::io::Result<Analysis> {
 
 /// Like [`analyze`], but first reads the file's last [`CONFIG_TAIL_BYTES`] for the slicer's
 /// machine limits (PrusaSlicer, SuperSlicer), then analyses from the current position.
-pub fn analyze_seekable<R: BufRead + Seek>(mut r: R) -> std::io::Result<Analysis> {
-    let limits = limits_from_tail(&mut r)?;
+pub fn analyze_seekable<R: BufRead + Seek>(r: R) -> std::io::Result<Analysis> {
+    analyze_seekable_with(r, Limits::default())
+}
+
+/// [`analyze_seekable`] for a printer whose limits (its firmware profile: motion, retraction,
+/// heater rates) are `base`; the slicer's comments and the file's commands override them.
+pub fn analyze_seekable_with<R: BufRead + Seek>(
+    mut r: R,
+    base: Limits,
+) -> std::io::Result<Analysis> {
+    let limits = limits_from_tail_with(&mut r, base)?;
     analyze_with(r, limits)
 }
 
@@ -78,13 +87,18 @@ pub fn analyze_seekable<R: BufRead + Seek>(mut r: R) -> std::io::Result<Analysis
 /// Whoever replays the file line by line (the simulated printer) starts its [`Machine`] with
 /// these, so its timing matches the analysis.
 pub fn limits_from_tail<R: Read + Seek>(r: &mut R) -> std::io::Result<Limits> {
+    limits_from_tail_with(r, Limits::default())
+}
+
+/// [`limits_from_tail`] over a printer's own limits `base` (its firmware profile).
+pub fn limits_from_tail_with<R: Read + Seek>(r: &mut R, base: Limits) -> std::io::Result<Limits> {
     let start = r.stream_position()?;
     let end = r.seek(SeekFrom::End(0))?;
     let from = end.saturating_sub(CONFIG_TAIL_BYTES).max(start);
     r.seek(SeekFrom::Start(from))?;
     let mut tail = Vec::with_capacity((end - from) as usize);
     (&mut *r).take(end - from).read_to_end(&mut tail)?;
-    let mut limits = Limits::default();
+    let mut limits = base;
     limits.apply_config_text(&tail);
     r.seek(SeekFrom::Start(start))?;
     Ok(limits)

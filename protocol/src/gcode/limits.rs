@@ -16,7 +16,9 @@
 //!    stops reading configuration comments once the file has issued a limit command, so the
 //!    configuration block PrusaSlicer writes at the end of a file never undoes a command.
 
+use super::heaters::Heating;
 use super::line::Line;
+use super::retraction::Retraction;
 
 /// Axis indices used by every per-axis array.
 pub const X: usize = 0;
@@ -69,6 +71,11 @@ pub struct Limits {
     /// (Orca / Bambu `machine_unload_filament_time`, `machine_load_filament_time`,
     /// `machine_tool_change_time`: an AMS swap takes about a minute inside the firmware).
     pub tool_change_s: [f64; 3],
+    /// Firmware retraction settings for `G10`/`G11` (not motion limits, but the same sources:
+    /// profile, slicer comments, `M207`/`M208`, see [`Retraction`]).
+    pub retraction: Retraction,
+    /// Heater rates for heat-up waits (profile only; no G-code sets them).
+    pub heating: Heating,
 }
 
 impl Default for Limits {
@@ -89,6 +96,8 @@ impl Default for Limits {
             min_segment_s: 0.0,
             accel_to_decel: None,
             tool_change_s: [0.0; 3],
+            retraction: Retraction::default(),
+            heating: Heating::default(),
         }
     }
 }
@@ -99,6 +108,14 @@ const DEFAULT_JERK: [f64; 4] = [10.0, 10.0, 0.4, 5.0];
 
 fn positive(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite() && *v > 0.0)
+}
+
+/// A Klipper macro's `KEY=number` words: upper-cased key, the number if it parses.
+pub(super) fn macro_params(args: &str) -> impl Iterator<Item = (String, Option<f64>)> + '_ {
+    args.split_ascii_whitespace().filter_map(|word| {
+        let (k, v) = word.split_once('=')?;
+        Some((k.to_ascii_uppercase(), v.parse::<f64>().ok()))
+    })
 }
 
 impl Limits {
@@ -185,17 +202,14 @@ impl Limits {
         if !name.eq_ignore_ascii_case("SET_VELOCITY_LIMIT") {
             return false;
         }
-        for word in args.split_ascii_whitespace() {
-            let Some((k, v)) = word.split_once('=') else {
-                continue;
-            };
-            let Some(v) = positive(v.parse::<f64>().ok()).or_else(|| {
+        for (k, v) in macro_params(args) {
+            let Some(v) = positive(v).or_else(|| {
                 // SQUARE_CORNER_VELOCITY=0 is legal (stop at every corner).
-                v.parse::<f64>().ok().filter(|v| *v == 0.0)
+                v.filter(|v| *v == 0.0)
             }) else {
                 continue;
             };
-            match k.to_ascii_uppercase().as_str() {
+            match k.as_str() {
                 "VELOCITY" if v > 0.0 => {
                     self.max_feed[X] = v;
                     self.max_feed[Y] = v;
@@ -301,14 +315,18 @@ impl Limits {
     }
 
     /// Reads the configuration comments of a block of G-code text (e.g. a file's last
-    /// 256 KiB, where PrusaSlicer and SuperSlicer put their configuration).
+    /// 256 KiB, where PrusaSlicer and SuperSlicer put their configuration): machine limits
+    /// and firmware-retraction settings.
     pub fn apply_config_text(&mut self, text: &[u8]) {
         for line in text.split(|&b| b == b'\n') {
             let Some(rest) = line.strip_prefix(b";") else {
                 continue;
             };
             if let Ok(s) = std::str::from_utf8(rest) {
-                self.apply_config_comment(s.trim());
+                let s = s.trim();
+                if !self.apply_config_comment(s) && Retraction::is_config_key(s) {
+                    self.retraction.apply_config_comment(s);
+                }
             }
         }
     }

@@ -133,16 +133,20 @@ pub fn parse_line(raw: &[u8]) -> Line<'_> {
         macro_args: None,
     };
     // Cut the comment first so a ';' or '(' inside it cannot start a word.
-    let mut code = raw;
-    if let Some(p) = raw.iter().position(|&b| b == b';') {
-        code = &raw[..p];
-        line.comment = std::str::from_utf8(&raw[p + 1..]).ok().map(str::trim);
+    // The code stops at a checksum `*45` too; one search finds whichever comes first.
+    let mut s = raw;
+    if let Some(p) = memchr::memchr2(b';', b'*', raw) {
+        s = &raw[..p];
+        let semicolon = if raw[p] == b';' {
+            Some(p)
+        } else {
+            memchr::memchr(b';', &raw[p..]).map(|q| p + q)
+        };
+        if let Some(c) = semicolon {
+            line.comment = std::str::from_utf8(&raw[c + 1..]).ok().map(str::trim);
+        }
     }
     let mut i = 0;
-    let s = code;
-    // Skip a line number `N123` and stop at a checksum `*45`.
-    let end = s.iter().position(|&b| b == b'*').unwrap_or(s.len());
-    let s = &s[..end];
     let mut first = true;
     while i < s.len() {
         let b = s[i];
@@ -180,6 +184,23 @@ pub fn parse_line(raw: &[u8]) -> Line<'_> {
             line.macro_name = std::str::from_utf8(&s[i..w_end]).ok();
             line.macro_args = std::str::from_utf8(&s[w_end..]).ok().map(str::trim);
             return line;
+        }
+        if first && matches!(letter, b'G' | b'M' | b'T') {
+            // The common `G1`, `M104`, `T0`: plain digits, no float (and no libm trunc/round).
+            let digits = s[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let ends = s
+                .get(i + 1 + digits)
+                .is_none_or(|c| !matches!(c, b'0'..=b'9' | b'.' | b'-' | b'+' | b'e' | b'E'));
+            if (1..=9).contains(&digits) && ends {
+                first = false;
+                line.letter = Some(letter);
+                let n = s[i + 1..i + 1 + digits]
+                    .iter()
+                    .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+                line.number = Some(n);
+                i += 1 + digits;
+                continue;
+            }
         }
         let (value, used) = parse_number(&s[i + 1..]);
         i += 1 + used;
@@ -242,6 +263,31 @@ mod tests {
         assert!(parse_line(b"G1 XNaN Einf").get('X').is_none());
         assert_eq!(parse_line(b"G29.1").sub, Some(1));
         assert_eq!(parse_line(b"G1 E1e2").get('E'), Some(100.0));
+    }
+
+    #[test]
+    fn command_numbers_fast_and_general_paths_agree() {
+        // (line, letter, number, sub): plain digits take the integer path, the rest the float one.
+        for (t, n, sub) in [
+            ("G1 X1", Some(1), None),
+            ("G01", Some(1), None),
+            ("M104 S200", Some(104), None),
+            ("T0", Some(0), None),
+            ("G29.1", Some(29), Some(1)),
+            ("G1E5", Some(100_000), None), // as the general scanner reads it: 1e5
+            ("G1X5", Some(1), None),
+            ("G999999999", Some(999_999_999), None),
+            ("G1000000000", None, None),
+            ("G-1", None, None),
+            ("G+2", Some(2), None),
+            ("G", None, None),
+            ("M73.5", Some(73), Some(5)),
+        ] {
+            let l = parse_line(t.as_bytes());
+            assert_eq!((l.number, l.sub), (n, sub), "{t}");
+            assert_eq!(l.letter, Some(t.as_bytes()[0]), "{t}");
+        }
+        assert_eq!(parse_line(b"G1X5").get('X'), Some(5.0));
     }
 
     /// The fast number path must agree with the general one (and `str::parse`) bit for bit.

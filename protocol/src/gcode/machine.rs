@@ -4,10 +4,14 @@
 //! filament it consumes, which heater it asks for). The simulated printer paces itself with
 //! it; the analyzer sums it over a file.
 
+use super::arcs::arc;
+use super::heaters::Heater;
 use super::line::Line;
 use super::planner::{Kind, Move, Planner};
+use super::times::Times;
 
 pub use super::limits::Limits;
+use super::retraction::Retraction;
 
 /// A heater target the line asks for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +49,8 @@ struct Extruder {
     net: f64,
     /// Highest `net` seen: what has been consumed.
     high_water: f64,
+    /// Firmware-retracted (`G10`) by this many mm, with this extra to push on `G11`.
+    retracted: Option<(f64, f64)>,
 }
 
 /// Bounding box of extruding moves, mm.
@@ -54,92 +60,14 @@ pub struct Bounds {
     pub max: [f64; 3],
 }
 
-/// Planned time, split by layer. Tag 0 = before the first layer (start G-code).
-#[derive(Debug, Clone, Default)]
-struct Times {
-    total_s: f64,
-    start_s: f64,
-    layers_s: Vec<f64>,
-}
-
-/// Layers beyond this share the last slot (a hostile file must not grow memory unbounded).
-const MAX_LAYERS: usize = 100_000;
-
-impl Times {
-    fn add(&mut self, tag: u32, t: f64) {
-        self.total_s += t;
-        if tag == 0 {
-            self.start_s += t;
-            return;
-        }
-        let i = (tag as usize - 1).min(MAX_LAYERS - 1);
-        if self.layers_s.len() <= i {
-            self.layers_s.resize(i + 1, 0.0);
-        }
-        self.layers_s[i] += t;
-    }
-}
-
-/// A heater's simple thermal model: linear ramp from `from` at time `since` towards `target`.
-#[derive(Debug, Clone, Copy)]
-struct Heater {
-    from: f64,
-    target: f64,
-    since: f64,
-}
-
-/// Room temperature, °C.
-const AMBIENT_C: f64 = 25.0;
-/// Default heating / cooling rates, °C/s: a typical 40 W hotend and a 220 V-less bed.
-const TOOL_RATE: (f64, f64) = (2.0, 1.0);
-const BED_RATE: (f64, f64) = (0.4, 0.1);
-
-impl Default for Heater {
-    fn default() -> Self {
-        Self {
-            from: AMBIENT_C,
-            target: AMBIENT_C,
-            since: 0.0,
-        }
-    }
-}
-
-impl Heater {
-    fn temp_at(&self, t: f64, (up, down): (f64, f64)) -> f64 {
-        let dt = (t - self.since).max(0.0);
-        if self.target >= self.from {
-            (self.from + up * dt).min(self.target)
-        } else {
-            (self.from - down * dt).max(self.target)
-        }
-    }
-
-    /// Sets a new target at time `now`; returns how long a wait for it takes (M109/M190).
-    fn set(&mut self, target: f64, now: f64, rate: (f64, f64), wait_cooling: bool) -> f64 {
-        let cur = self.temp_at(now, rate);
-        // Off (0) or below room temperature means "cool to room temperature".
-        let target = target.clamp(AMBIENT_C, 500.0);
-        *self = Heater {
-            from: cur,
-            target,
-            since: now,
-        };
-        if target > cur {
-            (target - cur) / rate.0
-        } else if wait_cooling && target < cur {
-            (cur - target) / rate.1
-        } else {
-            0.0
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Machine {
     limits: Limits,
     /// A limit command (`M201`…`M205`, `SET_VELOCITY_LIMIT`) was seen: from then on the
     /// slicer's configuration comments are ignored (commands win).
     limit_commands: bool,
+    /// Likewise for firmware retraction (`M207`, `M208`, `SET_RETRACTION`).
+    retraction_commands: bool,
     planner: Planner,
     times: Times,
     xyz: [f64; 3],
@@ -200,6 +128,7 @@ impl Machine {
         Self {
             limits,
             limit_commands: false,
+            retraction_commands: false,
             planner: Planner::default(),
             times: Times::default(),
             xyz: [0.0; 3],
@@ -252,6 +181,26 @@ impl Machine {
         self.times.total_s
     }
 
+    /// Marks this point of the file: from now on the machine watches for the look-ahead planner
+    /// to commit the moves the lines so far produced. See [`Machine::marked_elapsed_s`].
+    pub fn mark(&mut self) {
+        self.times.mark(self.planner.pending());
+    }
+
+    /// The planned time of everything up to the last [`Machine::mark`], s, once it is final
+    /// (the planner has committed those moves: up to a batch of moves later, or after
+    /// [`Machine::finish`]). It equals what a whole-file pass spends on those lines, so the
+    /// whole file's time minus it is the time remaining from that point.
+    pub fn marked_elapsed_s(&self) -> Option<f64> {
+        self.times.marked_s()
+    }
+
+    /// Moves held in the look-ahead buffer (what a clone of the machine costs beyond its
+    /// fixed size: [`planner::BLOCK_BYTES`](super::planner::BLOCK_BYTES) each).
+    pub fn pending_moves(&self) -> usize {
+        self.planner.pending()
+    }
+
     /// Planned time per layer so far, s. Layers follow the slicer's layer-change comments when
     /// the file has them, else extrusion at a new Z (as [`Machine::layers`]).
     pub fn layer_times_s(&self) -> &[f64] {
@@ -300,7 +249,7 @@ impl Machine {
         let times = &mut self.times;
         self.planner.flush(&self.limits, &mut |tag, t| {
             got += t;
-            times.add(tag, t);
+            times.add_move(tag, t);
         });
         got
     }
@@ -396,6 +345,14 @@ impl Machine {
             (b'M', 201 | 203 | 204 | 205) if self.limits.apply_command(l) => {
                 self.limit_commands = true;
             }
+            (b'M', 207 | 208) if self.limits.retraction.apply_command(l) => {
+                self.retraction_commands = true;
+            }
+            // RepRapFirmware's `G10 P… / L…` set tool offsets and temperatures, not a retraction.
+            (b'G', 10) if l.sub.is_none() && !l.has('P') && !l.has('L') => {
+                self.fw_retract(l.get('S') == Some(1.0), &mut step);
+            }
+            (b'G', 11) if l.sub.is_none() => self.fw_unretract(&mut step),
             (b'M', 220) if l.sub.is_none() => {
                 if let Some(s) = l.get('S').filter(|s| *s > 0.0 && *s < 1000.0) {
                     self.feed_override = s / 100.0;
@@ -430,7 +387,12 @@ impl Machine {
                     if self.tool_heaters.len() <= tool {
                         self.tool_heaters.resize(tool + 1, Heater::default());
                     }
-                    let w = self.tool_heaters[tool].set(target, now, TOOL_RATE, l.has('R'));
+                    let w = self.tool_heaters[tool].set(
+                        target,
+                        now,
+                        self.limits.heating.tool(),
+                        l.has('R'),
+                    );
                     if wait {
                         self.heat_s += w;
                     }
@@ -444,7 +406,9 @@ impl Machine {
                         step.duration_s = self.flush();
                     }
                     let now = self.times.total_s + self.heat_s;
-                    let w = self.bed.set(target, now, BED_RATE, l.has('R'));
+                    let w = self
+                        .bed
+                        .set(target, now, self.limits.heating.bed(), l.has('R'));
                     if wait {
                         self.heat_s += w;
                     }
@@ -475,13 +439,16 @@ impl Machine {
                 self.layer_comment();
             } else if !self.limit_commands && c.starts_with("machine_") {
                 self.limits.apply_config_comment(c);
+            } else if !self.retraction_commands && Retraction::is_config_key(c) {
+                self.limits.retraction.apply_config_comment(c);
             }
-        } else if let Some(name) = l.macro_name
-            && self
-                .limits
-                .apply_macro(name, l.macro_args.unwrap_or_default())
-        {
-            self.limit_commands = true;
+        } else if let Some(name) = l.macro_name {
+            let args = l.macro_args.unwrap_or_default();
+            if self.limits.apply_macro(name, args) {
+                self.limit_commands = true;
+            } else if self.limits.retraction.apply_macro(name, args) {
+                self.retraction_commands = true;
+            }
         }
     }
 
@@ -512,9 +479,61 @@ impl Machine {
         let times = &mut self.times;
         self.planner.push(mv, &self.limits, &mut |tag, t| {
             got += t;
-            times.add(tag, t);
+            times.add_move(tag, t);
         });
         got
+    }
+
+    /// Adds `physical` mm (negative = retract) to the current tool's filament, high-water rule.
+    fn push_filament(&mut self, physical: f64, step: &mut Step) {
+        let t = self.tool;
+        let ex = self.extruder(t);
+        ex.net += physical;
+        if ex.net > ex.high_water {
+            step.consumed_mm += ex.net - ex.high_water;
+            ex.high_water = ex.net;
+        }
+    }
+
+    /// An extruder-only (and optional Z-lift) move of the firmware's own making.
+    fn fw_move(&mut self, d: [f64; 4], feed: f64, step: &mut Step) {
+        let mv = Move::line(d, feed, self.time_layer());
+        step.duration_s += self.plan(&mv);
+    }
+
+    /// `G10` (`swap`: `G10 S1`): the firmware retracts its configured length (Marlin ignores a
+    /// second `G10`). The logical E position does not change.
+    fn fw_retract(&mut self, swap: bool, step: &mut Step) {
+        let r = self.limits.retraction;
+        let t = self.tool;
+        if self.extruder(t).retracted.is_some() {
+            return;
+        }
+        let (len, extra) = if swap {
+            (r.swap_length_mm, r.swap_extra_mm)
+        } else {
+            (r.length_mm, r.extra_mm)
+        };
+        self.extruder(t).retracted = Some((len, extra));
+        self.push_filament(-len, step);
+        self.fw_move([0.0, 0.0, 0.0, -len], r.speed_mm_s, step);
+        if r.lift_mm > 0.0 {
+            self.fw_move([0.0, 0.0, r.lift_mm, 0.0], self.limits.max_feed[2], step);
+        }
+    }
+
+    /// `G11`: pushes back what `G10` retracted plus the configured extra (which is consumed).
+    fn fw_unretract(&mut self, step: &mut Step) {
+        let r = self.limits.retraction;
+        let t = self.tool;
+        let Some((len, extra)) = self.extruder(t).retracted.take() else {
+            return;
+        };
+        if r.lift_mm > 0.0 {
+            self.fw_move([0.0, 0.0, -r.lift_mm, 0.0], self.limits.max_feed[2], step);
+        }
+        self.push_filament(len + extra, step);
+        self.fw_move([0.0, 0.0, 0.0, len + extra], r.recover_speed(), step);
     }
 
     fn motion(&mut self, l: &Line<'_>, g: u32, step: &mut Step) {
@@ -609,229 +628,6 @@ impl Machine {
     }
 }
 
-/// An arc's XY length and unit tangents.
-struct Arc {
-    length: f64,
-    start_tangent: [f64; 2],
-    end_tangent: [f64; 2],
-}
-
-/// XY geometry of a G2 (clockwise) / G3 arc given by I/J (centre offset) or R (radius).
-fn arc(l: &Line<'_>, start: [f64; 3], end: [f64; 3], clockwise: bool, inches: bool) -> Option<Arc> {
-    let k = if inches { 25.4 } else { 1.0 };
-    let (cx, cy, r) = if l.has('I') || l.has('J') {
-        let cx = start[0] + l.get('I').unwrap_or(0.0) * k;
-        let cy = start[1] + l.get('J').unwrap_or(0.0) * k;
-        (
-            cx,
-            cy,
-            ((start[0] - cx).powi(2) + (start[1] - cy).powi(2)).sqrt(),
-        )
-    } else {
-        let r = l.get('R')? * k;
-        let (dx, dy) = (end[0] - start[0], end[1] - start[1]);
-        let d = (dx * dx + dy * dy).sqrt();
-        if d == 0.0 || d > 2.0 * r.abs() {
-            return None;
-        }
-        let h = (r * r - d * d / 4.0).sqrt();
-        let (mx, my) = (start[0] + dx / 2.0, start[1] + dy / 2.0);
-        // Positive R takes the short arc; the side of the centre follows the direction.
-        let s = if clockwise == (r > 0.0) { 1.0 } else { -1.0 };
-        (mx + s * h * dy / d, my - s * h * dx / d, r.abs())
-    };
-    if !(r > 0.0 && r.is_finite()) {
-        return None;
-    }
-    let a0 = (start[1] - cy).atan2(start[0] - cx);
-    let a1 = (end[1] - cy).atan2(end[0] - cx);
-    let mut sweep = if clockwise { a0 - a1 } else { a1 - a0 };
-    if sweep <= 1e-9 {
-        sweep += std::f64::consts::TAU;
-    }
-    // Tangent of a counter-clockwise circle at angle a is (-sin a, cos a); clockwise, the opposite.
-    let s = if clockwise { -1.0 } else { 1.0 };
-    let tangent = |a: f64| [-s * a.sin(), s * a.cos()];
-    Some(Arc {
-        length: r * sweep,
-        start_tangent: tangent(a0),
-        end_tangent: tangent(a1),
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gcode::parse_line;
-
-    fn run(lines: &[&str]) -> Machine {
-        let mut m = Machine::default();
-        for l in lines {
-            m.step(&parse_line(l.as_bytes()));
-        }
-        m
-    }
-
-    #[test]
-    fn absolute_extrusion_with_retract_pairs_costs_nothing_extra() {
-        let m = run(&[
-            "M82",
-            "G92 E0",
-            "G1 X10 E5",
-            "G1 E4",
-            "G1 E5",
-            "G1 X20 E10",
-            "G1 E9",
-        ]);
-        assert!(
-            (m.consumed_mm()[0] - 10.0).abs() < 1e-9,
-            "{:?}",
-            m.consumed_mm()
-        );
-    }
-
-    #[test]
-    fn relative_extrusion_and_g92_resets() {
-        let m = run(&[
-            "M83", "G1 X1 E2", "G1 E-1", "G1 E1", "G1 X2 E3", "G92 E0", "G1 X3 E1",
-        ]);
-        assert!((m.consumed_mm()[0] - 6.0).abs() < 1e-9);
-        let a = run(&["M82", "G1 X1 E10", "G92 E0", "G1 X2 E5"]);
-        assert!((a.consumed_mm()[0] - 15.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn g91_makes_e_relative_and_tools_count_separately() {
-        let m = run(&[
-            "M82", "G91", "G1 X1 E2", "G1 X1 E2", "G90", "T1", "G92 E0", "G1 X5 E3",
-        ]);
-        assert_eq!(m.consumed_mm(), vec![4.0, 3.0]);
-    }
-
-    #[test]
-    fn flow_override_scales_physical_filament() {
-        let m = run(&["M83", "M221 S50", "G1 X1 E10"]);
-        assert!((m.consumed_mm()[0] - 5.0).abs() < 1e-9);
-    }
-
-    /// Limits without acceleration effects: time is distance / feed again.
-    fn instant() -> Limits {
-        Limits {
-            max_accel: [1e12; 4],
-            print_accel: 1e12,
-            travel_accel: 1e12,
-            retract_accel: 1e12,
-            ..Limits::default()
-        }
-    }
-
-    #[test]
-    fn move_time_is_planned_and_flushed() {
-        let mut m = Machine::new(instant());
-        let s = m.step(&parse_line(b"G1 X30 F1800"));
-        // Held for look-ahead; a dwell stops the machine, so the move is final then.
-        assert_eq!(s.duration_s, 0.0);
-        let d = m.step(&parse_line(b"G4 P500"));
-        assert!((d.duration_s - 1.5).abs() < 1e-6, "{}", d.duration_s);
-        m.step(&parse_line(b"G1 X60"));
-        assert!((m.finish() - 1.0).abs() < 1e-6);
-        assert_eq!(m.finish(), 0.0);
-        assert!((m.elapsed_s() - 2.5).abs() < 1e-6);
-        // With acceleration the same move takes longer.
-        let mut a = Machine::default();
-        a.step(&parse_line(b"G1 X30 F1800"));
-        assert!(a.finish() > 1.02);
-    }
-
-    #[test]
-    fn arcs_have_their_real_length() {
-        let mut m = Machine::new(instant());
-        m.step(&parse_line(b"G1 X10 Y0 F600"));
-        let before = m.finish();
-        assert!((before - 1.0).abs() < 1e-6);
-        // Half circle of radius 10 around the origin, counter-clockwise.
-        m.step(&parse_line(b"G3 X-10 Y0 I-10 J0"));
-        let s = m.finish();
-        assert!((s - std::f64::consts::PI * 10.0 / 10.0).abs() < 1e-6, "{s}");
-    }
-
-    #[test]
-    fn layer_times_heat_and_limits_from_the_file() {
-        let g = [
-            "M140 S60",
-            "M104 S200",
-            "M190 S60",
-            "M109 S200",
-            "G1 Z0.2 F600",
-            ";LAYER_CHANGE",
-            "G1 X10 Y10 E1 F1200",
-            ";LAYER_CHANGE",
-            "G1 Z0.4",
-            "G1 X0 Y0 E2",
-            "G1 X10 Y0 E2",
-        ];
-        let mut m = Machine::default();
-        let mut sum = 0.0;
-        for l in g {
-            sum += m.step(&parse_line(l.as_bytes())).duration_s;
-        }
-        sum += m.finish();
-        assert_eq!(m.layer_times_s().len(), 2);
-        let layers: f64 = m.layer_times_s().iter().sum();
-        assert!((layers + m.start_s() - sum).abs() < 1e-9);
-        assert!((m.elapsed_s() - sum).abs() < 1e-9);
-        assert!(m.start_s() > 0.0 && m.layer_times_s()[1] > m.layer_times_s()[0]);
-        // Bed 25 → 60 °C at 0.4 °C/s; the hotend heated meanwhile and is done.
-        assert!((m.heat_s() - 35.0 / 0.4).abs() < 1e-6, "{}", m.heat_s());
-
-        let mut k = Machine::default();
-        k.step(&parse_line(
-            b"SET_VELOCITY_LIMIT ACCEL=7000 SQUARE_CORNER_VELOCITY=5",
-        ));
-        k.step(&parse_line(b"; machine_max_acceleration_x = 100"));
-        assert_eq!(k.limits().print_accel, 7000.0);
-        assert_eq!(
-            k.limits().max_accel[0],
-            7000.0,
-            "comments do not undo commands"
-        );
-    }
-
-    #[test]
-    fn layers_and_bounds_follow_extruding_moves() {
-        let m = run(&[
-            "G1 Z0.2",
-            "G1 X10 Y10 E1",
-            "G1 Z0.4",
-            "G1 X0 Y0",
-            "G1 X20 Y5 E2",
-            "G1 Z10 X100",
-        ]);
-        assert_eq!(m.layers(), 2);
-        let b = m.bounds().expect("bounds");
-        assert_eq!(b.max[0], 20.0);
-        assert_eq!(b.max[2], 0.4);
-    }
-
-    #[test]
-    fn heaters() {
-        let mut m = Machine::default();
-        let s = m.step(&parse_line(b"M109 S215"));
-        assert_eq!(
-            s.heat,
-            Some(Heat::Tool {
-                tool: 0,
-                target: 215.0,
-                wait: true
-            })
-        );
-        let b = m.step(&parse_line(b"M140 S60"));
-        assert_eq!(
-            b.heat,
-            Some(Heat::Bed {
-                target: 60.0,
-                wait: false
-            })
-        );
-    }
-}
+#[path = "machine_tests.rs"]
+mod tests;

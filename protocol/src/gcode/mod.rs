@@ -6,6 +6,8 @@
 //! | [`line`] | splits one line into command, parameters and comment (no allocation) |
 //! | [`machine`] | the printer's coordinate state: G90/G91, M82/M83, G92, tools, feed/flow; turns each line into time and filament |
 //! | [`limits`] | machine motion limits (`M201`/`M203`/`M204`/`M205`, `SET_VELOCITY_LIMIT`, slicer config comments) |
+//! | [`retraction`] | firmware retraction `G10`/`G11` settings (`M207`/`M208`, `SET_RETRACTION`, slicer comments) |
+//! | [`heaters`] | heat-up waits: a linear model per heater, rates from the profile |
 //! | [`planner`] | look-ahead motion planner: trapezoids, junction speeds, per-axis limits → real move time |
 //! | [`analysis`] | streams a whole file through the machine: filament per tool, time, layers, bounds |
 //! | [`metadata`] | what the slicer states: name/version, time and filament estimates, materials, temperatures, objects (streaming, bounded) |
@@ -16,6 +18,8 @@
 //! followed by its un-retraction costs nothing, and a final retraction is not subtracted.
 
 pub mod analysis;
+mod arcs;
+pub mod heaters;
 pub mod index;
 pub mod limits;
 pub mod line;
@@ -23,15 +27,20 @@ pub mod lines;
 pub mod machine;
 pub mod metadata;
 pub mod planner;
+pub mod retraction;
 pub mod thumbnails;
+mod times;
 
 pub use analysis::{
-    Analysis, analyze, analyze_seekable, analyze_with, filament_grams, limits_from_tail,
+    Analysis, analyze, analyze_seekable, analyze_seekable_with, analyze_with, filament_grams,
+    limits_from_tail, limits_from_tail_with,
 };
+pub use heaters::Heating;
 pub use index::{ExtrusionIndex, ExtrusionIndexBuilder};
 pub use limits::{Corner, Limits};
 pub use line::{Line, parse_line};
 pub use lines::{Content, LineSplitter, for_each_line};
 pub use machine::{Machine, Step};
 pub use metadata::{Metadata, MetadataReader, parse_duration, read_metadata};
+pub use retraction::Retraction;
 pub use thumbnails::{Thumbnail, ThumbnailFormat};

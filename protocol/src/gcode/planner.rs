@@ -91,6 +91,9 @@ impl Move {
     }
 }
 
+/// Memory one buffered move takes (what cloning a planner costs per pending move).
+pub const BLOCK_BYTES: usize = size_of::<Block>();
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Block {
     len: f64,
@@ -446,9 +449,8 @@ impl Planner {
                     speed(exit_sq, b[i + 1].nominal)
                 };
             }
-            if t.is_finite() {
-                sink(b[i].tag, t);
-            }
+            // Every block is reported (callers count them), a degenerate one as 0 s.
+            sink(b[i].tag, if t.is_finite() { t } else { 0.0 });
         }
         self.buf.drain(..n);
         self.first_fixed = !self.buf.is_empty();
