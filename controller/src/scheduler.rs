@@ -22,6 +22,7 @@
 use crate::fleet::PrinterState;
 use crate::learning::Corrections;
 use std::collections::HashMap;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// What is loaded on one tool (part B's inventory fills this from its spools; until then the
@@ -59,7 +60,8 @@ pub struct PrinterInput {
 /// One queued job, as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobInput {
-    pub id: String,
+    /// Shared, not copied: a plan's output names thousands of jobs.
+    pub id: Arc<str>,
     pub priority: i32,
     pub due: Option<OffsetDateTime>,
     /// Queue position: job number (age) unless an operator moved the job.
@@ -155,7 +157,8 @@ impl WorkingHours {
 #[derive(Debug, Clone, Default)]
 pub struct PlanInput {
     pub printers: Vec<PrinterInput>,
-    pub jobs: Vec<JobInput>,
+    /// Shared with the farm's queue, so building the input copies no job.
+    pub jobs: Vec<Arc<JobInput>>,
     /// When the heat-ups still under way began (recent starts), for the power budget.
     pub heating_since: Vec<OffsetDateTime>,
     pub rules: Rules,
@@ -165,14 +168,14 @@ pub struct PlanInput {
 /// Start `job_id` on `printer_id` now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {
-    pub job_id: String,
+    pub job_id: Arc<str>,
     pub printer_id: String,
 }
 
 /// Where and when a queued job is expected to print.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
-    pub job_id: String,
+    pub job_id: Arc<str>,
     pub printer_id: String,
     pub start: OffsetDateTime,
     pub end: OffsetDateTime,
@@ -181,8 +184,9 @@ pub struct Slot {
 /// A queued job no printer can take, and why (for the operator and the shop).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiting {
-    pub job_id: String,
-    pub reason: String,
+    pub job_id: Arc<str>,
+    /// Shared between the jobs that wait for the same reason.
+    pub reason: Arc<str>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -346,6 +350,38 @@ struct Class {
     tools: Vec<bool>,
 }
 
+/// A job's class fields exactly as written (no lowercasing, no allocation): most of a queue
+/// repeats a few of these, so each is normalised into a [`Class`] once. Also the key for
+/// waiting reasons, which quote the job's own spelling.
+#[derive(Hash, PartialEq, Eq, Clone, Copy)]
+struct RawClass<'a> {
+    material: Option<&'a str>,
+    colour: Option<&'a str>,
+    nozzle: Option<u64>,
+    pinned: Option<&'a str>,
+    /// Which tools print, as bits; `None` for more than 64 tools (then not memoised).
+    tools: Option<(u64, usize)>,
+}
+
+fn raw_class(j: &JobInput) -> RawClass<'_> {
+    let tools = (j.grams.len() <= 64).then(|| {
+        let bits = j
+            .grams
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| **g > 0.0)
+            .fold(0u64, |b, (i, _)| b | 1 << i);
+        (bits, j.grams.len())
+    });
+    RawClass {
+        material: j.material.as_deref(),
+        colour: j.colour.as_deref(),
+        nozzle: j.nozzle_mm.map(f64::to_bits),
+        pinned: j.pinned.as_deref(),
+        tools,
+    }
+}
+
 fn class_of(j: &JobInput) -> Class {
     Class {
         material: j.material.as_ref().map(|m| m.trim().to_lowercase()),
@@ -465,16 +501,25 @@ impl PowerSlots {
 pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let rules = &input.rules;
     let printers = &input.printers;
-    let mut order: Vec<&JobInput> = input.jobs.iter().collect();
+    let mut order: Vec<&JobInput> = input.jobs.iter().map(|j| &**j).collect();
+    // The farm keeps its queue in job order, so this is mostly one sorted run (near-linear).
     order.sort_by(|a, b| queue_order(a, b));
 
     // Candidate printers per class of job (static constraints only, computed once per class).
     let mut job_class: Vec<usize> = Vec::with_capacity(order.len());
     let mut class_lists: Vec<Vec<usize>> = vec![];
     let mut class_ids: HashMap<Class, usize> = HashMap::new();
+    let mut raw_ids: HashMap<RawClass<'_>, usize> = HashMap::new();
     for j in &order {
         if j.held {
             job_class.push(usize::MAX);
+            continue;
+        }
+        let raw = raw_class(j);
+        if raw.tools.is_some()
+            && let Some(id) = raw_ids.get(&raw)
+        {
+            job_class.push(*id);
             continue;
         }
         let key = class_of(j);
@@ -490,6 +535,9 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
                 id
             }
         };
+        if raw.tools.is_some() {
+            raw_ids.insert(raw, id);
+        }
         job_class.push(id);
     }
     // How many queued jobs could use each printer: the soft preference keeps busy ones free.
@@ -528,18 +576,32 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         .filter(|t| now_s - t < rules.heat_s as i64)
         .collect();
     let mut slots = PowerSlots::new(now_s, gap, &heating);
+    // A printer that takes no work now takes none later in this plan either, so a class whose
+    // candidates are all out (or that has none) skips the search, and its jobs share one
+    // reason per spelling and size.
+    let class_works: Vec<bool> = class_lists
+        .iter()
+        .map(|list| list.iter().any(|&i| free_at[i].is_some()))
+        .collect();
+    let mut reasons: HashMap<(RawClass<'_>, Option<[u64; 3]>), Arc<str>> = HashMap::new();
+    let held: Arc<str> = Arc::from("held");
 
     let mut out = Plan::default();
     for (j, &c) in order.iter().zip(&job_class) {
         if c == usize::MAX {
             out.waiting.push(Waiting {
                 job_id: j.id.clone(),
-                reason: "held".into(),
+                reason: held.clone(),
             });
             continue;
         }
         let mut best: Option<(i64, u64, usize)> = None;
-        for &i in &class_lists[c] {
+        let candidates: &[usize] = if class_works[c] {
+            &class_lists[c]
+        } else {
+            &[]
+        };
+        for &i in candidates {
             let Some(t) = free_at[i] else { continue };
             if fits_size(&printers[i], j).is_err()
                 || fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err()
@@ -552,30 +614,18 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             }
         }
         let Some((t, _, i)) = best else {
-            let list = &class_lists[c];
-            let list: Vec<usize> = list
-                .iter()
-                .copied()
-                .filter(|&i| fits_size(&printers[i], j).is_ok())
-                .collect();
-            let reason = if list.is_empty() {
-                why_waiting(printers, j, rules)
-            } else {
-                let names: Vec<&str> = list
-                    .iter()
-                    .take(3)
-                    .map(|&i| printers[i].id.as_str())
-                    .collect();
-                if list.iter().all(|&i| free_at[i].is_none()) {
-                    format!(
-                        "the printers that could take it ({}) are offline, in error or in maintenance",
-                        names.join(", ")
-                    )
-                } else {
-                    format!(
-                        "the printers that could take it ({}) do not hold enough filament for it after the jobs ahead of it",
-                        names.join(", ")
-                    )
+            let raw = raw_class(j);
+            // Stable for the whole plan when the class takes no work (see `class_works`).
+            let key = (!class_works[c] && raw.tools.is_some())
+                .then(|| (raw, j.size_mm.map(|s| s.map(f64::to_bits))));
+            let reason = match key.and_then(|k| reasons.get(&k)) {
+                Some(r) => r.clone(),
+                None => {
+                    let r: Arc<str> = waiting_reason(printers, &class_lists[c], &free_at, j, rules).into();
+                    if let Some(k) = key {
+                        reasons.insert(k, r.clone());
+                    }
+                    r
                 }
             };
             out.waiting.push(Waiting {
@@ -610,6 +660,40 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         });
     }
     out
+}
+
+/// Why `j`, of a class whose candidates are `list`, found no printer in this plan.
+fn waiting_reason(
+    printers: &[PrinterInput],
+    list: &[usize],
+    free_at: &[Option<i64>],
+    j: &JobInput,
+    rules: &Rules,
+) -> String {
+    let list: Vec<usize> = list
+        .iter()
+        .copied()
+        .filter(|&i| fits_size(&printers[i], j).is_ok())
+        .collect();
+    if list.is_empty() {
+        return why_waiting(printers, j, rules);
+    }
+    let names: Vec<&str> = list
+        .iter()
+        .take(3)
+        .map(|&i| printers[i].id.as_str())
+        .collect();
+    if list.iter().all(|&i| free_at[i].is_none()) {
+        format!(
+            "the printers that could take it ({}) are offline, in error or in maintenance",
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "the printers that could take it ({}) do not hold enough filament for it after the jobs ahead of it",
+            names.join(", ")
+        )
+    }
 }
 
 /// A sentence for a job nothing can take: the misfit of the printer that came closest.

@@ -357,7 +357,7 @@ pub fn queued_demand(st: &AppState) -> Vec<Demand> {
                 colour: j.colour.clone(),
                 eta: plan
                     .slots
-                    .get(&j.id)
+                    .get(j.id.as_str())
                     .map_or(now + time::Duration::days(365), |s| s.start),
             }
         })

@@ -20,6 +20,7 @@
 
 mod agents;
 pub mod intake;
+mod job_table;
 pub mod inventory;
 pub mod loadout;
 pub mod maintenance;
@@ -89,7 +90,7 @@ struct PrinterEntry {
 #[derive(Default)]
 struct Mirror {
     printers: BTreeMap<String, PrinterEntry>,
-    jobs: BTreeMap<u64, Job>,
+    jobs: job_table::JobTable,
     job_numbers: HashMap<String, u64>,
     applied: HashMap<String, u64>,
     /// Token hash → who holds it (API tokens and printers' agent tokens).

@@ -38,8 +38,8 @@ impl Default for Settings {
 #[derive(Debug, Default)]
 pub struct PlanCache {
     pub version: u64,
-    pub slots: HashMap<String, Slot>,
-    pub waiting: HashMap<String, String>,
+    pub slots: HashMap<Arc<str>, Slot>,
+    pub waiting: HashMap<Arc<str>, Arc<str>>,
     pub planned_jobs: usize,
     pub took_us: u64,
 }
@@ -113,6 +113,29 @@ fn observe(c: &mut Corrections, j: &Job) {
     }
 }
 
+/// A queued job as the scheduler sees it.
+pub(super) fn job_input(j: &Job) -> JobInput {
+    let material = j.material.as_deref().unwrap_or("PLA");
+    JobInput {
+        id: j.id.as_str().into(),
+        priority: j.priority,
+        due: j.due,
+        position: j.queue_position(),
+        material: j.material.clone(),
+        colour: j.colour.clone(),
+        nozzle_mm: j.nozzle_mm,
+        size_mm: j.size_mm,
+        grams: j
+            .filament_mm
+            .iter()
+            .map(|mm| super::loadout::grams(*mm, material))
+            .collect(),
+        estimated_s: j.estimated_s,
+        pinned: j.pinned_printer.clone(),
+        held: j.hold.is_some(),
+    }
+}
+
 /// `PATCH /api/v1/printers/{id}/profile`: registry facts an operator declares.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -171,28 +194,6 @@ impl Farm {
             .collect()
     }
 
-    fn job_input(j: &Job) -> JobInput {
-        let material = j.material.as_deref().unwrap_or("PLA");
-        JobInput {
-            id: j.id.clone(),
-            priority: j.priority,
-            due: j.due,
-            position: j.queue_position(),
-            material: j.material.clone(),
-            colour: j.colour.clone(),
-            nozzle_mm: j.nozzle_mm,
-            size_mm: j.size_mm,
-            grams: j
-                .filament_mm
-                .iter()
-                .map(|mm| super::loadout::grams(*mm, material))
-                .collect(),
-            estimated_s: j.estimated_s,
-            pinned: j.pinned_printer.clone(),
-            held: j.hold.is_some(),
-        }
-    }
-
     pub(crate) fn job_input_for(&self, f: &FileMeta, item: &crate::orders::Item) -> JobInput {
         let mut j = Job::new(0, f.name.clone(), f.sha256.clone(), f.size, now());
         j.filament_mm = f.filament_mm.clone();
@@ -200,26 +201,20 @@ impl Farm {
         j.material = item.material.clone();
         j.colour = item.colour.clone();
         j.nozzle_mm = item.nozzle_mm;
-        Self::job_input(&j)
+        job_input(&j)
     }
 
-    /// Everything the scheduler needs, copied out under the lock.
+    /// Everything the scheduler needs, taken under the lock (queued jobs are shared, not copied).
     pub(super) fn plan_input(&self, m: &Mirror) -> PlanInput {
         let settings = self.production.settings();
         let t = now();
         let heat = time::Duration::seconds_f64(settings.rules.heat_s);
         PlanInput {
             printers: self.scheduler_printers(m),
-            jobs: m
-                .jobs
-                .values()
-                .filter(|j| j.state == JobState::Queued)
-                .map(Self::job_input)
-                .collect(),
+            jobs: m.jobs.queued().cloned().collect(),
             heating_since: m
                 .jobs
-                .values()
-                .filter(|j| j.state.is_active())
+                .active()
                 .filter_map(|j| j.assigned_at)
                 .filter(|a| t - *a < heat)
                 .collect(),
@@ -263,23 +258,25 @@ impl Farm {
         };
         let last = input.jobs.iter().map(|j| j.position).max().unwrap_or(0);
         // Ids no real job can have (job ids are `j-…`).
-        let ids: Vec<String> = (0..copies).map(|i| format!("promise-{i}")).collect();
+        let ids: Vec<Arc<str>> = (0..copies)
+            .map(|i| format!("promise-{i}").into())
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             let mut j = probe.clone();
             j.id = id.clone();
             j.position = last + 1 + i as i64;
             j.pinned = None;
             j.held = false;
-            input.jobs.push(j);
+            input.jobs.push(Arc::new(j));
         }
         let plan = crate::scheduler::plan(&input, now());
         let ends: HashMap<&str, time::OffsetDateTime> = plan
             .timeline
             .iter()
-            .map(|s| (s.job_id.as_str(), s.end))
+            .map(|s| (&*s.job_id, s.end))
             .collect();
         ids.iter()
-            .map(|id| ends.get(id.as_str()).copied())
+            .map(|id| ends.get(&**id).copied())
             .collect::<Option<Vec<_>>>()?
             .into_iter()
             .max()

@@ -176,7 +176,7 @@ impl Farm {
         for s in starts {
             let mut m = self.lock();
             let (Some(n), Some(e)) = (
-                m.job_numbers.get(&s.job_id).copied(),
+                m.job_numbers.get(&*s.job_id).copied(),
                 m.printers.get(&s.printer_id),
             ) else {
                 continue;
