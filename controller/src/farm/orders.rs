@@ -233,6 +233,17 @@ impl Farm {
             answers.push(None);
         }
         if !fresh.is_empty() {
+            // Commit without the farm lock: the fsync takes milliseconds, and every reader
+            // (API tokens, order views, the scheduler's input) waits for this lock. Nothing
+            // else can touch these orders meanwhile: they reach the mirror only after the
+            // commit, below, and intake is one task, so no other batch takes their keys.
+            let metas: HashMap<String, FileMeta> = fresh
+                .iter()
+                .flat_map(|(_, o, ..)| o.items.iter().flat_map(|it| it.files.iter()))
+                .filter_map(|f| m.book.files.get(&f.sha256))
+                .map(|meta| (meta.sha256.clone(), meta.clone()))
+                .collect();
+            drop(m);
             let webhook_shops = &settings.webhook_shops;
             let written = self.store.write(|tx| {
                 let mut deliveries = vec![];
@@ -243,7 +254,7 @@ impl Farm {
                         for copy in 1..=item.quantity {
                             for (part, f) in item.files.iter().enumerate() {
                                 let j =
-                                    self.order_job(&m, tx, order, ii, item, copy, part, f, t)?;
+                                    self.order_job(&metas, tx, order, ii, item, copy, part, f, t)?;
                                 tx.put_job(&j)?;
                                 jobs.push(j);
                             }
@@ -274,6 +285,7 @@ impl Farm {
                 }
                 Ok::<_, StoreError>(deliveries)
             });
+            m = self.lock();
             match written {
                 Ok(deliveries) => {
                     let version = self.production.queue_version.fetch_add(1, SeqCst) + 1;
@@ -360,7 +372,7 @@ impl Farm {
     #[allow(clippy::too_many_arguments)]
     fn order_job(
         &self,
-        m: &Mirror,
+        metas: &HashMap<String, FileMeta>,
         tx: &mut Tx<'_>,
         order: &Order,
         item_index: usize,
@@ -371,7 +383,7 @@ impl Farm {
         t: OffsetDateTime,
     ) -> Result<Job, StoreError> {
         let number = tx.next_job_number()?;
-        let meta = m.book.files.get(&f.sha256);
+        let meta = metas.get(&f.sha256);
         let mut j = Job::new(
             number,
             f.name.clone(),

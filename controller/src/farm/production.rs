@@ -6,7 +6,7 @@ use crate::catalog::{CatalogEntry, FileMeta, valid_sku};
 use crate::fleet::{PrinterView, ToolSlot};
 use crate::jobs::{self, Job, JobState};
 use crate::learning::Corrections;
-use crate::scheduler::{JobInput, PlanInput, PrinterInput, Rules, Slot};
+use crate::scheduler::{JobInput, Plan, PlanInput, PrinterInput, Rules, Slot, Waiting};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -34,14 +34,61 @@ impl Default for Settings {
     }
 }
 
-/// The latest plan, indexed for order views.
+/// The latest plan, indexed for order views. It keeps the plan's own lists (moved, not
+/// copied) and one index of job id → place in them.
 #[derive(Debug, Default)]
 pub struct PlanCache {
     pub version: u64,
-    pub slots: HashMap<Arc<str>, Slot>,
-    pub waiting: HashMap<Arc<str>, Arc<str>>,
+    timeline: Vec<Slot>,
+    waiting: Vec<Waiting>,
+    /// `Ok(i)`: `timeline[i]`; `Err(i)`: `waiting[i]`.
+    index: HashMap<Arc<str>, Result<u32, u32>>,
     pub planned_jobs: usize,
     pub took_us: u64,
+}
+
+impl PlanCache {
+    fn new(plan: Plan, version: u64, took_us: u64) -> Self {
+        let mut index = HashMap::with_capacity(plan.timeline.len() + plan.waiting.len());
+        for (i, s) in plan.timeline.iter().enumerate() {
+            index.insert(s.job_id.clone(), Ok(i as u32));
+        }
+        for (i, w) in plan.waiting.iter().enumerate() {
+            index.insert(w.job_id.clone(), Err(i as u32));
+        }
+        PlanCache {
+            version,
+            planned_jobs: plan.timeline.len() + plan.waiting.len(),
+            timeline: plan.timeline,
+            waiting: plan.waiting,
+            index,
+            took_us,
+        }
+    }
+
+    /// Where and when a queued job prints, if the plan placed it.
+    pub fn slot(&self, job_id: &str) -> Option<&Slot> {
+        match self.index.get(job_id)? {
+            Ok(i) => self.timeline.get(*i as usize),
+            Err(_) => None,
+        }
+    }
+
+    /// Why a queued job waits, if the plan could not place it.
+    pub fn waiting(&self, job_id: &str) -> Option<&str> {
+        match self.index.get(job_id)? {
+            Err(i) => self.waiting.get(*i as usize).map(|w| &*w.reason),
+            Ok(_) => None,
+        }
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        &self.timeline
+    }
+
+    pub fn waitings(&self) -> &[Waiting] {
+        &self.waiting
+    }
 }
 
 /// Production state that is not in the mirror (derived, or configuration).
@@ -224,28 +271,19 @@ impl Farm {
     }
 
     /// Keeps the latest plan for order views and tells intake waiting for it.
-    pub(crate) fn remember_plan(&self, plan: &crate::scheduler::Plan, version: u64, took_us: u64) {
-        let cache = PlanCache {
-            version,
-            slots: plan
-                .timeline
-                .iter()
-                .map(|s| (s.job_id.clone(), s.clone()))
-                .collect(),
-            waiting: plan
-                .waiting
-                .iter()
-                .map(|w| (w.job_id.clone(), w.reason.clone()))
-                .collect(),
-            planned_jobs: plan.timeline.len() + plan.waiting.len(),
-            took_us,
-        };
-        *self
-            .production
-            .plan
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(cache);
+    pub(crate) fn remember_plan(&self, plan: Plan, version: u64, took_us: u64) {
+        let cache = Arc::new(PlanCache::new(plan, version, took_us));
+        let old = std::mem::replace(
+            &mut *self
+                .production
+                .plan
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            cache,
+        );
         self.production.plan_done.send_replace(version);
+        // Freed after intake is told, not before.
+        drop(old);
     }
 
     /// When `copies` copies of `probe` would be done if they were queued now: the real planner
