@@ -340,58 +340,6 @@ pub fn queue_order(a: &JobInput, b: &JobInput) -> std::cmp::Ordering {
         .then_with(|| a.position.cmp(&b.position))
 }
 
-/// Jobs with the same static requirements share one list of candidate printers.
-#[derive(Hash, PartialEq, Eq)]
-struct Class {
-    material: Option<String>,
-    colour: Option<String>,
-    nozzle: Option<u64>,
-    pinned: Option<String>,
-    tools: Vec<bool>,
-}
-
-/// A job's class fields exactly as written (no lowercasing, no allocation): most of a queue
-/// repeats a few of these, so each is normalised into a [`Class`] once. Also the key for
-/// waiting reasons, which quote the job's own spelling.
-#[derive(Hash, PartialEq, Eq, Clone, Copy)]
-struct RawClass<'a> {
-    material: Option<&'a str>,
-    colour: Option<&'a str>,
-    nozzle: Option<u64>,
-    pinned: Option<&'a str>,
-    /// Which tools print, as bits; `None` for more than 64 tools (then not memoised).
-    tools: Option<(u64, usize)>,
-}
-
-fn raw_class(j: &JobInput) -> RawClass<'_> {
-    let tools = (j.grams.len() <= 64).then(|| {
-        let bits = j
-            .grams
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| **g > 0.0)
-            .fold(0u64, |b, (i, _)| b | 1 << i);
-        (bits, j.grams.len())
-    });
-    RawClass {
-        material: j.material.as_deref(),
-        colour: j.colour.as_deref(),
-        nozzle: j.nozzle_mm.map(f64::to_bits),
-        pinned: j.pinned.as_deref(),
-        tools,
-    }
-}
-
-fn class_of(j: &JobInput) -> Class {
-    Class {
-        material: j.material.as_ref().map(|m| m.trim().to_lowercase()),
-        colour: j.colour.as_ref().map(|c| c.trim().to_lowercase()),
-        nozzle: j.nozzle_mm.map(f64::to_bits),
-        pinned: j.pinned.clone(),
-        tools: j.grams.iter().map(|g| *g > 0.0).collect(),
-    }
-}
-
 fn secs(s: f64) -> time::Duration {
     time::Duration::seconds_f64(if s.is_finite() {
         s.clamp(0.0, 1e9)
@@ -509,7 +457,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let mut job_class: Vec<usize> = Vec::with_capacity(order.len());
     let mut class_lists: Vec<Vec<usize>> = vec![];
     let mut class_ids: HashMap<Class, usize> = HashMap::new();
-    let mut raw_ids: HashMap<RawClass<'_>, usize> = HashMap::new();
+    let mut raw_ids: Memo<RawClass<'_>, usize> = Memo::default();
     for j in &order {
         if j.held {
             job_class.push(usize::MAX);
@@ -519,7 +467,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         if raw.tools.is_some()
             && let Some(id) = raw_ids.get(&raw)
         {
-            job_class.push(*id);
+            job_class.push(id);
             continue;
         }
         let key = class_of(j);
@@ -583,7 +531,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         .iter()
         .map(|list| list.iter().any(|&i| free_at[i].is_some()))
         .collect();
-    let mut reasons: HashMap<(RawClass<'_>, Option<[u64; 3]>), Arc<str>> = HashMap::new();
+    let mut reasons: Memo<(RawClass<'_>, Option<[u64; 3]>), Arc<str>> = Memo::default();
     let held: Arc<str> = Arc::from("held");
 
     let mut out = Plan::default();
@@ -619,7 +567,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             let key = (!class_works[c] && raw.tools.is_some())
                 .then(|| (raw, j.size_mm.map(|s| s.map(f64::to_bits))));
             let reason = match key.and_then(|k| reasons.get(&k)) {
-                Some(r) => r.clone(),
+                Some(r) => r,
                 None => {
                     let r: Arc<str> = waiting_reason(printers, &class_lists[c], &free_at, j, rules).into();
                     if let Some(k) = key {
@@ -662,58 +610,10 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     out
 }
 
-/// Why `j`, of a class whose candidates are `list`, found no printer in this plan.
-fn waiting_reason(
-    printers: &[PrinterInput],
-    list: &[usize],
-    free_at: &[Option<i64>],
-    j: &JobInput,
-    rules: &Rules,
-) -> String {
-    let list: Vec<usize> = list
-        .iter()
-        .copied()
-        .filter(|&i| fits_size(&printers[i], j).is_ok())
-        .collect();
-    if list.is_empty() {
-        return why_waiting(printers, j, rules);
-    }
-    let names: Vec<&str> = list
-        .iter()
-        .take(3)
-        .map(|&i| printers[i].id.as_str())
-        .collect();
-    if list.iter().all(|&i| free_at[i].is_none()) {
-        format!(
-            "the printers that could take it ({}) are offline, in error or in maintenance",
-            names.join(", ")
-        )
-    } else {
-        format!(
-            "the printers that could take it ({}) do not hold enough filament for it after the jobs ahead of it",
-            names.join(", ")
-        )
-    }
-}
-
-/// A sentence for a job nothing can take: the misfit of the printer that came closest.
-pub fn why_waiting(printers: &[PrinterInput], j: &JobInput, rules: &Rules) -> String {
-    if printers.is_empty() {
-        return "no printers are enrolled".into();
-    }
-    let mut reasons: Vec<String> = printers
-        .iter()
-        .map(|p| match fits(p, j, rules) {
-            Ok(()) => format!("{}: {}", p.id, p.state.as_str()),
-            Err(m) => format!("{}: {m}", p.id),
-        })
-        .take(3)
-        .collect();
-    if printers.len() > 3 {
-        reasons.push(format!("and {} more", printers.len() - 3));
-    }
-    format!("no printer can take it now ({})", reasons.join("; "))
-}
+#[path = "scheduler_classes.rs"]
+mod classes;
+pub use classes::why_waiting;
+use classes::{Class, Memo, RawClass, class_of, raw_class, waiting_reason};
 
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]
