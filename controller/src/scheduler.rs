@@ -455,19 +455,23 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
 
     // Candidate printers per class of job (static constraints only, computed once per class).
     let mut job_class: Vec<usize> = Vec::with_capacity(order.len());
+    // Per job, a number for its class as spelt (`NO_RAW`: not memoised), for waiting reasons.
+    let mut job_raw: Vec<u32> = Vec::with_capacity(order.len());
     let mut class_lists: Vec<Vec<usize>> = vec![];
     let mut class_ids: HashMap<Class, usize> = HashMap::new();
-    let mut raw_ids: Memo<RawClass<'_>, usize> = Memo::default();
+    let mut raw_ids: Memo<RawClass<'_>, (usize, u32)> = Memo::default();
     for j in &order {
         if j.held {
             job_class.push(usize::MAX);
+            job_raw.push(NO_RAW);
             continue;
         }
         let raw = raw_class(j);
         if raw.tools.is_some()
-            && let Some(id) = raw_ids.get(&raw)
+            && let Some((id, r)) = raw_ids.get(&raw)
         {
             job_class.push(id);
+            job_raw.push(r);
             continue;
         }
         let key = class_of(j);
@@ -483,10 +487,15 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
                 id
             }
         };
-        if raw.tools.is_some() {
-            raw_ids.insert(raw, id);
-        }
+        let r = if raw.tools.is_some() {
+            let r = raw_ids.len() as u32;
+            raw_ids.insert(raw, (id, r));
+            r
+        } else {
+            NO_RAW
+        };
         job_class.push(id);
+        job_raw.push(r);
     }
     // How many queued jobs could use each printer: the soft preference keeps busy ones free.
     let mut demand = vec![0u64; printers.len()];
@@ -531,11 +540,12 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         .iter()
         .map(|list| list.iter().any(|&i| free_at[i].is_some()))
         .collect();
-    let mut reasons: Memo<(RawClass<'_>, Option<[u64; 3]>), Arc<str>> = Memo::default();
+    let mut reasons: Memo<(u32, Option<[u64; 3]>), Arc<str>> = Memo::default();
     let held: Arc<str> = Arc::from("held");
 
     let mut out = Plan::default();
-    for (j, &c) in order.iter().zip(&job_class) {
+    out.waiting.reserve(order.len());
+    for ((j, &c), &raw) in order.iter().zip(&job_class).zip(&job_raw) {
         if c == usize::MAX {
             out.waiting.push(Waiting {
                 job_id: j.id.clone(),
@@ -544,11 +554,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             continue;
         }
         let mut best: Option<(i64, u64, usize)> = None;
-        let candidates: &[usize] = if class_works[c] {
-            &class_lists[c]
-        } else {
-            &[]
-        };
+        let candidates: &[usize] = if class_works[c] { &class_lists[c] } else { &[] };
         for &i in candidates {
             let Some(t) = free_at[i] else { continue };
             if fits_size(&printers[i], j).is_err()
@@ -562,14 +568,14 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             }
         }
         let Some((t, _, i)) = best else {
-            let raw = raw_class(j);
             // Stable for the whole plan when the class takes no work (see `class_works`).
-            let key = (!class_works[c] && raw.tools.is_some())
+            let key = (!class_works[c] && raw != NO_RAW)
                 .then(|| (raw, j.size_mm.map(|s| s.map(f64::to_bits))));
             let reason = match key.and_then(|k| reasons.get(&k)) {
                 Some(r) => r,
                 None => {
-                    let r: Arc<str> = waiting_reason(printers, &class_lists[c], &free_at, j, rules).into();
+                    let r: Arc<str> =
+                        waiting_reason(printers, &class_lists[c], &free_at, j, rules).into();
                     if let Some(k) = key {
                         reasons.insert(k, r.clone());
                     }
@@ -613,7 +619,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
 #[path = "scheduler_classes.rs"]
 mod classes;
 pub use classes::why_waiting;
-use classes::{Class, Memo, RawClass, class_of, raw_class, waiting_reason};
+use classes::{Class, Memo, NO_RAW, RawClass, class_of, raw_class, waiting_reason};
 
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]

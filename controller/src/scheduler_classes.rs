@@ -34,11 +34,18 @@ impl<K: Hash + Eq + Copy, V: Clone> Memo<K, V> {
         Some(v)
     }
 
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub fn insert(&mut self, k: K, v: V) {
         self.map.insert(k, v.clone());
         self.last = Some((k, v));
     }
 }
+
+/// A job whose class as spelt is not numbered (more than 64 tools).
+pub(super) const NO_RAW: u32 = u32::MAX;
 
 /// Jobs with the same static requirements share one list of candidate printers.
 #[derive(Hash, PartialEq, Eq)]

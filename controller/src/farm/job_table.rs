@@ -73,7 +73,13 @@ mod tests {
     use time::OffsetDateTime;
 
     fn job(n: u64) -> Job {
-        Job::new(n, "clip".into(), "ab".repeat(32), 10, OffsetDateTime::UNIX_EPOCH)
+        Job::new(
+            n,
+            "clip".into(),
+            "ab".repeat(32),
+            10,
+            OffsetDateTime::UNIX_EPOCH,
+        )
     }
 
     #[test]

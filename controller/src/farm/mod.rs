@@ -20,8 +20,8 @@
 
 mod agents;
 pub mod intake;
-mod job_table;
 pub mod inventory;
+mod job_table;
 pub mod loadout;
 pub mod maintenance;
 pub mod orders;
