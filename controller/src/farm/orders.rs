@@ -237,14 +237,22 @@ impl Farm {
             // (API tokens, order views, the scheduler's input) waits for this lock. Nothing
             // else can touch these orders meanwhile: they reach the mirror only after the
             // commit, below, and intake is one task, so no other batch takes their keys.
+            // A batch that writes webhook deliveries keeps the lock: a later-numbered delivery
+            // to the same shop must not reach the outbox (and the shop) before this one.
+            let webhook_shops = &settings.webhook_shops;
+            let hold = fresh.iter().any(|(_, o, ..)| webhook_shops.contains(&o.shop));
             let metas: HashMap<String, FileMeta> = fresh
                 .iter()
                 .flat_map(|(_, o, ..)| o.items.iter().flat_map(|it| it.files.iter()))
                 .filter_map(|f| m.book.files.get(&f.sha256))
                 .map(|meta| (meta.sha256.clone(), meta.clone()))
                 .collect();
-            drop(m);
-            let webhook_shops = &settings.webhook_shops;
+            let held = if hold {
+                Some(m)
+            } else {
+                drop(m);
+                None
+            };
             let written = self.store.write(|tx| {
                 let mut deliveries = vec![];
                 for (i, order, jobs, _) in fresh.iter_mut() {
@@ -285,7 +293,7 @@ impl Farm {
                 }
                 Ok::<_, StoreError>(deliveries)
             });
-            m = self.lock();
+            m = held.unwrap_or_else(|| self.lock());
             match written {
                 Ok(deliveries) => {
                     let version = self.production.queue_version.fetch_add(1, SeqCst) + 1;
