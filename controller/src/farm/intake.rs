@@ -4,7 +4,8 @@
 //! sync rate; instead the API hands orders to one task, which takes everything waiting (up to
 //! [`MAX_BATCH`]) and places it with [`Farm::place_orders`] in one transaction. Every order is
 //! still durable before its 2xx, and a lone order is not delayed: the task never waits for a
-//! batch to fill.
+//! batch to fill. The commit itself runs without the farm lock (unless the batch writes
+//! webhook deliveries), so requests and the scheduler go on while the disk syncs.
 
 use super::Farm;
 use super::orders::{Intake, OrderError, Placed};

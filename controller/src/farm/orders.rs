@@ -240,7 +240,9 @@ impl Farm {
             // A batch that writes webhook deliveries keeps the lock: a later-numbered delivery
             // to the same shop must not reach the outbox (and the shop) before this one.
             let webhook_shops = &settings.webhook_shops;
-            let hold = fresh.iter().any(|(_, o, ..)| webhook_shops.contains(&o.shop));
+            let hold = fresh
+                .iter()
+                .any(|(_, o, ..)| webhook_shops.contains(&o.shop));
             let metas: HashMap<String, FileMeta> = fresh
                 .iter()
                 .flat_map(|(_, o, ..)| o.items.iter().flat_map(|it| it.files.iter()))
