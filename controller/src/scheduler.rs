@@ -22,6 +22,7 @@
 use crate::fleet::PrinterState;
 use crate::learning::Corrections;
 use std::collections::HashMap;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// What is loaded on one tool (part B's inventory fills this from its spools; until then the
@@ -59,7 +60,8 @@ pub struct PrinterInput {
 /// One queued job, as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobInput {
-    pub id: String,
+    /// Shared, not copied: a plan's output names thousands of jobs.
+    pub id: Arc<str>,
     pub priority: i32,
     pub due: Option<OffsetDateTime>,
     /// Queue position: job number (age) unless an operator moved the job.
@@ -155,7 +157,8 @@ impl WorkingHours {
 #[derive(Debug, Clone, Default)]
 pub struct PlanInput {
     pub printers: Vec<PrinterInput>,
-    pub jobs: Vec<JobInput>,
+    /// Shared with the farm's queue, so building the input copies no job.
+    pub jobs: Vec<Arc<JobInput>>,
     /// When the heat-ups still under way began (recent starts), for the power budget.
     pub heating_since: Vec<OffsetDateTime>,
     pub rules: Rules,
@@ -165,14 +168,14 @@ pub struct PlanInput {
 /// Start `job_id` on `printer_id` now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {
-    pub job_id: String,
+    pub job_id: Arc<str>,
     pub printer_id: String,
 }
 
 /// Where and when a queued job is expected to print.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
-    pub job_id: String,
+    pub job_id: Arc<str>,
     pub printer_id: String,
     pub start: OffsetDateTime,
     pub end: OffsetDateTime,
@@ -181,8 +184,9 @@ pub struct Slot {
 /// A queued job no printer can take, and why (for the operator and the shop).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiting {
-    pub job_id: String,
-    pub reason: String,
+    pub job_id: Arc<str>,
+    /// Shared between the jobs that wait for the same reason.
+    pub reason: Arc<str>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -336,26 +340,6 @@ pub fn queue_order(a: &JobInput, b: &JobInput) -> std::cmp::Ordering {
         .then_with(|| a.position.cmp(&b.position))
 }
 
-/// Jobs with the same static requirements share one list of candidate printers.
-#[derive(Hash, PartialEq, Eq)]
-struct Class {
-    material: Option<String>,
-    colour: Option<String>,
-    nozzle: Option<u64>,
-    pinned: Option<String>,
-    tools: Vec<bool>,
-}
-
-fn class_of(j: &JobInput) -> Class {
-    Class {
-        material: j.material.as_ref().map(|m| m.trim().to_lowercase()),
-        colour: j.colour.as_ref().map(|c| c.trim().to_lowercase()),
-        nozzle: j.nozzle_mm.map(f64::to_bits),
-        pinned: j.pinned.clone(),
-        tools: j.grams.iter().map(|g| *g > 0.0).collect(),
-    }
-}
-
 fn secs(s: f64) -> time::Duration {
     time::Duration::seconds_f64(if s.is_finite() {
         s.clamp(0.0, 1e9)
@@ -465,16 +449,29 @@ impl PowerSlots {
 pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let rules = &input.rules;
     let printers = &input.printers;
-    let mut order: Vec<&JobInput> = input.jobs.iter().collect();
+    let mut order: Vec<&JobInput> = input.jobs.iter().map(|j| &**j).collect();
+    // The farm keeps its queue in job order, so this is mostly one sorted run (near-linear).
     order.sort_by(|a, b| queue_order(a, b));
 
     // Candidate printers per class of job (static constraints only, computed once per class).
     let mut job_class: Vec<usize> = Vec::with_capacity(order.len());
+    // Per job, a number for its class as spelt (`NO_RAW`: not memoised), for waiting reasons.
+    let mut job_raw: Vec<u32> = Vec::with_capacity(order.len());
     let mut class_lists: Vec<Vec<usize>> = vec![];
     let mut class_ids: HashMap<Class, usize> = HashMap::new();
+    let mut raw_ids: Memo<RawClass<'_>, (usize, u32)> = Memo::default();
     for j in &order {
         if j.held {
             job_class.push(usize::MAX);
+            job_raw.push(NO_RAW);
+            continue;
+        }
+        let raw = raw_class(j);
+        if raw.tools.is_some()
+            && let Some((id, r)) = raw_ids.get(&raw)
+        {
+            job_class.push(id);
+            job_raw.push(r);
             continue;
         }
         let key = class_of(j);
@@ -490,7 +487,15 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
                 id
             }
         };
+        let r = if raw.tools.is_some() {
+            let r = raw_ids.len() as u32;
+            raw_ids.insert(raw, (id, r));
+            r
+        } else {
+            NO_RAW
+        };
         job_class.push(id);
+        job_raw.push(r);
     }
     // How many queued jobs could use each printer: the soft preference keeps busy ones free.
     let mut demand = vec![0u64; printers.len()];
@@ -528,18 +533,29 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         .filter(|t| now_s - t < rules.heat_s as i64)
         .collect();
     let mut slots = PowerSlots::new(now_s, gap, &heating);
+    // A printer that takes no work now takes none later in this plan either, so a class whose
+    // candidates are all out (or that has none) skips the search, and its jobs share one
+    // reason per spelling and size.
+    let class_works: Vec<bool> = class_lists
+        .iter()
+        .map(|list| list.iter().any(|&i| free_at[i].is_some()))
+        .collect();
+    let mut reasons: Memo<(u32, Option<[u64; 3]>), Arc<str>> = Memo::default();
+    let held: Arc<str> = Arc::from("held");
 
     let mut out = Plan::default();
-    for (j, &c) in order.iter().zip(&job_class) {
+    out.waiting.reserve(order.len());
+    for ((j, &c), &raw) in order.iter().zip(&job_class).zip(&job_raw) {
         if c == usize::MAX {
             out.waiting.push(Waiting {
                 job_id: j.id.clone(),
-                reason: "held".into(),
+                reason: held.clone(),
             });
             continue;
         }
         let mut best: Option<(i64, u64, usize)> = None;
-        for &i in &class_lists[c] {
+        let candidates: &[usize] = if class_works[c] { &class_lists[c] } else { &[] };
+        for &i in candidates {
             let Some(t) = free_at[i] else { continue };
             if fits_size(&printers[i], j).is_err()
                 || fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err()
@@ -552,30 +568,18 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             }
         }
         let Some((t, _, i)) = best else {
-            let list = &class_lists[c];
-            let list: Vec<usize> = list
-                .iter()
-                .copied()
-                .filter(|&i| fits_size(&printers[i], j).is_ok())
-                .collect();
-            let reason = if list.is_empty() {
-                why_waiting(printers, j, rules)
-            } else {
-                let names: Vec<&str> = list
-                    .iter()
-                    .take(3)
-                    .map(|&i| printers[i].id.as_str())
-                    .collect();
-                if list.iter().all(|&i| free_at[i].is_none()) {
-                    format!(
-                        "the printers that could take it ({}) are offline, in error or in maintenance",
-                        names.join(", ")
-                    )
-                } else {
-                    format!(
-                        "the printers that could take it ({}) do not hold enough filament for it after the jobs ahead of it",
-                        names.join(", ")
-                    )
+            // Stable for the whole plan when the class takes no work (see `class_works`).
+            let key = (!class_works[c] && raw != NO_RAW)
+                .then(|| (raw, j.size_mm.map(|s| s.map(f64::to_bits))));
+            let reason = match key.and_then(|k| reasons.get(&k)) {
+                Some(r) => r,
+                None => {
+                    let r: Arc<str> =
+                        waiting_reason(printers, &class_lists[c], &free_at, j, rules).into();
+                    if let Some(k) = key {
+                        reasons.insert(k, r.clone());
+                    }
+                    r
                 }
             };
             out.waiting.push(Waiting {
@@ -612,24 +616,10 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     out
 }
 
-/// A sentence for a job nothing can take: the misfit of the printer that came closest.
-pub fn why_waiting(printers: &[PrinterInput], j: &JobInput, rules: &Rules) -> String {
-    if printers.is_empty() {
-        return "no printers are enrolled".into();
-    }
-    let mut reasons: Vec<String> = printers
-        .iter()
-        .map(|p| match fits(p, j, rules) {
-            Ok(()) => format!("{}: {}", p.id, p.state.as_str()),
-            Err(m) => format!("{}: {m}", p.id),
-        })
-        .take(3)
-        .collect();
-    if printers.len() > 3 {
-        reasons.push(format!("and {} more", printers.len() - 3));
-    }
-    format!("no printer can take it now ({})", reasons.join("; "))
-}
+#[path = "scheduler_classes.rs"]
+mod classes;
+pub use classes::why_waiting;
+use classes::{Class, Memo, NO_RAW, RawClass, class_of, raw_class, waiting_reason};
 
 #[cfg(test)]
 #[path = "scheduler_tests.rs"]

@@ -49,7 +49,7 @@ fn job(id: &str, position: i64) -> JobInput {
 fn input(printers: Vec<PrinterInput>, jobs: Vec<JobInput>) -> PlanInput {
     PlanInput {
         printers,
-        jobs,
+        jobs: jobs.into_iter().map(Arc::new).collect(),
         ..PlanInput::default()
     }
 }
@@ -57,7 +57,7 @@ fn input(printers: Vec<PrinterInput>, jobs: Vec<JobInput>) -> PlanInput {
 fn starts(p: &Plan) -> Vec<(&str, &str)> {
     p.starts
         .iter()
-        .map(|s| (s.job_id.as_str(), s.printer_id.as_str()))
+        .map(|s| (&*s.job_id, s.printer_id.as_str()))
         .collect()
 }
 
@@ -188,7 +188,7 @@ fn only_idle_unblocked_printers_start_work_and_only_matching_ones() {
     let b = plan
         .timeline
         .iter()
-        .find(|s| s.job_id == "b")
+        .find(|s| &*s.job_id == "b")
         .expect("b planned");
     assert_eq!(b.printer_id, "busy");
     assert_eq!(b.start, NOW + time::Duration::seconds(60));
@@ -205,7 +205,7 @@ fn queue_order_is_priority_then_due_date_then_position() {
     d.priority = 1;
     let one = vec![printer("p", vec![pla("black", None)])];
     let p = plan(&input(one, vec![a, b, c, d]), NOW);
-    let order: Vec<&str> = p.timeline.iter().map(|s| s.job_id.as_str()).collect();
+    let order: Vec<&str> = p.timeline.iter().map(|s| &*s.job_id).collect();
     assert_eq!(order, vec!["d", "b", "a", "c"]);
     // Back to back on one printer: each starts when the previous ends.
     for w in p.timeline.windows(2) {
@@ -258,7 +258,7 @@ fn the_timeline_spends_the_spool_so_it_is_never_promised_twice() {
     let jobs = vec![job("a", 1), job("b", 2), job("c", 3)];
     let p = plan(&input(ps, jobs), NOW);
     // Each needs 10 g + 5 % + 10 g margin = 20.5 g on the spool: 41 → 31 → 21 → 11.
-    let planned: Vec<&str> = p.timeline.iter().map(|s| s.job_id.as_str()).collect();
+    let planned: Vec<&str> = p.timeline.iter().map(|s| &*s.job_id).collect();
     assert_eq!(planned, vec!["a", "b", "c"]);
     // 35 → 25 → 15: the third no longer fits and waits, saying why.
     let ps = vec![printer("p", vec![pla("black", Some(35.0))])];
@@ -371,7 +371,7 @@ fn arb_job() -> impl Strategy<Value = JobInput> {
         any::<bool>(),
     )
         .prop_map(|(prio, m, c, g, size, held)| JobInput {
-            id: String::new(),
+            id: "".into(),
             priority: prio,
             due: None,
             position: 0,
@@ -395,13 +395,13 @@ proptest! {
     ) {
         let mut inp = PlanInput {
             printers: ps.into_iter().enumerate().map(|(i, mut p)| { p.id = format!("p{i}"); p }).collect(),
-            jobs: js.into_iter().enumerate().map(|(i, mut j)| { j.id = format!("j{i}"); j.position = i as i64; j }).collect(),
+            jobs: js.into_iter().enumerate().map(|(i, mut j)| { j.id = format!("j{i}").into(); j.position = i as i64; Arc::new(j) }).collect(),
             ..PlanInput::default()
         };
         inp.rules.max_heating = budget;
         let plan = plan(&inp, NOW);
         let printer = |id: &str| inp.printers.iter().find(|p| p.id == id).expect("printer");
-        let job = |id: &str| inp.jobs.iter().find(|j| j.id == id).expect("job");
+        let job = |id: &str| inp.jobs.iter().find(|j| &*j.id == id).expect("job");
         let mut used = std::collections::HashSet::new();
         for s in &plan.starts {
             let p = printer(&s.printer_id);

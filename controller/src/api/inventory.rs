@@ -356,8 +356,7 @@ pub fn queued_demand(st: &AppState) -> Vec<Demand> {
                 material,
                 colour: j.colour.clone(),
                 eta: plan
-                    .slots
-                    .get(&j.id)
+                    .slot(&j.id)
                     .map_or(now + time::Duration::days(365), |s| s.start),
             }
         })

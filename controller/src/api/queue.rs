@@ -28,21 +28,21 @@ pub async fn timeline(State(st): State<AppState>, c: Caller) -> Result<impl Into
     require(&c, Role::Viewer)?;
     let plan = st.farm.timeline();
     let mut items: Vec<TimelineEntry> = plan
-        .slots
-        .values()
+        .slots()
+        .iter()
         .map(|s| TimelineEntry {
-            job_id: s.job_id.clone(),
+            job_id: s.job_id.to_string(),
             printer_id: Some(s.printer_id.clone()),
             start: Some(s.start),
             end: Some(s.end),
             waiting: None,
         })
-        .chain(plan.waiting.iter().map(|(j, w)| TimelineEntry {
-            job_id: j.clone(),
+        .chain(plan.waitings().iter().map(|w| TimelineEntry {
+            job_id: w.job_id.to_string(),
             printer_id: None,
             start: None,
             end: None,
-            waiting: Some(w.clone()),
+            waiting: Some(w.reason.to_string()),
         }))
         .collect();
     items.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.job_id.cmp(&b.job_id)));

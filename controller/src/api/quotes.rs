@@ -194,7 +194,7 @@ fn completion(
 ) -> Option<OffsetDateTime> {
     let kind = material.map_or("PLA", |m| m.material.as_str());
     let probe = crate::scheduler::JobInput {
-        id: String::new(),
+        id: "".into(),
         priority: 0,
         due: None,
         position: 0,

@@ -21,13 +21,14 @@ impl Farm {
         // Progress lives in the mirror only (it is telemetry); announce it in whole percents.
         if let Some((job_id, p)) = progress
             && let Some(n) = m.job_numbers.get(&job_id).copied()
-            && let Some(j) = m.jobs.get_mut(&n)
+            && let Some(j) = m.jobs.get(&n)
             && j.printer_id.as_deref() == Some(printer)
             && j.state.is_active()
         {
             let step = (p * 100.0).floor() != (j.progress * 100.0).floor();
-            j.progress = p.clamp(0.0, 1.0);
-            if step {
+            if let Some(j) = m.jobs.set_progress(n, p.clamp(0.0, 1.0))
+                && step
+            {
                 self.announce_job(j);
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! Every write goes through [`Farm`] while holding one lock: commit to the store first, then
 //! update the mirror, then announce the change. So the mirror never shows what is not durable,
-//! and the live stream sees changes in commit order. Reads copy out of the mirror.
+//! and the live stream sees changes in commit order. Reads copy out of the mirror. Order
+//! intake alone commits without the lock (see [`orders`]'s `place_orders`): its new orders are
+//! invisible until the mirror update, so the order holds per job.
 //!
 //! Messages for agents (commands, acks) are queued to the MQTT link as [`Outbound`]; the link
 //! owns the socket.
@@ -10,6 +12,7 @@
 //! | file | writes that come from |
 //! |---|---|
 //! | `mod.rs` | loading, reads, enrolment and tokens |
+//! | [`job_table`] | the mirror's jobs; the queued ones kept as the scheduler's input |
 //! | [`agents`] | agents: status, presence, events (exactly once, in order), acks |
 //! | [`queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
 //! | [`inventory`] | materials, spools, loading, adjustments; ledger booking in the event path |
@@ -21,6 +24,7 @@
 mod agents;
 pub mod intake;
 pub mod inventory;
+mod job_table;
 pub mod loadout;
 pub mod maintenance;
 pub mod orders;
@@ -89,7 +93,7 @@ struct PrinterEntry {
 #[derive(Default)]
 struct Mirror {
     printers: BTreeMap<String, PrinterEntry>,
-    jobs: BTreeMap<u64, Job>,
+    jobs: job_table::JobTable,
     job_numbers: HashMap<String, u64>,
     applied: HashMap<String, u64>,
     /// Token hash → who holds it (API tokens and printers' agent tokens).

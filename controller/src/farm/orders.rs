@@ -233,7 +233,28 @@ impl Farm {
             answers.push(None);
         }
         if !fresh.is_empty() {
+            // Commit without the farm lock: the fsync takes milliseconds, and every reader
+            // (API tokens, order views, the scheduler's input) waits for this lock. Nothing
+            // else can touch these orders meanwhile: they reach the mirror only after the
+            // commit, below, and intake is one task, so no other batch takes their keys.
+            // A batch that writes webhook deliveries keeps the lock: a later-numbered delivery
+            // to the same shop must not reach the outbox (and the shop) before this one.
             let webhook_shops = &settings.webhook_shops;
+            let hold = fresh
+                .iter()
+                .any(|(_, o, ..)| webhook_shops.contains(&o.shop));
+            let metas: HashMap<String, FileMeta> = fresh
+                .iter()
+                .flat_map(|(_, o, ..)| o.items.iter().flat_map(|it| it.files.iter()))
+                .filter_map(|f| m.book.files.get(&f.sha256))
+                .map(|meta| (meta.sha256.clone(), meta.clone()))
+                .collect();
+            let held = if hold {
+                Some(m)
+            } else {
+                drop(m);
+                None
+            };
             let written = self.store.write(|tx| {
                 let mut deliveries = vec![];
                 for (i, order, jobs, _) in fresh.iter_mut() {
@@ -243,7 +264,7 @@ impl Farm {
                         for copy in 1..=item.quantity {
                             for (part, f) in item.files.iter().enumerate() {
                                 let j =
-                                    self.order_job(&m, tx, order, ii, item, copy, part, f, t)?;
+                                    self.order_job(&metas, tx, order, ii, item, copy, part, f, t)?;
                                 tx.put_job(&j)?;
                                 jobs.push(j);
                             }
@@ -274,6 +295,7 @@ impl Farm {
                 }
                 Ok::<_, StoreError>(deliveries)
             });
+            m = held.unwrap_or_else(|| self.lock());
             match written {
                 Ok(deliveries) => {
                     let version = self.production.queue_version.fetch_add(1, SeqCst) + 1;
@@ -360,7 +382,7 @@ impl Farm {
     #[allow(clippy::too_many_arguments)]
     fn order_job(
         &self,
-        m: &Mirror,
+        metas: &HashMap<String, FileMeta>,
         tx: &mut Tx<'_>,
         order: &Order,
         item_index: usize,
@@ -371,7 +393,7 @@ impl Farm {
         t: OffsetDateTime,
     ) -> Result<Job, StoreError> {
         let number = tx.next_job_number()?;
-        let meta = m.book.files.get(&f.sha256);
+        let meta = metas.get(&f.sha256);
         let mut j = Job::new(
             number,
             f.name.clone(),

@@ -6,9 +6,10 @@ use crate::catalog::{CatalogEntry, FileMeta, valid_sku};
 use crate::fleet::{PrinterView, ToolSlot};
 use crate::jobs::{self, Job, JobState};
 use crate::learning::Corrections;
-use crate::scheduler::{JobInput, PlanInput, PrinterInput, Rules, Slot};
+use crate::scheduler::{JobInput, Plan, PlanInput, PrinterInput, Rules, Slot, Waiting};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -34,14 +35,91 @@ impl Default for Settings {
     }
 }
 
-/// The latest plan, indexed for order views.
+/// The latest plan, indexed for order views. It keeps the plan's own lists (moved, not
+/// copied) and one index of job id → place in them.
 #[derive(Debug, Default)]
 pub struct PlanCache {
     pub version: u64,
-    pub slots: HashMap<String, Slot>,
-    pub waiting: HashMap<String, String>,
+    timeline: Vec<Slot>,
+    waiting: Vec<Waiting>,
+    /// `Ok(i)`: `timeline[i]`; `Err(i)`: `waiting[i]`.
+    index: HashMap<Arc<str>, Result<u32, u32>, BuildHasherDefault<IdHasher>>,
     pub planned_jobs: usize,
     pub took_us: u64,
+}
+
+/// FxHash (rustc's) for the plan index: its keys are the controller's own job ids (`job-N`),
+/// never a client's, and the index is rebuilt for every plan of the whole queue.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.write_u64(u64::from(b));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl PlanCache {
+    fn new(plan: Plan, version: u64, took_us: u64) -> Self {
+        let mut index = HashMap::with_capacity_and_hasher(
+            plan.timeline.len() + plan.waiting.len(),
+            BuildHasherDefault::default(),
+        );
+        for (i, s) in plan.timeline.iter().enumerate() {
+            index.insert(s.job_id.clone(), Ok(i as u32));
+        }
+        for (i, w) in plan.waiting.iter().enumerate() {
+            index.insert(w.job_id.clone(), Err(i as u32));
+        }
+        PlanCache {
+            version,
+            planned_jobs: plan.timeline.len() + plan.waiting.len(),
+            timeline: plan.timeline,
+            waiting: plan.waiting,
+            index,
+            took_us,
+        }
+    }
+
+    /// Where and when a queued job prints, if the plan placed it.
+    pub fn slot(&self, job_id: &str) -> Option<&Slot> {
+        match self.index.get(job_id)? {
+            Ok(i) => self.timeline.get(*i as usize),
+            Err(_) => None,
+        }
+    }
+
+    /// Why a queued job waits, if the plan could not place it.
+    pub fn waiting(&self, job_id: &str) -> Option<&str> {
+        match self.index.get(job_id)? {
+            Err(i) => self.waiting.get(*i as usize).map(|w| &*w.reason),
+            Ok(_) => None,
+        }
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        &self.timeline
+    }
+
+    pub fn waitings(&self) -> &[Waiting] {
+        &self.waiting
+    }
 }
 
 /// Production state that is not in the mirror (derived, or configuration).
@@ -113,6 +191,29 @@ fn observe(c: &mut Corrections, j: &Job) {
     }
 }
 
+/// A queued job as the scheduler sees it.
+pub(super) fn job_input(j: &Job) -> JobInput {
+    let material = j.material.as_deref().unwrap_or("PLA");
+    JobInput {
+        id: j.id.as_str().into(),
+        priority: j.priority,
+        due: j.due,
+        position: j.queue_position(),
+        material: j.material.clone(),
+        colour: j.colour.clone(),
+        nozzle_mm: j.nozzle_mm,
+        size_mm: j.size_mm,
+        grams: j
+            .filament_mm
+            .iter()
+            .map(|mm| super::loadout::grams(*mm, material))
+            .collect(),
+        estimated_s: j.estimated_s,
+        pinned: j.pinned_printer.clone(),
+        held: j.hold.is_some(),
+    }
+}
+
 /// `PATCH /api/v1/printers/{id}/profile`: registry facts an operator declares.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -171,28 +272,6 @@ impl Farm {
             .collect()
     }
 
-    fn job_input(j: &Job) -> JobInput {
-        let material = j.material.as_deref().unwrap_or("PLA");
-        JobInput {
-            id: j.id.clone(),
-            priority: j.priority,
-            due: j.due,
-            position: j.queue_position(),
-            material: j.material.clone(),
-            colour: j.colour.clone(),
-            nozzle_mm: j.nozzle_mm,
-            size_mm: j.size_mm,
-            grams: j
-                .filament_mm
-                .iter()
-                .map(|mm| super::loadout::grams(*mm, material))
-                .collect(),
-            estimated_s: j.estimated_s,
-            pinned: j.pinned_printer.clone(),
-            held: j.hold.is_some(),
-        }
-    }
-
     pub(crate) fn job_input_for(&self, f: &FileMeta, item: &crate::orders::Item) -> JobInput {
         let mut j = Job::new(0, f.name.clone(), f.sha256.clone(), f.size, now());
         j.filament_mm = f.filament_mm.clone();
@@ -200,26 +279,20 @@ impl Farm {
         j.material = item.material.clone();
         j.colour = item.colour.clone();
         j.nozzle_mm = item.nozzle_mm;
-        Self::job_input(&j)
+        job_input(&j)
     }
 
-    /// Everything the scheduler needs, copied out under the lock.
+    /// Everything the scheduler needs, taken under the lock (queued jobs are shared, not copied).
     pub(super) fn plan_input(&self, m: &Mirror) -> PlanInput {
         let settings = self.production.settings();
         let t = now();
         let heat = time::Duration::seconds_f64(settings.rules.heat_s);
         PlanInput {
             printers: self.scheduler_printers(m),
-            jobs: m
-                .jobs
-                .values()
-                .filter(|j| j.state == JobState::Queued)
-                .map(Self::job_input)
-                .collect(),
+            jobs: m.jobs.queued().cloned().collect(),
             heating_since: m
                 .jobs
-                .values()
-                .filter(|j| j.state.is_active())
+                .active()
                 .filter_map(|j| j.assigned_at)
                 .filter(|a| t - *a < heat)
                 .collect(),
@@ -229,28 +302,19 @@ impl Farm {
     }
 
     /// Keeps the latest plan for order views and tells intake waiting for it.
-    pub(crate) fn remember_plan(&self, plan: &crate::scheduler::Plan, version: u64, took_us: u64) {
-        let cache = PlanCache {
-            version,
-            slots: plan
-                .timeline
-                .iter()
-                .map(|s| (s.job_id.clone(), s.clone()))
-                .collect(),
-            waiting: plan
-                .waiting
-                .iter()
-                .map(|w| (w.job_id.clone(), w.reason.clone()))
-                .collect(),
-            planned_jobs: plan.timeline.len() + plan.waiting.len(),
-            took_us,
-        };
-        *self
-            .production
-            .plan
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(cache);
+    pub(crate) fn remember_plan(&self, plan: Plan, version: u64, took_us: u64) {
+        let cache = Arc::new(PlanCache::new(plan, version, took_us));
+        let old = std::mem::replace(
+            &mut *self
+                .production
+                .plan
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            cache,
+        );
         self.production.plan_done.send_replace(version);
+        // Freed after intake is told, not before.
+        drop(old);
     }
 
     /// When `copies` copies of `probe` would be done if they were queued now: the real planner
@@ -263,23 +327,20 @@ impl Farm {
         };
         let last = input.jobs.iter().map(|j| j.position).max().unwrap_or(0);
         // Ids no real job can have (job ids are `j-…`).
-        let ids: Vec<String> = (0..copies).map(|i| format!("promise-{i}")).collect();
+        let ids: Vec<Arc<str>> = (0..copies).map(|i| format!("promise-{i}").into()).collect();
         for (i, id) in ids.iter().enumerate() {
             let mut j = probe.clone();
             j.id = id.clone();
             j.position = last + 1 + i as i64;
             j.pinned = None;
             j.held = false;
-            input.jobs.push(j);
+            input.jobs.push(Arc::new(j));
         }
         let plan = crate::scheduler::plan(&input, now());
-        let ends: HashMap<&str, time::OffsetDateTime> = plan
-            .timeline
-            .iter()
-            .map(|s| (s.job_id.as_str(), s.end))
-            .collect();
+        let ends: HashMap<&str, time::OffsetDateTime> =
+            plan.timeline.iter().map(|s| (&*s.job_id, s.end)).collect();
         ids.iter()
-            .map(|id| ends.get(id.as_str()).copied())
+            .map(|id| ends.get(&**id).copied())
             .collect::<Option<Vec<_>>>()?
             .into_iter()
             .max()

@@ -168,15 +168,15 @@ impl Farm {
             (self.plan_input(&m), v)
         };
         let t0 = std::time::Instant::now();
-        let plan = crate::scheduler::plan(&input, now());
+        let mut plan = crate::scheduler::plan(&input, now());
         let took = t0.elapsed();
-        self.remember_plan(&plan, version, took.as_micros() as u64);
-        let starts = plan.starts;
+        let starts = std::mem::take(&mut plan.starts);
+        self.remember_plan(plan, version, took.as_micros() as u64);
         let mut started = 0;
         for s in starts {
             let mut m = self.lock();
             let (Some(n), Some(e)) = (
-                m.job_numbers.get(&s.job_id).copied(),
+                m.job_numbers.get(&*s.job_id).copied(),
                 m.printers.get(&s.printer_id),
             ) else {
                 continue;
