@@ -229,6 +229,19 @@ async fn steer(farm: &mut Farm) -> Result<()> {
     ensure!(why.contains("held"), "j2 waits because it is held: {why}");
     let why = waiting_reason(farm, &j4).await?;
     ensure!(why.contains("p-b"), "j4 waits for p-b: {why}");
+    // That plan lists the waiting jobs in queue order: j3 now ahead of j1.
+    let q = farm.get("/api/v1/queue").await?;
+    let order: Vec<&str> = q["items"]
+        .as_array()
+        .context("queue items")?
+        .iter()
+        .filter_map(|e| e["job_id"].as_str())
+        .collect();
+    let pos = |j: &str| order.iter().position(|x| *x == j);
+    ensure!(
+        pos(&j3).is_some() && pos(&j3) < pos(&j1),
+        "the queue shows j3 ahead of j1: {order:?}"
+    );
 
     // Only p-a comes online: it prints j3, then j1 and the retry j6 — never the held j2, the
     // pinned j4 or the unreleased order.

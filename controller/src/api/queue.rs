@@ -27,6 +27,9 @@ pub struct TimelineEntry {
 pub async fn timeline(State(st): State<AppState>, c: Caller) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Viewer)?;
     let plan = st.farm.timeline();
+    // Planned jobs by start time, then the waiting ones in queue order (the order the
+    // scheduler considered them: priority, due date, the operator's moves, age) — not by id,
+    // which would put job-10 before job-9 and hide an operator's reordering.
     let mut items: Vec<TimelineEntry> = plan
         .slots()
         .iter()
@@ -37,15 +40,19 @@ pub async fn timeline(State(st): State<AppState>, c: Caller) -> Result<impl Into
             end: Some(s.end),
             waiting: None,
         })
-        .chain(plan.waitings().iter().map(|w| TimelineEntry {
-            job_id: w.job_id.to_string(),
-            printer_id: None,
-            start: None,
-            end: None,
-            waiting: Some(w.reason.to_string()),
-        }))
         .collect();
-    items.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.job_id.cmp(&b.job_id)));
+    items.sort_by(|a, b| {
+        a.start
+            .cmp(&b.start)
+            .then_with(|| a.printer_id.cmp(&b.printer_id))
+    });
+    items.extend(plan.waitings().iter().map(|w| TimelineEntry {
+        job_id: w.job_id.to_string(),
+        printer_id: None,
+        start: None,
+        end: None,
+        waiting: Some(w.reason.to_string()),
+    }));
     Ok(Json(serde_json::json!({
         "items": items,
         "planned_jobs": plan.planned_jobs,
