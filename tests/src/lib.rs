@@ -332,6 +332,18 @@ impl Farm {
         Ok(v)
     }
 
+    /// Any method with a JSON body, as admin; the status and the body (`null` if not JSON).
+    pub async fn request(&self, method: &str, path: &str, body: Value) -> Result<(u16, Value)> {
+        let r = self
+            .client
+            .request(method.parse()?, format!("{}{path}", self.http))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await?;
+        Ok((r.status().as_u16(), r.json().await.unwrap_or(Value::Null)))
+    }
+
     pub async fn post_json(&self, path: &str, body: Value) -> Result<(u16, Value)> {
         let r = self
             .client

@@ -147,17 +147,6 @@ struct Shop {
 }
 
 /// An admin request with any method.
-async fn admin(farm: &Farm, method: &str, path: &str, body: Value) -> Result<(u16, Value)> {
-    let r = farm
-        .client
-        .request(method.parse()?, format!("{}{path}", farm.http))
-        .bearer_auth(&farm.admin)
-        .json(&body)
-        .send()
-        .await?;
-    Ok((r.status().as_u16(), r.json().await.unwrap_or(Value::Null)))
-}
-
 impl Shop {
     async fn post(
         &self,
@@ -260,13 +249,13 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
     let mut declared = BTreeMap::new();
     for (id, eject, tools, sim) in &printers {
         farm.add_agent(id, *eject, sim).await?;
-        let (s, v) = admin(
-            farm,
-            "PATCH",
-            &format!("/api/v1/printers/{id}/profile"),
-            json!({ "tools": tools, "build_volume_mm": [250, 210, 210], "model": "sim" }),
-        )
-        .await?;
+        let (s, v) = farm
+            .request(
+                "PATCH",
+                &format!("/api/v1/printers/{id}/profile"),
+                json!({ "tools": tools, "build_volume_mm": [250, 210, 210], "model": "sim" }),
+            )
+            .await?;
         ensure!(s == 200, "profile of {id}: {s} {v}");
         declared.insert(id.to_string(), tools[0].clone());
     }
@@ -278,13 +267,13 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
         .await?;
 
     // The operator maps a SKU to the file.
-    let (s, v) = admin(
-        farm,
-        "PUT",
-        "/api/v1/catalog/clip-black",
-        json!({ "files": [{ "sha256": sha }], "material": "PLA", "colour": "black" }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PUT",
+            "/api/v1/catalog/clip-black",
+            json!({ "files": [{ "sha256": sha }], "material": "PLA", "colour": "black" }),
+        )
+        .await?;
     ensure!(s == 200, "catalog: {s} {v}");
 
     // Bad input: each a problem+json that names the field and what to do.

@@ -25,17 +25,6 @@ async fn operators_reorder_pin_hold_requeue_and_release_and_the_printers_follow(
     or_logs(r, &farm);
 }
 
-async fn request(farm: &Farm, method: &str, path: &str, body: Value) -> Result<(u16, Value)> {
-    let r = farm
-        .client
-        .request(method.parse()?, format!("{}{path}", farm.http))
-        .bearer_auth(&farm.admin)
-        .json(&body)
-        .send()
-        .await?;
-    Ok((r.status().as_u16(), r.json().await.unwrap_or(Value::Null)))
-}
-
 fn id(job: &Value) -> String {
     job["id"].as_str().unwrap_or_default().to_string()
 }
@@ -99,61 +88,61 @@ async fn steer(farm: &mut Farm) -> Result<()> {
     let sha = jobs[0]["sha256"].as_str().unwrap_or_default().to_string();
 
     // j3 to the front, j2 held, j4 pinned to p-b.
-    let (s, v) = request(
-        farm,
-        "PATCH",
-        &format!("/api/v1/queue/{j3}"),
-        json!({ "before": j1 }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            &format!("/api/v1/queue/{j3}"),
+            json!({ "before": j1 }),
+        )
+        .await?;
     ensure!(s == 200, "move j3 before j1: {s} {v}");
-    let (s, v) = request(
-        farm,
-        "PATCH",
-        &format!("/api/v1/queue/{j2}"),
-        json!({ "hold": true }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            &format!("/api/v1/queue/{j2}"),
+            json!({ "hold": true }),
+        )
+        .await?;
     ensure!(s == 200 && v["hold"].is_string(), "hold j2: {s} {v}");
-    let (s, v) = request(
-        farm,
-        "PATCH",
-        &format!("/api/v1/queue/{j4}"),
-        json!({ "pin": "p-b" }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            &format!("/api/v1/queue/{j4}"),
+            json!({ "pin": "p-b" }),
+        )
+        .await?;
     ensure!(s == 200 && v["pinned_printer"] == "p-b", "pin j4: {s} {v}");
 
     // Mistakes are refused with a reason and change nothing.
-    let (s, v) = request(
-        farm,
-        "PATCH",
-        &format!("/api/v1/queue/{j4}"),
-        json!({ "pin": "no-such" }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            &format!("/api/v1/queue/{j4}"),
+            json!({ "pin": "no-such" }),
+        )
+        .await?;
     ensure!(
         s == 404 && v["detail"].is_string(),
         "pin to an unknown printer: {s} {v}"
     );
-    let (s, v) = request(
-        farm,
-        "PATCH",
-        &format!("/api/v1/queue/{j1}"),
-        json!({ "before": "no-such" }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            &format!("/api/v1/queue/{j1}"),
+            json!({ "before": "no-such" }),
+        )
+        .await?;
     ensure!(
         s == 422 && v["detail"].is_string(),
         "move before an unknown job: {s} {v}"
     );
-    let (s, v) = request(
-        farm,
-        "PATCH",
-        &format!("/api/v1/queue/{j1}"),
-        json!({ "hold": "yes" }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            &format!("/api/v1/queue/{j1}"),
+            json!({ "hold": "yes" }),
+        )
+        .await?;
     ensure!(s == 422, "a hold that is not a boolean: {s} {v}");
 
     // Cancel a queued copy, requeue it once: a new job, the next attempt; twice is refused.
@@ -180,13 +169,13 @@ async fn steer(farm: &mut Farm) -> Result<()> {
         .post_json(&format!("/api/v1/queue/{j5}/requeue"), Value::Null)
         .await?;
     ensure!(s == 409, "a second requeue of j5: {s} {v}");
-    let (s, v) = request(
-        farm,
-        "PATCH",
-        &format!("/api/v1/queue/{j5}"),
-        json!({ "hold": true }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            &format!("/api/v1/queue/{j5}"),
+            json!({ "hold": true }),
+        )
+        .await?;
     ensure!(s == 409, "holding a cancelled job: {s} {v}");
     let (s, v) = farm
         .post_json(&format!("/api/v1/queue/{j6}/requeue"), Value::Null)
@@ -272,13 +261,13 @@ async fn steer(farm: &mut Farm) -> Result<()> {
 
     // Let j2 go: it prints on p-a, assigned only after the hold was lifted.
     let lifted = OffsetDateTime::now_utc();
-    let (s, v) = request(
-        farm,
-        "PATCH",
-        &format!("/api/v1/queue/{j2}"),
-        json!({ "hold": false }),
-    )
-    .await?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            &format!("/api/v1/queue/{j2}"),
+            json!({ "hold": false }),
+        )
+        .await?;
     ensure!(s == 200 && v["hold"].is_null(), "unhold j2: {s} {v}");
     done(farm, vec![j2.clone()]).await?;
     let a2 = job(farm, &j2).await?;
