@@ -9,7 +9,7 @@
 //!   it sends is a frame the real Moonraker sent; see [`Replay`] for how the transcript is
 //!   paced by what the agent does.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,10 +99,31 @@ impl RealMoonraker {
         if let Err(e) = waited {
             bail!("{e}\n{}", m.log());
         }
-        m.api_key = m.unix_call("access.get_api_key").await?["result"]
-            .as_str()
-            .ok_or_else(|| anyhow!("access.get_api_key gave no key"))?
-            .to_string();
+        // The unix socket can accept a call before every component has registered its methods
+        // (seen once in a full run: an error answer instead of the key), so ask until it answers.
+        let mut last = Value::Null;
+        let key = crate::eventually(
+            "Moonraker's API key over its unix socket",
+            Duration::from_secs(20),
+            async || match m.unix_call("access.get_api_key").await {
+                Ok(v) => match v["result"].as_str() {
+                    Some(k) => Some(k.to_string()),
+                    None => {
+                        last = v;
+                        None
+                    }
+                },
+                Err(e) => {
+                    last = Value::String(format!("{e:#}"));
+                    None
+                }
+            },
+        )
+        .await;
+        m.api_key = match key {
+            Ok(k) => k,
+            Err(e) => bail!("{e}; last answer: {last}\n{}", m.log()),
+        };
         Ok(m)
     }
 
