@@ -21,7 +21,25 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 
+/// A loopback port that is free now, for a server a test starts in a moment.
+///
+/// Taken from below Linux's ephemeral range (32768–60999): a port from `bind(0)` is released
+/// before its server binds it, and meanwhile any `bind(0)` or outgoing connection may get the
+/// same number (seen in a cold CI run: a test's webhook receiver got OctoPrint's port, and
+/// OctoPrint failed with "Address already in use"). Ports here are never handed out that way.
+/// Each test runs in its own process (nextest), so the pid spreads processes over the range.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_700;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % (SPAN / 20)) * 20;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

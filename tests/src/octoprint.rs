@@ -107,9 +107,22 @@ impl OctoPrint {
                 .build()?,
             _dir: None,
         };
-        op.url = format!("http://127.0.0.1:{}", op.port);
         op.write_app_keys(&[APP_KEY])?;
-        op.resume().await?;
+        // `free_port` only finds a port that was free a moment ago; with tests starting in
+        // parallel another process can take it before OctoPrint binds (seen in a cold CI run:
+        // "Address already in use"). Then try another port; restarts keep theirs.
+        for attempt in 1.. {
+            op.url = format!("http://127.0.0.1:{}", op.port);
+            match op.resume().await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 && op.log_tail().contains("Address already in use") => {
+                    eprintln!("OctoPrint's port was taken ({e:#}); trying another");
+                    op.stop().await?;
+                    op.port = free_port();
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(op)
     }
 
@@ -142,14 +155,22 @@ impl OctoPrint {
             .kill_on_drop(true)
             .spawn()
             .context("starting octoprint serve")?;
-        self.child = Some(child);
-        eventually(
+        let mut child = child;
+        // Ready when it answers; failed at once when the process is gone (no 90 s wait).
+        let up = eventually(
             "OctoPrint answering /api/version",
             Duration::from_secs(90),
-            async || self.get("/api/version").await.ok(),
+            async || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Some(Err(anyhow::anyhow!("octoprint serve exited: {status}")));
+                }
+                self.get("/api/version").await.ok().map(|_| Ok(()))
+            },
         )
         .await
-        .with_context(|| format!("OctoPrint did not come up; log: {}", self.log_tail()))?;
+        .and_then(|r| r);
+        self.child = Some(child);
+        up.with_context(|| format!("OctoPrint did not come up; log: {}", self.log_tail()))?;
         eventually(
             "the Virtual Printer operational",
             Duration::from_secs(60),

@@ -375,13 +375,25 @@ async fn orders(farm: &mut Farm, receiver: &Receiver) -> Result<()> {
             r.refused.load(SeqCst) >= 4
         })
         .await?;
-    let log = farm.get("/api/v1/webhooks/deliveries").await?;
-    let retried = log["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|d| d["attempts"].as_u64() > Some(1) && d["delivered_at"].is_null());
-    ensure!(retried, "the delivery log shows pending retries: {log}");
+    // The receiver counts a refusal before the controller records it: wait for the log.
+    let mut log = Value::Null;
+    let retried = eventually(
+        "the delivery log to show a pending retry",
+        Duration::from_secs(20),
+        async || {
+            log = farm.get("/api/v1/webhooks/deliveries").await.ok()?;
+            log["items"]
+                .as_array()?
+                .iter()
+                .any(|d| d["attempts"].as_u64() > Some(1) && d["delivered_at"].is_null())
+                .then_some(())
+        },
+    )
+    .await;
+    ensure!(
+        retried.is_ok(),
+        "the delivery log shows pending retries: {log}"
+    );
     farm.kill_controller().await?;
     farm.start_controller().await?;
     receiver.refuse.store(false, SeqCst);
