@@ -21,7 +21,9 @@
 
 use crate::fleet::PrinterState;
 use crate::learning::Corrections;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+use smol_str::SmolStr;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
@@ -58,25 +60,29 @@ pub struct PrinterInput {
 }
 
 /// One queued job, as the scheduler sees it.
+///
+/// Strings and grams are stored inline (`SmolStr` up to 23 bytes, up to 4 tools), so a job is
+/// one block of memory: a plan reads 30,000 of them, and every separate allocation it had to
+/// follow was a cache miss (they were most of a plan's time).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobInput {
-    /// Shared, not copied: a plan's output names thousands of jobs.
-    pub id: Arc<str>,
+    /// Copied into the plan's output without touching any other memory.
+    pub id: SmolStr,
     pub priority: i32,
     pub due: Option<OffsetDateTime>,
     /// Queue position: job number (age) unless an operator moved the job.
     pub position: i64,
-    pub material: Option<String>,
-    pub colour: Option<String>,
+    pub material: Option<SmolStr>,
+    pub colour: Option<SmolStr>,
     pub nozzle_mm: Option<f64>,
     /// Extent of the printed part (max − min of the analyzer's bounds), mm.
     pub size_mm: Option<[f64; 3]>,
     /// Filament per tool, g.
-    pub grams: Vec<f64>,
+    pub grams: SmallVec<[f64; 4]>,
     /// The analyzer's estimate, s (heat-up included).
     pub estimated_s: f64,
     /// Only this printer may take it.
-    pub pinned: Option<String>,
+    pub pinned: Option<SmolStr>,
     /// Held by an operator (or waiting for release): not placed.
     pub held: bool,
 }
@@ -168,15 +174,15 @@ pub struct PlanInput {
 /// Start `job_id` on `printer_id` now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {
-    pub job_id: Arc<str>,
-    pub printer_id: String,
+    pub job_id: SmolStr,
+    pub printer_id: SmolStr,
 }
 
 /// Where and when a queued job is expected to print.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
-    pub job_id: Arc<str>,
-    pub printer_id: String,
+    pub job_id: SmolStr,
+    pub printer_id: SmolStr,
     pub start: OffsetDateTime,
     pub end: OffsetDateTime,
 }
@@ -184,7 +190,7 @@ pub struct Slot {
 /// A queued job no printer can take, and why (for the operator and the shop).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiting {
-    pub job_id: Arc<str>,
+    pub job_id: SmolStr,
     /// Shared between the jobs that wait for the same reason.
     pub reason: Arc<str>,
 }
@@ -394,7 +400,7 @@ struct PowerSlots {
     now: i64,
     gap: i64,
     /// Slot → a later slot to look at (path-compressed); absent: free.
-    next: HashMap<i64, i64>,
+    next: FxHashMap<i64, i64>,
 }
 
 impl PowerSlots {
@@ -402,7 +408,7 @@ impl PowerSlots {
         let mut s = PowerSlots {
             now,
             gap,
-            next: HashMap::new(),
+            next: FxHashMap::default(),
         };
         if gap > 0 {
             // A heat-up that began at `h` keeps every slot within `gap` of it.
@@ -445,64 +451,106 @@ impl PowerSlots {
     }
 }
 
+/// Where a job stands in queue order, as plain numbers: sorting these is sorting the queue by
+/// [`queue_order`] (ties by input position, as a stable sort would), without reading the jobs.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey {
+    priority: std::cmp::Reverse<i32>,
+    /// Unix ns; no due date sorts last.
+    due: i128,
+    position: i64,
+    index: u32,
+}
+
+impl QueueKey {
+    fn of(j: &JobInput, index: usize) -> Self {
+        QueueKey {
+            priority: std::cmp::Reverse(j.priority),
+            due: j.due.map_or(i128::MAX, |d| d.unix_timestamp_nanos()),
+            position: j.position,
+            index: index as u32,
+        }
+    }
+}
+
+/// What the placing loop needs of a job that it may not place: read in the first pass, so a
+/// job that waits is never read again.
+struct Prep {
+    id: SmolStr,
+    /// Index into the class lists; `HELD` for held jobs.
+    class: u32,
+    /// Its class as spelt (`NO_RAW`: not memoised), for waiting reasons.
+    raw: u32,
+    size_mm: Option<[f64; 3]>,
+}
+
+const HELD: u32 = u32::MAX;
+
 /// Plans the farm at `now`: starts now, the timeline of every queued job, and what waits.
+///
+/// Two passes: the first reads every job once, in input order (its queue key, class and
+/// what a waiting reason needs); the second walks the sorted keys and reads a job again only
+/// to place it. A queue of 30,000 jobs lives in scattered memory, and each read of it costs a
+/// cache miss, so the number of reads per job is what a plan's time is made of.
 pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let rules = &input.rules;
     let printers = &input.printers;
-    let mut order: Vec<&JobInput> = input.jobs.iter().map(|j| &**j).collect();
-    // The farm keeps its queue in job order, so this is mostly one sorted run (near-linear).
-    order.sort_by(|a, b| queue_order(a, b));
+    let jobs = &input.jobs;
 
     // Candidate printers per class of job (static constraints only, computed once per class).
-    let mut job_class: Vec<usize> = Vec::with_capacity(order.len());
-    // Per job, a number for its class as spelt (`NO_RAW`: not memoised), for waiting reasons.
-    let mut job_raw: Vec<u32> = Vec::with_capacity(order.len());
+    let mut keys: Vec<QueueKey> = Vec::with_capacity(jobs.len());
+    let mut prep: Vec<Prep> = Vec::with_capacity(jobs.len());
     let mut class_lists: Vec<Vec<usize>> = vec![];
-    let mut class_ids: HashMap<Class, usize> = HashMap::new();
+    let mut class_ids: FxHashMap<Class, usize> = FxHashMap::default();
     let mut raw_ids: Memo<RawClass<'_>, (usize, u32)> = Memo::default();
-    for j in &order {
-        if j.held {
-            job_class.push(usize::MAX);
-            job_raw.push(NO_RAW);
-            continue;
-        }
-        let raw = raw_class(j);
-        if raw.tools.is_some()
-            && let Some((id, r)) = raw_ids.get(&raw)
-        {
-            job_class.push(id);
-            job_raw.push(r);
-            continue;
-        }
-        let key = class_of(j);
-        let id = match class_ids.get(&key) {
-            Some(id) => *id,
-            None => {
-                let list: Vec<usize> = (0..printers.len())
-                    .filter(|&i| fits_class(&printers[i], j).is_ok())
-                    .collect();
-                class_lists.push(list);
-                let id = class_lists.len() - 1;
-                class_ids.insert(key, id);
-                id
+    for (k, j) in jobs.iter().enumerate() {
+        keys.push(QueueKey::of(j, k));
+        let (class, raw) = if j.held {
+            (HELD, NO_RAW)
+        } else {
+            let raw = raw_class(j);
+            match raw.tools.is_some().then(|| raw_ids.get(&raw)).flatten() {
+                Some((id, r)) => (id as u32, r),
+                None => {
+                    let key = class_of(j);
+                    let id = match class_ids.get(&key) {
+                        Some(id) => *id,
+                        None => {
+                            let list: Vec<usize> = (0..printers.len())
+                                .filter(|&i| fits_class(&printers[i], j).is_ok())
+                                .collect();
+                            class_lists.push(list);
+                            class_ids.insert(key, class_lists.len() - 1);
+                            class_lists.len() - 1
+                        }
+                    };
+                    let r = if raw.tools.is_some() {
+                        let r = raw_ids.len() as u32;
+                        raw_ids.insert(raw, (id, r));
+                        r
+                    } else {
+                        NO_RAW
+                    };
+                    (id as u32, r)
+                }
             }
         };
-        let r = if raw.tools.is_some() {
-            let r = raw_ids.len() as u32;
-            raw_ids.insert(raw, (id, r));
-            r
-        } else {
-            NO_RAW
-        };
-        job_class.push(id);
-        job_raw.push(r);
+        prep.push(Prep {
+            id: j.id.clone(),
+            class,
+            raw,
+            size_mm: j.size_mm,
+        });
     }
+    // The farm keeps its queue in job order, so this is mostly one sorted run (near-linear).
+    keys.sort_unstable();
+
     // How many queued jobs could use each printer: the soft preference keeps busy ones free.
     let mut demand = vec![0u64; printers.len()];
     let mut per_class = vec![0u64; class_lists.len()];
-    for c in &job_class {
-        if *c != usize::MAX {
-            per_class[*c] += 1;
+    for p in &prep {
+        if p.class != HELD {
+            per_class[p.class as usize] += 1;
         }
     }
     for (c, list) in class_lists.iter().enumerate() {
@@ -524,6 +572,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
                 .collect()
         })
         .collect();
+    let printer_ids: Vec<SmolStr> = printers.iter().map(|p| SmolStr::new(&p.id)).collect();
     let gap = start_gap(rules);
     let now_s = now.unix_timestamp();
     let heating: Vec<i64> = input
@@ -544,38 +593,42 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let held: Arc<str> = Arc::from("held");
 
     let mut out = Plan::default();
-    out.waiting.reserve(order.len());
-    for ((j, &c), &raw) in order.iter().zip(&job_class).zip(&job_raw) {
-        if c == usize::MAX {
+    for key in &keys {
+        let k = key.index as usize;
+        let pre = &prep[k];
+        if pre.class == HELD {
             out.waiting.push(Waiting {
-                job_id: j.id.clone(),
+                job_id: pre.id.clone(),
                 reason: held.clone(),
             });
             continue;
         }
+        let c = pre.class as usize;
         let mut best: Option<(i64, u64, usize)> = None;
-        let candidates: &[usize] = if class_works[c] { &class_lists[c] } else { &[] };
-        for &i in candidates {
-            let Some(t) = free_at[i] else { continue };
-            if fits_size(&printers[i], j).is_err()
-                || fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err()
-            {
-                continue;
-            }
-            let key = (t, demand[i], i);
-            if best.is_none_or(|b| key < b) {
-                best = Some(key);
+        if class_works[c] {
+            let j = &*jobs[k];
+            for &i in &class_lists[c] {
+                let Some(t) = free_at[i] else { continue };
+                if fits_size(&printers[i], j).is_err()
+                    || fits_quantity(&printers[i], j, rules, Some(&remaining[i])).is_err()
+                {
+                    continue;
+                }
+                let key = (t, demand[i], i);
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
             }
         }
         let Some((t, _, i)) = best else {
             // Stable for the whole plan when the class takes no work (see `class_works`).
-            let key = (!class_works[c] && raw != NO_RAW)
-                .then(|| (raw, j.size_mm.map(|s| s.map(f64::to_bits))));
+            let key = (!class_works[c] && pre.raw != NO_RAW)
+                .then(|| (pre.raw, pre.size_mm.map(|s| s.map(f64::to_bits))));
             let reason = match key.and_then(|k| reasons.get(&k)) {
                 Some(r) => r,
                 None => {
                     let r: Arc<str> =
-                        waiting_reason(printers, &class_lists[c], &free_at, j, rules).into();
+                        waiting_reason(printers, &class_lists[c], &free_at, &jobs[k], rules).into();
                     if let Some(k) = key {
                         reasons.insert(k, r.clone());
                     }
@@ -583,11 +636,12 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
                 }
             };
             out.waiting.push(Waiting {
-                job_id: j.id.clone(),
+                job_id: pre.id.clone(),
                 reason,
             });
             continue;
         };
+        let j = &*jobs[k];
         let p = &printers[i];
         let start = slots.take(t.max(now_s));
         let material = j.material.as_deref().unwrap_or("");
@@ -602,13 +656,13 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         }
         if start <= now_s && p.state == PrinterState::Idle {
             out.starts.push(Start {
-                job_id: j.id.clone(),
-                printer_id: p.id.clone(),
+                job_id: pre.id.clone(),
+                printer_id: printer_ids[i].clone(),
             });
         }
         out.timeline.push(Slot {
-            job_id: j.id.clone(),
-            printer_id: p.id.clone(),
+            job_id: pre.id.clone(),
+            printer_id: printer_ids[i].clone(),
             start: start_t,
             end,
         });

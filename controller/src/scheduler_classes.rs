@@ -3,20 +3,21 @@
 //! a few classes, so the plan works per class and per job only compares with the last one.
 
 use super::{JobInput, PrinterInput, Rules, fits, fits_size};
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::hash::Hash;
 
 /// A map that remembers its last hit: a queue repeats the same class run after run, and
-/// comparing with the last key is cheaper than hashing it.
+/// comparing with the last key is cheaper than hashing it. FxHash, not SipHash: the keys are
+/// a plan's own (classes and sizes of the farm's queue), looked up once per job.
 pub(super) struct Memo<K, V> {
-    map: HashMap<K, V>,
+    map: FxHashMap<K, V>,
     last: Option<(K, V)>,
 }
 
 impl<K, V> Default for Memo<K, V> {
     fn default() -> Self {
         Memo {
-            map: HashMap::new(),
+            map: FxHashMap::default(),
             last: None,
         }
     }
@@ -53,7 +54,7 @@ pub(super) struct Class {
     material: Option<String>,
     colour: Option<String>,
     nozzle: Option<u64>,
-    pinned: Option<String>,
+    pinned: Option<smol_str::SmolStr>,
     tools: Vec<bool>,
 }
 

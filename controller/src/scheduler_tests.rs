@@ -39,7 +39,7 @@ fn job(id: &str, position: i64) -> JobInput {
         colour: Some("black".into()),
         nozzle_mm: None,
         size_mm: Some([20.0, 20.0, 20.0]),
-        grams: vec![10.0],
+        grams: smallvec::smallvec![10.0],
         estimated_s: 3600.0,
         pinned: None,
         held: false,
@@ -117,7 +117,7 @@ fn each_hard_constraint_refuses_with_its_reason() {
     assert!(matches!(fits(&p, &big, &r), Err(Misfit::TooBig { .. })));
 
     let heavy = JobInput {
-        grams: vec![96.0],
+        grams: smallvec::smallvec![96.0],
         ..j.clone()
     };
     assert!(matches!(
@@ -130,7 +130,7 @@ fn each_hard_constraint_refuses_with_its_reason() {
 
     // A second tool the job uses must be loaded too.
     let two = JobInput {
-        grams: vec![1.0, 1.0],
+        grams: smallvec::smallvec![1.0, 1.0],
         ..j.clone()
     };
     assert_eq!(fits(&p, &two, &r), Err(Misfit::NothingLoaded { tool: 1 }));
@@ -375,11 +375,11 @@ fn arb_job() -> impl Strategy<Value = JobInput> {
             priority: prio,
             due: None,
             position: 0,
-            material: m.map(str::to_string),
-            colour: c.map(str::to_string),
+            material: m.map(Into::into),
+            colour: c.map(Into::into),
             nozzle_mm: None,
             size_mm: Some([size, 10.0, 10.0]),
-            grams: vec![g],
+            grams: smallvec::smallvec![g],
             estimated_s: 600.0,
             pinned: None,
             held,
@@ -420,7 +420,7 @@ proptest! {
             prop_assert!(s.start >= NOW && s.end >= s.start);
         }
         // Slots on one printer never overlap.
-        let mut by_printer: HashMap<&str, Vec<&Slot>> = HashMap::new();
+        let mut by_printer: std::collections::HashMap<&str, Vec<&Slot>> = Default::default();
         for s in &plan.timeline {
             by_printer.entry(&s.printer_id).or_default().push(s);
         }
@@ -430,5 +430,30 @@ proptest! {
                 prop_assert!(w[0].end <= w[1].start);
             }
         }
+    }
+    /// The plan sorts numeric keys instead of calling `queue_order` on the jobs: with nothing
+    /// to place on, every job waits, and the waiting list must be the queue in exactly
+    /// `queue_order` (ties in input order, as a stable sort keeps them).
+    #[test]
+    fn the_plan_walks_the_queue_in_queue_order(
+        js in prop::collection::vec((arb_job(), prop::option::of(-3i64..3), -5i64..5), 0..60),
+    ) {
+        let jobs: Vec<Arc<JobInput>> = js
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut j, due, position))| {
+                j.id = format!("j{i}").into();
+                j.due = due.map(|h| NOW + time::Duration::hours(h));
+                j.position = position;
+                Arc::new(j)
+            })
+            .collect();
+        let mut expected: Vec<&JobInput> = jobs.iter().map(|j| &**j).collect();
+        expected.sort_by(|a, b| queue_order(a, b));
+        let expected: Vec<&str> = expected.iter().map(|j| &*j.id).collect();
+        let inp = PlanInput { jobs: jobs.clone(), ..PlanInput::default() };
+        let plan = plan(&inp, NOW);
+        let got: Vec<&str> = plan.waiting.iter().map(|w| &*w.job_id).collect();
+        prop_assert_eq!(got, expected);
     }
 }

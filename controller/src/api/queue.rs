@@ -35,7 +35,7 @@ pub async fn timeline(State(st): State<AppState>, c: Caller) -> Result<impl Into
         .iter()
         .map(|s| TimelineEntry {
             job_id: s.job_id.to_string(),
-            printer_id: Some(s.printer_id.clone()),
+            printer_id: Some(s.printer_id.to_string()),
             start: Some(s.start),
             end: Some(s.end),
             waiting: None,

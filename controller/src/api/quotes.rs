@@ -198,8 +198,8 @@ fn completion(
         priority: 0,
         due: None,
         position: 0,
-        material: material.map(|m| m.material.clone()),
-        colour: material.map(|m| m.colour.clone()),
+        material: material.map(|m| m.material.as_str().into()),
+        colour: material.map(|m| m.colour.as_str().into()),
         nozzle_mm: None,
         size_mm: analysis
             .bounds

@@ -8,8 +8,8 @@ use crate::jobs::{self, Job, JobState};
 use crate::learning::Corrections;
 use crate::scheduler::{JobInput, Plan, PlanInput, PrinterInput, Rules, Slot, Waiting};
 use serde::Deserialize;
+use smol_str::SmolStr;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -43,43 +43,18 @@ pub struct PlanCache {
     timeline: Vec<Slot>,
     waiting: Vec<Waiting>,
     /// `Ok(i)`: `timeline[i]`; `Err(i)`: `waiting[i]`.
-    index: HashMap<Arc<str>, Result<u32, u32>, BuildHasherDefault<IdHasher>>,
+    /// FxHash: the keys are the controller's own job ids (`job-N`), never a client's, and the
+    /// index is rebuilt for every plan of the whole queue.
+    index: rustc_hash::FxHashMap<SmolStr, Result<u32, u32>>,
     pub planned_jobs: usize,
     pub took_us: u64,
 }
 
-/// FxHash (rustc's) for the plan index: its keys are the controller's own job ids (`job-N`),
-/// never a client's, and the index is rebuilt for every plan of the whole queue.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.write_u64(u64::from(b));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 impl PlanCache {
     fn new(plan: Plan, version: u64, took_us: u64) -> Self {
-        let mut index = HashMap::with_capacity_and_hasher(
+        let mut index = rustc_hash::FxHashMap::with_capacity_and_hasher(
             plan.timeline.len() + plan.waiting.len(),
-            BuildHasherDefault::default(),
+            Default::default(),
         );
         for (i, s) in plan.timeline.iter().enumerate() {
             index.insert(s.job_id.clone(), Ok(i as u32));
@@ -199,8 +174,8 @@ pub(super) fn job_input(j: &Job) -> JobInput {
         priority: j.priority,
         due: j.due,
         position: j.queue_position(),
-        material: j.material.clone(),
-        colour: j.colour.clone(),
+        material: j.material.as_deref().map(SmolStr::new),
+        colour: j.colour.as_deref().map(SmolStr::new),
         nozzle_mm: j.nozzle_mm,
         size_mm: j.size_mm,
         grams: j
@@ -209,7 +184,7 @@ pub(super) fn job_input(j: &Job) -> JobInput {
             .map(|mm| super::loadout::grams(*mm, material))
             .collect(),
         estimated_s: j.estimated_s,
-        pinned: j.pinned_printer.clone(),
+        pinned: j.pinned_printer.as_deref().map(SmolStr::new),
         held: j.hold.is_some(),
     }
 }
@@ -327,7 +302,9 @@ impl Farm {
         };
         let last = input.jobs.iter().map(|j| j.position).max().unwrap_or(0);
         // Ids no real job can have (job ids are `j-…`).
-        let ids: Vec<Arc<str>> = (0..copies).map(|i| format!("promise-{i}").into()).collect();
+        let ids: Vec<SmolStr> = (0..copies)
+            .map(|i| smol_str::format_smolstr!("promise-{i}"))
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             let mut j = probe.clone();
             j.id = id.clone();

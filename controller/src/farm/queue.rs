@@ -177,7 +177,7 @@ impl Farm {
             let mut m = self.lock();
             let (Some(n), Some(e)) = (
                 m.job_numbers.get(&*s.job_id).copied(),
-                m.printers.get(&s.printer_id),
+                m.printers.get(s.printer_id.as_str()),
             ) else {
                 continue;
             };
