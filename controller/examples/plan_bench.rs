@@ -6,7 +6,6 @@
 
 use farm_controller::fleet::PrinterState;
 use farm_controller::scheduler::{JobInput, Loaded, PlanInput, PrinterInput, Tool, plan};
-use std::sync::Arc;
 use std::time::Instant;
 use time::OffsetDateTime;
 
@@ -47,7 +46,7 @@ fn main() {
     }
     for i in 0..jobs {
         let any = i % 4 == 0;
-        input.jobs.push(Arc::new(JobInput {
+        input.jobs.push(JobInput {
             id: format!("job-{i}").into(),
             priority: (i % 3) as i32,
             due: (i % 5 == 0).then(|| now + time::Duration::hours((i % 48) as i64)),
@@ -60,7 +59,7 @@ fn main() {
             estimated_s: 1800.0 + (i % 20) as f64 * 300.0,
             pinned: None,
             held: i % 50 == 0,
-        }));
+        });
     }
     // Warm up, then take the median of several runs.
     let _ = plan(&input, now);
@@ -77,7 +76,7 @@ fn main() {
     // What a deep copy of the queue costs (the controller made one per plan before it kept
     // the queue as shared `JobInput`s).
     let t = Instant::now();
-    let copy: Vec<JobInput> = input.jobs.iter().map(|j| (**j).clone()).collect();
+    let copy: Vec<JobInput> = input.jobs.iter().cloned().collect();
     let copy_ms = t.elapsed().as_secs_f64() * 1000.0;
     drop(copy);
     println!("copying the {jobs} queued jobs: {copy_ms:.1} ms");

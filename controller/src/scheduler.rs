@@ -159,12 +159,55 @@ impl WorkingHours {
     }
 }
 
+/// The queued jobs, in chunks of jobs stored side by side and shared (copy-on-write) with the
+/// farm's mirror: taking a plan's input copies one pointer per chunk, not one per job, and a
+/// plan reads the queue as sequential memory instead of chasing a pointer per job.
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    chunks: Vec<Arc<Vec<JobInput>>>,
+}
+
+impl Queue {
+    /// A queue made of shared chunks, in order.
+    pub fn from_chunks(chunks: Vec<Arc<Vec<JobInput>>>) -> Self {
+        Queue { chunks }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &JobInput> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.iter().all(|c| c.is_empty())
+    }
+
+    /// Appends a job (to a copy of the last chunk if that chunk is shared).
+    pub fn push(&mut self, j: JobInput) {
+        match self.chunks.last_mut() {
+            Some(last) => Arc::make_mut(last).push(j),
+            None => self.chunks.push(Arc::new(vec![j])),
+        }
+    }
+}
+
+impl FromIterator<JobInput> for Queue {
+    fn from_iter<I: IntoIterator<Item = JobInput>>(jobs: I) -> Self {
+        Queue {
+            chunks: vec![Arc::new(jobs.into_iter().collect())],
+        }
+    }
+}
+
 /// Everything [`plan`] looks at.
 #[derive(Debug, Clone, Default)]
 pub struct PlanInput {
     pub printers: Vec<PrinterInput>,
     /// Shared with the farm's queue, so building the input copies no job.
-    pub jobs: Vec<Arc<JobInput>>,
+    pub jobs: Queue,
     /// When the heat-ups still under way began (recent starts), for the power budget.
     pub heating_since: Vec<OffsetDateTime>,
     pub rules: Rules,
@@ -182,6 +225,9 @@ pub struct Start {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Slot {
     pub job_id: SmolStr,
+    /// Where the job is in [`PlanInput::jobs`], so a caller can index the plan by its own
+    /// facts about the queue without hashing ids.
+    pub index: u32,
     pub printer_id: SmolStr,
     pub start: OffsetDateTime,
     pub end: OffsetDateTime,
@@ -191,6 +237,8 @@ pub struct Slot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiting {
     pub job_id: SmolStr,
+    /// Where the job is in [`PlanInput::jobs`].
+    pub index: u32,
     /// Shared between the jobs that wait for the same reason.
     pub reason: Arc<str>,
 }
@@ -475,7 +523,8 @@ impl QueueKey {
 
 /// What the placing loop needs of a job that it may not place: read in the first pass, so a
 /// job that waits is never read again.
-struct Prep {
+struct Prep<'a> {
+    job: &'a JobInput,
     id: SmolStr,
     /// Index into the class lists; `HELD` for held jobs.
     class: u32,
@@ -490,20 +539,20 @@ const HELD: u32 = u32::MAX;
 ///
 /// Two passes: the first reads every job once, in input order (its queue key, class and
 /// what a waiting reason needs); the second walks the sorted keys and reads a job again only
-/// to place it. A queue of 30,000 jobs lives in scattered memory, and each read of it costs a
-/// cache miss, so the number of reads per job is what a plan's time is made of.
+/// to place it. A queue of 30,000 jobs is megabytes, far more than a core's cache, so how
+/// often and in what order a plan reads the jobs is most of its time.
 pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let rules = &input.rules;
     let printers = &input.printers;
-    let jobs = &input.jobs;
 
     // Candidate printers per class of job (static constraints only, computed once per class).
-    let mut keys: Vec<QueueKey> = Vec::with_capacity(jobs.len());
-    let mut prep: Vec<Prep> = Vec::with_capacity(jobs.len());
+    let queued = input.jobs.len();
+    let mut keys: Vec<QueueKey> = Vec::with_capacity(queued);
+    let mut prep: Vec<Prep> = Vec::with_capacity(queued);
     let mut class_lists: Vec<Vec<usize>> = vec![];
     let mut class_ids: FxHashMap<Class, usize> = FxHashMap::default();
     let mut raw_ids: Memo<RawClass<'_>, (usize, u32)> = Memo::default();
-    for (k, j) in jobs.iter().enumerate() {
+    for (k, j) in input.jobs.iter().enumerate() {
         keys.push(QueueKey::of(j, k));
         let (class, raw) = if j.held {
             (HELD, NO_RAW)
@@ -536,6 +585,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             }
         };
         prep.push(Prep {
+            job: j,
             id: j.id.clone(),
             class,
             raw,
@@ -593,12 +643,13 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let held: Arc<str> = Arc::from("held");
 
     let mut out = Plan::default();
-    for key in &keys {
-        let k = key.index as usize;
+    for q in &keys {
+        let k = q.index as usize;
         let pre = &prep[k];
         if pre.class == HELD {
             out.waiting.push(Waiting {
                 job_id: pre.id.clone(),
+                index: q.index,
                 reason: held.clone(),
             });
             continue;
@@ -606,7 +657,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         let c = pre.class as usize;
         let mut best: Option<(i64, u64, usize)> = None;
         if class_works[c] {
-            let j = &*jobs[k];
+            let j = pre.job;
             for &i in &class_lists[c] {
                 let Some(t) = free_at[i] else { continue };
                 if fits_size(&printers[i], j).is_err()
@@ -628,7 +679,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
                 Some(r) => r,
                 None => {
                     let r: Arc<str> =
-                        waiting_reason(printers, &class_lists[c], &free_at, &jobs[k], rules).into();
+                        waiting_reason(printers, &class_lists[c], &free_at, pre.job, rules).into();
                     if let Some(k) = key {
                         reasons.insert(k, r.clone());
                     }
@@ -637,11 +688,12 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
             };
             out.waiting.push(Waiting {
                 job_id: pre.id.clone(),
+                index: q.index,
                 reason,
             });
             continue;
         };
-        let j = &*jobs[k];
+        let j = pre.job;
         let p = &printers[i];
         let start = slots.take(t.max(now_s));
         let material = j.material.as_deref().unwrap_or("");
@@ -662,6 +714,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         }
         out.timeline.push(Slot {
             job_id: pre.id.clone(),
+            index: q.index,
             printer_id: printer_ids[i].clone(),
             start: start_t,
             end,

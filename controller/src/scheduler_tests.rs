@@ -49,7 +49,7 @@ fn job(id: &str, position: i64) -> JobInput {
 fn input(printers: Vec<PrinterInput>, jobs: Vec<JobInput>) -> PlanInput {
     PlanInput {
         printers,
-        jobs: jobs.into_iter().map(Arc::new).collect(),
+        jobs: jobs.into_iter().collect(),
         ..PlanInput::default()
     }
 }
@@ -229,6 +229,7 @@ fn held_and_pinned_jobs() {
         p.waiting,
         vec![Waiting {
             job_id: "held".into(),
+            index: 0,
             reason: "held".into()
         }]
     );
@@ -395,7 +396,7 @@ proptest! {
     ) {
         let mut inp = PlanInput {
             printers: ps.into_iter().enumerate().map(|(i, mut p)| { p.id = format!("p{i}"); p }).collect(),
-            jobs: js.into_iter().enumerate().map(|(i, mut j)| { j.id = format!("j{i}").into(); j.position = i as i64; Arc::new(j) }).collect(),
+            jobs: js.into_iter().enumerate().map(|(i, mut j)| { j.id = format!("j{i}").into(); j.position = i as i64; j }).collect(),
             ..PlanInput::default()
         };
         inp.rules.max_heating = budget;
@@ -414,6 +415,15 @@ proptest! {
         }
         // Every job is either on the timeline or waiting, never both, never lost.
         prop_assert_eq!(plan.timeline.len() + plan.waiting.len(), inp.jobs.len());
+        // Each entry names its job's place in the input, once.
+        let ids: Vec<&str> = inp.jobs.iter().map(|j| &*j.id).collect();
+        let mut seen = std::collections::HashSet::new();
+        for (id, index) in plan.timeline.iter().map(|s| (&s.job_id, s.index))
+            .chain(plan.waiting.iter().map(|w| (&w.job_id, w.index)))
+        {
+            prop_assert_eq!(ids.get(index as usize).copied(), Some(&**id));
+            prop_assert!(seen.insert(index));
+        }
         for s in &plan.timeline {
             prop_assert!(!job(&s.job_id).held);
             prop_assert!(fits(printer(&s.printer_id), job(&s.job_id), &inp.rules).is_ok());
@@ -438,20 +448,20 @@ proptest! {
     fn the_plan_walks_the_queue_in_queue_order(
         js in prop::collection::vec((arb_job(), prop::option::of(-3i64..3), -5i64..5), 0..60),
     ) {
-        let jobs: Vec<Arc<JobInput>> = js
+        let jobs: Vec<JobInput> = js
             .into_iter()
             .enumerate()
             .map(|(i, (mut j, due, position))| {
                 j.id = format!("j{i}").into();
                 j.due = due.map(|h| NOW + time::Duration::hours(h));
                 j.position = position;
-                Arc::new(j)
+                j
             })
             .collect();
-        let mut expected: Vec<&JobInput> = jobs.iter().map(|j| &**j).collect();
+        let mut expected: Vec<&JobInput> = jobs.iter().collect();
         expected.sort_by(|a, b| queue_order(a, b));
         let expected: Vec<&str> = expected.iter().map(|j| &*j.id).collect();
-        let inp = PlanInput { jobs: jobs.clone(), ..PlanInput::default() };
+        let inp = PlanInput { jobs: jobs.iter().cloned().collect(), ..PlanInput::default() };
         let plan = plan(&inp, NOW);
         let got: Vec<&str> = plan.waiting.iter().map(|w| &*w.job_id).collect();
         prop_assert_eq!(got, expected);

@@ -356,7 +356,7 @@ pub fn queued_demand(st: &AppState) -> Vec<Demand> {
                 material,
                 colour: j.colour.clone(),
                 eta: plan
-                    .slot(&j.id)
+                    .slot(j.number)
                     .map_or(now + time::Duration::days(365), |s| s.start),
             }
         })

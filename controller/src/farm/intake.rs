@@ -144,7 +144,10 @@ mod tests {
             "every copy of every order is in the plan"
         );
         let first = farm.order_view(&placed[0].order_id, None).expect("order");
-        let job = &first.items[0].copies[0].jobs[0].id;
+        let job = farm
+            .job(&first.items[0].copies[0].jobs[0].id)
+            .expect("job")
+            .number;
         // The only PLA printer never came online: the copies wait, and say why.
         let reason = plan.waiting(job).expect("waiting");
         assert!(

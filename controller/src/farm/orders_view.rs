@@ -81,11 +81,11 @@ impl Farm {
             used += g;
             wasted += j.wasted_g.unwrap_or(0.0);
             let end = match j.state {
-                JobState::Queued => match plan.slot(&j.id) {
+                JobState::Queued => match plan.slot(j.number) {
                     Some(s) => Some(s.end),
                     None => {
                         unknown = true;
-                        if let Some(w) = plan.waiting(&j.id) {
+                        if let Some(w) = plan.waiting(j.number) {
                             waiting.push(format!("{}: {w}", j.id));
                         }
                         None

@@ -42,50 +42,54 @@ pub struct PlanCache {
     pub version: u64,
     timeline: Vec<Slot>,
     waiting: Vec<Waiting>,
-    /// `Ok(i)`: `timeline[i]`; `Err(i)`: `waiting[i]`.
-    /// FxHash: the keys are the controller's own job ids (`job-N`), never a client's, and the
-    /// index is rebuilt for every plan of the whole queue.
-    index: rustc_hash::FxHashMap<SmolStr, Result<u32, u32>>,
+    /// The planned jobs' numbers, ascending (the plan input's order).
+    numbers: Vec<u64>,
+    /// Per planned job, as `numbers`: `Ok(i)`: `timeline[i]`; `Err(i)`: `waiting[i]`. Built
+    /// for every plan of the whole queue, so it is two arrays and no hashing.
+    at: Vec<Result<u32, u32>>,
     pub planned_jobs: usize,
     pub took_us: u64,
 }
 
 impl PlanCache {
-    fn new(plan: Plan, version: u64, took_us: u64) -> Self {
-        let mut index = rustc_hash::FxHashMap::with_capacity_and_hasher(
-            plan.timeline.len() + plan.waiting.len(),
-            Default::default(),
-        );
+    /// `numbers[k]` is the number of the plan input's job `k`.
+    fn new(plan: Plan, numbers: Vec<u64>, version: u64, took_us: u64) -> Self {
+        let mut at = vec![Err(u32::MAX); numbers.len()];
         for (i, s) in plan.timeline.iter().enumerate() {
-            index.insert(s.job_id.clone(), Ok(i as u32));
+            if let Some(a) = at.get_mut(s.index as usize) {
+                *a = Ok(i as u32);
+            }
         }
         for (i, w) in plan.waiting.iter().enumerate() {
-            index.insert(w.job_id.clone(), Err(i as u32));
+            if let Some(a) = at.get_mut(w.index as usize) {
+                *a = Err(i as u32);
+            }
         }
         PlanCache {
             version,
             planned_jobs: plan.timeline.len() + plan.waiting.len(),
             timeline: plan.timeline,
             waiting: plan.waiting,
-            index,
+            numbers,
+            at,
             took_us,
         }
     }
 
-    /// Where and when a queued job prints, if the plan placed it.
-    pub fn slot(&self, job_id: &str) -> Option<&Slot> {
-        match self.index.get(job_id)? {
-            Ok(i) => self.timeline.get(*i as usize),
-            Err(_) => None,
-        }
+    fn place(&self, job_number: u64) -> Option<Result<u32, u32>> {
+        let k = self.numbers.binary_search(&job_number).ok()?;
+        self.at.get(k).copied()
     }
 
-    /// Why a queued job waits, if the plan could not place it.
-    pub fn waiting(&self, job_id: &str) -> Option<&str> {
-        match self.index.get(job_id)? {
-            Err(i) => self.waiting.get(*i as usize).map(|w| &*w.reason),
-            Ok(_) => None,
-        }
+    /// Where and when queued job number `job_number` prints, if the plan placed it.
+    pub fn slot(&self, job_number: u64) -> Option<&Slot> {
+        self.timeline.get(self.place(job_number)?.ok()? as usize)
+    }
+
+    /// Why queued job number `job_number` waits, if the plan could not place it.
+    pub fn waiting(&self, job_number: u64) -> Option<&str> {
+        let i = self.place(job_number)?.err()?;
+        self.waiting.get(i as usize).map(|w| &*w.reason)
     }
 
     pub fn slots(&self) -> &[Slot] {
@@ -264,7 +268,7 @@ impl Farm {
         let heat = time::Duration::seconds_f64(settings.rules.heat_s);
         PlanInput {
             printers: self.scheduler_printers(m),
-            jobs: m.jobs.queued().cloned().collect(),
+            jobs: m.jobs.queued(),
             heating_since: m
                 .jobs
                 .active()
@@ -277,8 +281,8 @@ impl Farm {
     }
 
     /// Keeps the latest plan for order views and tells intake waiting for it.
-    pub(crate) fn remember_plan(&self, plan: Plan, version: u64, took_us: u64) {
-        let cache = Arc::new(PlanCache::new(plan, version, took_us));
+    pub(crate) fn remember_plan(&self, plan: Plan, numbers: Vec<u64>, version: u64, took_us: u64) {
+        let cache = Arc::new(PlanCache::new(plan, numbers, version, took_us));
         let old = std::mem::replace(
             &mut *self
                 .production
@@ -311,7 +315,7 @@ impl Farm {
             j.position = last + 1 + i as i64;
             j.pinned = None;
             j.held = false;
-            input.jobs.push(Arc::new(j));
+            input.jobs.push(j);
         }
         let plan = crate::scheduler::plan(&input, now());
         let ends: HashMap<&str, time::OffsetDateTime> =

@@ -159,19 +159,19 @@ impl Farm {
     pub fn schedule(&self) -> Result<usize, FarmError> {
         // Copy the input out under the lock, plan without it (writes go on meanwhile), then
         // re-check each start under the lock below.
-        let (input, version) = {
+        let (input, numbers, version) = {
             let m = self.lock();
             let v = self
                 .production
                 .queue_version
                 .load(std::sync::atomic::Ordering::SeqCst);
-            (self.plan_input(&m), v)
+            (self.plan_input(&m), m.jobs.queued_numbers(), v)
         };
         let t0 = std::time::Instant::now();
         let mut plan = crate::scheduler::plan(&input, now());
         let took = t0.elapsed();
         let starts = std::mem::take(&mut plan.starts);
-        self.remember_plan(plan, version, took.as_micros() as u64);
+        self.remember_plan(plan, numbers, version, took.as_micros() as u64);
         let mut started = 0;
         for s in starts {
             let mut m = self.lock();
