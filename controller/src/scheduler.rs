@@ -381,19 +381,6 @@ fn fits_quantity(
     Ok(())
 }
 
-/// Queue order: priority (high first), due date (earliest first, none last), position.
-pub fn queue_order(a: &JobInput, b: &JobInput) -> std::cmp::Ordering {
-    b.priority
-        .cmp(&a.priority)
-        .then_with(|| match (a.due, b.due) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        })
-        .then_with(|| a.position.cmp(&b.position))
-}
-
 fn secs(s: f64) -> time::Duration {
     time::Duration::seconds_f64(if s.is_finite() {
         s.clamp(0.0, 1e9)
@@ -499,8 +486,8 @@ impl PowerSlots {
     }
 }
 
-/// Where a job stands in queue order, as plain numbers: sorting these is sorting the queue by
-/// [`queue_order`] (ties by input position, as a stable sort would), without reading the jobs.
+/// Where a job stands in queue order — priority (high first), due date (earliest first, none
+/// last), position, then input order — as plain numbers, so sorting the queue reads no job.
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct QueueKey {
     priority: std::cmp::Reverse<i32>,

@@ -305,7 +305,7 @@ impl Farm {
             self.plan_input(&m)
         };
         let last = input.jobs.iter().map(|j| j.position).max().unwrap_or(0);
-        // Ids no real job can have (job ids are `j-…`).
+        // Ids no real job can have (job ids are `job-N`).
         let ids: Vec<SmolStr> = (0..copies)
             .map(|i| smol_str::format_smolstr!("promise-{i}"))
             .collect();
