@@ -537,7 +537,30 @@ impl Stream {
         }
     }
 
-    /// The states a job went through, in stream order, without repeats.
+    /// The states a job went through on the stream, in stream order and without repeats,
+    /// once the stream has shown it reach `last`. The REST API can answer with the new state
+    /// a moment before the stream delivers the same commit, so a test that saw it over REST
+    /// waits here rather than reading the stream at once.
+    pub async fn job_states_through(
+        &self,
+        job: &str,
+        last: &str,
+        limit: Duration,
+    ) -> Result<Vec<String>> {
+        let what = format!("job {job} to reach {last}");
+        match self
+            .wait_for(&what, limit, |_| {
+                let states = self.job_states(job);
+                states.iter().any(|s| s == last).then_some(states)
+            })
+            .await
+        {
+            Ok(states) => Ok(states),
+            Err(e) => Err(e.context(format!("the stream showed {:?}", self.job_states(job)))),
+        }
+    }
+
+    /// The states a job went through so far, in stream order, without repeats.
     pub fn job_states(&self, job: &str) -> Vec<String> {
         let mut out: Vec<String> = vec![];
         for (name, v) in self.events() {

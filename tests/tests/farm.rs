@@ -101,7 +101,9 @@ async fn six_jobs(farm: &mut Farm) -> Result<()> {
 
     // The stream saw every state of every job, in order.
     for id in &ids {
-        let states = stream.job_states(id);
+        let states = stream
+            .job_states_through(id, "completed", Duration::from_secs(30))
+            .await?;
         ensure!(
             states
                 == [

@@ -183,7 +183,7 @@ async fn end_to_end(farm: &mut Farm, replay: &Replay) -> Result<()> {
         "job extruded {got:?}, the file needs {want:?}"
     );
     ensure!(job["filament_mm"] == serde_json::json!(want), "{job}");
-    let states = stream.job_states(&id);
+    let states = stream.job_states_through(&id, "completed", LONG).await?;
     ensure!(
         states
             == [

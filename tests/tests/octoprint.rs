@@ -135,7 +135,7 @@ async fn a_job_prints_through_the_controller_on_octoprint_and_bills_the_files_fi
         wait_printer_state(farm, "idle", LONG).await?;
         let done = print_short(farm, op).await?;
         let id = done["id"].as_str().unwrap_or_default();
-        let states = stream.job_states(id);
+        let states = stream.job_states_through(id, "completed", LONG).await?;
         ensure!(
             states
                 == [
