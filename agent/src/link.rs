@@ -12,6 +12,11 @@
 //! (0.5 s doubling to 30 s, ±25 % jitter, reset on ConnAck) keeps a dead broker from being
 //! hammered. Publishing never blocks: `try_publish` fails on a full request channel and the
 //! event simply stays in the outbox for the next pass.
+//!
+//! Invariant: nothing but `stop` may win the `select!` against `poll()` until the ConnAck.
+//! A cancelled `poll()` drops a connection still in its handshake, so a broker whose
+//! handshake takes longer than any other branch's period would never be reached (the
+//! housekeeping tick did this to every broker more than 250 ms away).
 
 use crate::config::{BrokerAddr, Config, ConfigError};
 use crate::outbox::Outbox;
@@ -290,10 +295,8 @@ impl Session {
         queued
     }
 
+    /// Runs only while connected (see the invariant above).
     async fn housekeeping(&mut self) {
-        if !self.connected {
-            return;
-        }
         let st = self.outbox.state();
         if st.pending == 0 {
             self.last_progress = Instant::now();
@@ -466,7 +469,7 @@ impl Link {
                         s.publish_status(status.borrow_and_update().as_ref());
                     }
                 }
-                _ = tick.tick() => s.housekeeping().await,
+                _ = tick.tick(), if s.connected => s.housekeeping().await,
             }
         }
         drop(s);

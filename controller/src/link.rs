@@ -4,6 +4,10 @@
 //! arrival order (the order a printer's events must be applied in), and publishes what the
 //! farm queues ([`Outbound`]: commands, acks). rumqttc has no reconnect backoff of its own,
 //! so this loop sleeps between attempts.
+//!
+//! Invariant: outbound messages are taken only while connected. A cancelled `poll()` drops a
+//! connection still in its handshake, so a steady flow of outbound messages could otherwise
+//! keep a distant broker from ever being reached; they wait in the farm's bounded channel.
 
 use crate::farm::{Farm, Outbound};
 use farm_protocol::Channel;
@@ -99,10 +103,11 @@ pub async fn run(
     let topics = farm.topics().clone();
     let mut backoff = Duration::from_millis(200);
     let mut subacks = 0;
+    let mut connected = false;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            msg = outbound.recv() => {
+            msg = outbound.recv(), if connected => {
                 let Some(msg) = msg else { return };
                 let qos = if msg.qos1 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
                 if client.try_publish(msg.topic, qos, false, msg.payload).is_err() {
@@ -111,6 +116,7 @@ pub async fn run(
             }
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
                     backoff = Duration::from_millis(200);
                     subacks = 0;
                     tracing::info!(broker = ?addr, "connected to the MQTT broker");
@@ -129,6 +135,7 @@ pub async fn run(
                 Ok(Event::Incoming(Packet::Publish(p))) => crate::ingest::handle(&farm, &p.topic, &p.payload),
                 Ok(_) => {}
                 Err(e) => {
+                    connected = false;
                     farm.broker_connected.store(false, Relaxed);
                     tracing::warn!(broker = ?addr, "MQTT connection lost: {e}; retrying in {backoff:?}");
                     tokio::select! {

@@ -132,3 +132,72 @@ async fn relay(
         pipe.await
     }
 }
+
+/// A TCP link with a fixed one-way delay in front of a real server: a broker across a VPN or a
+/// Pi on poor Wi-Fi, which loopback never is. Every chunk is forwarded, in order, `delay`
+/// after it arrived; bandwidth is not limited.
+pub struct SlowLink {
+    /// `host:port` to give the client instead of the server's address.
+    pub addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SlowLink {
+    /// Relays to `127.0.0.1:<port>`, each direction `delay` late.
+    pub async fn start(port: u16, delay: std::time::Duration) -> Result<SlowLink> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(("127.0.0.1", port)).await {
+                        let (cr, cw) = client.into_split();
+                        let (sr, sw) = server.into_split();
+                        let _ = tokio::try_join!(late(cr, sw, delay), late(sr, cw, delay));
+                    }
+                });
+            }
+        });
+        Ok(SlowLink { addr, task })
+    }
+}
+
+/// Copies `from` to `to`, writing each chunk `delay` after it was read.
+async fn late(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: std::time::Duration,
+) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            to.write_all(&chunk).await?;
+        }
+        to.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = from.read(&mut buf).await?;
+            if n == 0 {
+                return anyhow::Ok(());
+            }
+            // The writer ends only on a write error, which ends this copy anyway.
+            if tx
+                .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    };
+    tokio::try_join!(reader, writer).map(|_| ())
+}
