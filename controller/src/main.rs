@@ -127,12 +127,36 @@ enum TokenCmd {
     },
 }
 
+/// Logging unless `RUST_LOG` says otherwise.
+const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttc=warn";
+
+/// Logs to stderr. Without `RUST_LOG`, rumqttd's per-connection lines (its `remote_link`
+/// span) are dropped: it logs the end of every connection as an ERROR, a clean disconnect and
+/// a socket closed before its login included, and in a farm those are agents restarting. The
+/// farm logs presence changes itself; the broker's listener errors still show.
+/// `RUST_LOG=info,rumqttd=debug` brings the per-connection lines back.
 fn logging() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let explicit = std::env::var_os("RUST_LOG").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn,rumqttc=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let broker_connections = tracing_subscriber::filter::dynamic_filter_fn(move |meta, cx| {
+        explicit
+            || !(meta.is_event()
+                && meta.target() == "rumqttd::server::broker"
+                && cx
+                    .lookup_current()
+                    .is_some_and(|s| s.name() == "remote_link"))
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .with_filter(broker_connections),
+        )
         .init();
 }
 

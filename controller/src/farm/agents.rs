@@ -39,6 +39,19 @@ impl Farm {
         let Some(e) = m.printers.get_mut(printer) else {
             return;
         };
+        // The broker's own per-connection lines are off by default (see the controller's
+        // `logging`), so a change of presence is logged here, in the farm's words. A first
+        // appearance is the agent's `started` event, logged with its version.
+        match (e.live.online, online) {
+            (false, true) if e.live.last_seen.is_some() => {
+                tracing::info!(printer, "printer back online")
+            }
+            (true, false) => tracing::warn!(
+                printer,
+                "printer offline: its agent stopped or lost its connection to the broker"
+            ),
+            _ => {}
+        }
         e.live.online = online;
         if online {
             e.live.last_seen = Some(now());
@@ -50,8 +63,12 @@ impl Farm {
     pub fn sweep_stale(&self, older_than: time::Duration) {
         let cutoff = now() - older_than;
         let mut m = self.lock();
-        for e in m.printers.values_mut() {
+        for (printer, e) in m.printers.iter_mut() {
             if e.live.online && e.live.last_seen.is_some_and(|t| t < cutoff) {
+                tracing::warn!(
+                    %printer,
+                    "printer offline: no status from its agent for {older_than}"
+                );
                 e.live.online = false;
                 self.announce_printer(e);
             }
