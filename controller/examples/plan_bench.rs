@@ -58,7 +58,7 @@ fn main() {
             grams: smallvec::smallvec![5.0 + (i % 50) as f64],
             estimated_s: 1800.0 + (i % 20) as f64 * 300.0,
             pinned: None,
-            held: i % 50 == 0,
+            hold: (i % 50 == 0).then(|| "held by an operator".into()),
         });
     }
     // Warm up, then take the median of several runs.

@@ -87,6 +87,11 @@ impl std::str::FromStr for JobState {
     }
 }
 
+/// A queued job's hold: an operator held it (`PATCH /queue/{id}`).
+pub const HELD_BY_OPERATOR: &str = "held by an operator";
+/// A queued job's hold: its order waits for an operator's release (manual release mode).
+pub const AWAITING_RELEASE: &str = "awaiting release";
+
 /// One job: one copy of one G-code file to print once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
@@ -134,7 +139,7 @@ pub struct Job {
     /// Only this printer may take it (an operator's pin).
     #[serde(default)]
     pub pinned_printer: Option<String>,
-    /// Why it is held out of the schedule (an operator's hold, or an order awaiting release).
+    /// Why it is held out of the schedule: [`HELD_BY_OPERATOR`] or [`AWAITING_RELEASE`].
     #[serde(default)]
     pub hold: Option<String>,
     /// Queue position set by an operator's reorder; default: the job number (age).

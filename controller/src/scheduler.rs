@@ -83,8 +83,9 @@ pub struct JobInput {
     pub estimated_s: f64,
     /// Only this printer may take it.
     pub pinned: Option<SmolStr>,
-    /// Held by an operator (or waiting for release): not placed.
-    pub held: bool,
+    /// Why it is held out of the schedule (an operator, an order awaiting release): not
+    /// placed, and this is its waiting reason.
+    pub hold: Option<SmolStr>,
 }
 
 /// Farm-wide scheduling rules (from the `[scheduler]` config section).
@@ -541,7 +542,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let mut raw_ids: Memo<RawClass<'_>, (usize, u32)> = Memo::default();
     for (k, j) in input.jobs.iter().enumerate() {
         keys.push(QueueKey::of(j, k));
-        let (class, raw) = if j.held {
+        let (class, raw) = if j.hold.is_some() {
             (HELD, NO_RAW)
         } else {
             let raw = raw_class(j);
@@ -627,17 +628,27 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         .map(|list| list.iter().any(|&i| free_at[i].is_some()))
         .collect();
     let mut reasons: Memo<(u32, Option<[u64; 3]>), Arc<str>> = Memo::default();
-    let held: Arc<str> = Arc::from("held");
+    // Holds have a handful of spellings: one shared reason each.
+    let mut holds: Vec<Arc<str>> = vec![];
 
     let mut out = Plan::default();
     for q in &keys {
         let k = q.index as usize;
         let pre = &prep[k];
         if pre.class == HELD {
+            let why = pre.job.hold.as_deref().unwrap_or("held");
+            let reason = match holds.iter().find(|r| &***r == why) {
+                Some(r) => r.clone(),
+                None => {
+                    let r: Arc<str> = Arc::from(why);
+                    holds.push(r.clone());
+                    r
+                }
+            };
             out.waiting.push(Waiting {
                 job_id: pre.id.clone(),
                 index: q.index,
-                reason: held.clone(),
+                reason,
             });
             continue;
         }

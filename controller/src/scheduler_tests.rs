@@ -42,7 +42,7 @@ fn job(id: &str, position: i64) -> JobInput {
         grams: smallvec::smallvec![10.0],
         estimated_s: 3600.0,
         pinned: None,
-        held: false,
+        hold: None,
     }
 }
 
@@ -216,22 +216,32 @@ fn queue_order_is_priority_then_due_date_then_position() {
 #[test]
 fn held_and_pinned_jobs() {
     let mut held = job("held", 1);
-    held.held = true;
-    let mut pinned = job("pinned", 2);
+    held.hold = Some(crate::jobs::HELD_BY_OPERATOR.into());
+    let mut unreleased = job("unreleased", 2);
+    unreleased.hold = Some(crate::jobs::AWAITING_RELEASE.into());
+    let mut pinned = job("pinned", 3);
     pinned.pinned = Some("p2".into());
     let ps = vec![
         printer("p1", vec![pla("black", None)]),
         printer("p2", vec![pla("black", None)]),
     ];
-    let p = plan(&input(ps, vec![held, pinned]), NOW);
+    let p = plan(&input(ps, vec![held, unreleased, pinned]), NOW);
     assert_eq!(starts(&p), vec![("pinned", "p2")]);
+    // Each held job waits with its own hold as the reason.
     assert_eq!(
         p.waiting,
-        vec![Waiting {
-            job_id: "held".into(),
-            index: 0,
-            reason: "held".into()
-        }]
+        vec![
+            Waiting {
+                job_id: "held".into(),
+                index: 0,
+                reason: crate::jobs::HELD_BY_OPERATOR.into()
+            },
+            Waiting {
+                job_id: "unreleased".into(),
+                index: 1,
+                reason: crate::jobs::AWAITING_RELEASE.into()
+            }
+        ]
     );
 }
 
@@ -397,7 +407,7 @@ fn arb_job() -> impl Strategy<Value = JobInput> {
             grams: smallvec::smallvec![g],
             estimated_s: 600.0,
             pinned: None,
-            held,
+            hold: held.then(|| crate::jobs::HELD_BY_OPERATOR.into()),
         })
 }
 
@@ -439,7 +449,7 @@ proptest! {
             prop_assert!(seen.insert(index));
         }
         for s in &plan.timeline {
-            prop_assert!(!job(&s.job_id).held);
+            prop_assert!(job(&s.job_id).hold.is_none());
             prop_assert!(fits(printer(&s.printer_id), job(&s.job_id), &inp.rules).is_ok());
             prop_assert!(s.start >= NOW && s.end >= s.start);
         }

@@ -218,6 +218,11 @@ async fn steer(farm: &mut Farm) -> Result<()> {
     ensure!(why.contains("held"), "j2 waits because it is held: {why}");
     let why = waiting_reason(farm, &j4).await?;
     ensure!(why.contains("p-b"), "j4 waits for p-b: {why}");
+    let why = waiting_reason(farm, &order_job).await?;
+    ensure!(
+        why.contains("awaiting release"),
+        "the order's copy waits for its release: {why}"
+    );
     // That plan lists the waiting jobs in queue order: j3 now ahead of j1.
     let q = farm.get("/api/v1/queue").await?;
     let order: Vec<&str> = q["items"]

@@ -212,7 +212,7 @@ fn completion(
             .collect(),
         estimated_s: print_s,
         pinned: None,
-        held: false,
+        hold: None,
     };
     st.farm.promise(&probe, copies)
 }

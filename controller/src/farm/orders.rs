@@ -416,7 +416,7 @@ impl Farm {
             part: part as u32,
         });
         if !order.released {
-            j.hold = Some("awaiting release".into());
+            j.hold = Some(crate::jobs::AWAITING_RELEASE.into());
         }
         Ok(j)
     }
@@ -740,7 +740,7 @@ impl Farm {
             .into_iter()
             .flatten()
             .filter_map(|n| m.jobs.get(n))
-            .filter(|j| j.hold.as_deref() == Some("awaiting release"))
+            .filter(|j| j.hold.as_deref() == Some(crate::jobs::AWAITING_RELEASE))
             .cloned()
             .map(|mut j| {
                 j.hold = None;

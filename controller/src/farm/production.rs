@@ -189,7 +189,7 @@ pub(super) fn job_input(j: &Job) -> JobInput {
             .collect(),
         estimated_s: j.estimated_s,
         pinned: j.pinned_printer.as_deref().map(SmolStr::new),
-        held: j.hold.is_some(),
+        hold: j.hold.as_deref().map(SmolStr::new),
     }
 }
 
@@ -314,7 +314,7 @@ impl Farm {
             j.id = id.clone();
             j.position = last + 1 + i as i64;
             j.pinned = None;
-            j.held = false;
+            j.hold = None;
             input.jobs.push(j);
         }
         let plan = crate::scheduler::plan(&input, now());
@@ -391,7 +391,7 @@ impl Farm {
             }
         }
         if let Some(hold) = p.hold {
-            j.hold = hold.then(|| "held by an operator".to_string());
+            j.hold = hold.then(|| crate::jobs::HELD_BY_OPERATOR.to_string());
         }
         if let Some(before) = p.before {
             let target = m
