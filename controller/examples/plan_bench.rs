@@ -1,8 +1,10 @@
 //! Scheduler speed: plan 10,000 queued jobs on 1,000 printers.
 //!
-//! `cargo run --release -p farm-controller --example plan_bench`
+//! `cargo run --release -p farm-controller --example plan_bench [-- PRINTERS JOBS HISTORY]`
 //! Printers: 4 materials × 4 colours, half idle and half busy, some blocked, declared volumes;
 //! jobs: mixed materials/colours/priorities/due dates, a quarter with no material requirement.
+//! HISTORY = 1: every printer has learnt time corrections from finished prints (an
+//! established farm), so every placed job looks its correction up; 0 (default): none.
 
 use farm_controller::fleet::PrinterState;
 use farm_controller::scheduler::{JobInput, Loaded, PlanInput, PrinterInput, Tool, plan};
@@ -15,6 +17,7 @@ const COLOURS: [&str; 4] = ["black", "white", "red", "blue"];
 fn main() {
     let printers: usize = arg(1, 1000);
     let jobs: usize = arg(2, 10_000);
+    let history = arg(3, 0) != 0;
     let now = OffsetDateTime::now_utc();
     let mut input = PlanInput::default();
     input.rules.max_heating = Some(50);
@@ -43,6 +46,18 @@ fn main() {
             }],
             busy_remaining_s: (i % 13) as f64 * 600.0,
         });
+    }
+    if history {
+        for i in 0..printers {
+            for (k, m) in MATERIALS.iter().enumerate() {
+                let ratio = 0.9 + ((i + k) % 5) as f64 * 0.05;
+                for _ in 0..3 {
+                    input
+                        .corrections
+                        .observe(&format!("p-{i:04}"), m, 3600.0, 3600.0 * ratio);
+                }
+            }
+        }
     }
     for i in 0..jobs {
         let any = i % 4 == 0;

@@ -7,6 +7,7 @@
 //! material, and [`Corrections::factor`] picks the most specific one that has seen work. The
 //! scheduler multiplies estimates by it for the timeline and the ETAs it promises.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// Weight of the newest observation.
@@ -35,13 +36,21 @@ impl Ewma {
 /// Learnt time corrections (1.0 where nothing is known).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Corrections {
-    by_printer_material: HashMap<(String, String), Ewma>,
+    /// Printer → material → ratio: nested, so a lookup borrows its keys (the scheduler looks
+    /// one up for every job it places).
+    by_printer_material: HashMap<String, HashMap<String, Ewma>>,
     by_printer: HashMap<String, Ewma>,
     by_material: HashMap<String, Ewma>,
 }
 
-fn key(material: &str) -> String {
-    material.trim().to_lowercase()
+/// A material's key: trimmed and lower case, borrowed when it already is.
+fn key(material: &str) -> Cow<'_, str> {
+    let t = material.trim();
+    if t.chars().any(char::is_uppercase) {
+        Cow::Owned(t.to_lowercase())
+    } else {
+        Cow::Borrowed(t)
+    }
 }
 
 impl Corrections {
@@ -68,16 +77,19 @@ impl Corrections {
             slot.unwrap_or(Ewma { value: 1.0, n: 0 }),
         );
         if !m.is_empty() {
-            let k = (printer.to_string(), m.clone());
-            let mut slot = self.by_printer_material.get(&k).copied();
+            let materials = self
+                .by_printer_material
+                .entry(printer.to_string())
+                .or_default();
+            let mut slot = materials.get(&*m).copied();
             Ewma::add(&mut slot, ratio);
             if let Some(s) = slot {
-                self.by_printer_material.insert(k, s);
+                materials.insert(m.to_string(), s);
             }
-            let mut slot = self.by_material.get(&m).copied();
+            let mut slot = self.by_material.get(&*m).copied();
             Ewma::add(&mut slot, ratio);
             if let Some(s) = slot {
-                self.by_material.insert(m, s);
+                self.by_material.insert(m.into_owned(), s);
             }
         }
         true
@@ -92,14 +104,15 @@ impl Corrections {
         if !m.is_empty()
             && let Some(e) = self
                 .by_printer_material
-                .get(&(printer.to_string(), m.clone()))
+                .get(printer)
+                .and_then(|by_material| by_material.get(&*m))
         {
             return e.value;
         }
         if let Some(e) = self.by_printer.get(printer) {
             return e.value;
         }
-        if let Some(e) = self.by_material.get(&m) {
+        if let Some(e) = self.by_material.get(&*m) {
             return e.value;
         }
         1.0
