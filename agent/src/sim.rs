@@ -145,6 +145,12 @@ struct SimPrinter {
 
 /// Reads the next line with the analyzer's rules (the shared [`LineSplitter`]), so byte
 /// offsets and filament agree with the analyzer exactly. `false` at end of file.
+/// `M118`'s own flags (`A1` prefix `//`, `E1` prefix `echo:`, `Pn` port), not its text.
+fn is_m118_flag(w: &str) -> bool {
+    let mut c = w.chars();
+    matches!(c.next(), Some('A' | 'E' | 'P')) && c.as_str().parse::<u8>().is_ok()
+}
+
 async fn read_line(r: &mut BufReader<File>, line: &mut LineSplitter) -> std::io::Result<bool> {
     line.clear();
     loop {
@@ -467,6 +473,18 @@ impl SimPrinter {
         }
         if word.eq_ignore_ascii_case("SIM_RECOVER") {
             self.recover();
+            return;
+        }
+        if word.eq_ignore_ascii_case("M118") {
+            // Marlin's "serial print": the host reads the text, so it is a firmware message.
+            let text = line[word.len()..]
+                .split_whitespace()
+                .skip_while(|w| is_m118_flag(w))
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !text.is_empty() {
+                self.emit(Event::FirmwareMessage { message: text });
+            }
             return;
         }
         let parsed = parse_line(line.as_bytes());

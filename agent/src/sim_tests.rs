@@ -311,3 +311,24 @@ async fn a_random_failure_recovers_by_itself() {
     let s = wait_snapshot(&r.printer, |s| s.state == Activity::Idle).await;
     assert_eq!(s.message, None);
 }
+
+#[tokio::test]
+async fn m118_text_reaches_the_host_as_a_firmware_message() {
+    let mut r = rig(cfg(20.0), 3);
+    r.printer
+        .send(PrinterCommand::Gcode(vec![
+            "M118 A1 Filament runout soon".into(),
+            "M118".into(),
+            "M118 E1 P0 second".into(),
+        ]))
+        .await
+        .expect("raw");
+    for want in ["Filament runout soon", "second"] {
+        assert_eq!(
+            next_event(&mut r.printer).await,
+            Event::FirmwareMessage {
+                message: want.into()
+            }
+        );
+    }
+}

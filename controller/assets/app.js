@@ -10,7 +10,7 @@
 
 (() => {
   const farm = window.farm;
-  const { api, toast, confirmAction, reconcile, cmpId, fmtDur, fmtAgo, fmtTemp, pct } = farm;
+  const { api, toast, confirmAction, reconcile, cmpId, fmtDur, fmtAgo, fmtClock, fmtTemp, pct } = farm;
   const queue = farm.queue;
 
   const STATE_LABEL = {
@@ -164,6 +164,7 @@
   <p class="meta"><span class="layer"></span><span class="sep"> · </span><span class="eta"></span></p>
   <ul class="temps" aria-label="Temperatures"></ul>
   <p class="message" role="note"></p>
+  <p class="fw-note" role="status"></p>
   <div class="actions needs-operator">
     <button type="button" data-action="pause">Pause</button>
     <button type="button" data-action="resume">Resume</button>
@@ -194,6 +195,7 @@
       eta: q('.eta'),
       temps: q('.temps'),
       message: q('.message'),
+      note: q('.fw-note'),
       btn: {
         pause: q('[data-action="pause"]'),
         resume: q('[data-action="resume"]'),
@@ -322,6 +324,19 @@
     const msg = d.message || '';
     setText(rec, 'msg', f.message, msg);
     setHidden(rec, 'msgHidden', f.message, !msg);
+
+    // The firmware's newest message (a prompt, a notification), with its time; the card's
+    // tooltip holds the last few.
+    const notes = d.firmware_messages || [];
+    const lines = notes.map((n) => `${fmtClock(n.at)} ${n.text}`);
+    const newest = lines.length ? lines[lines.length - 1] : '';
+    setText(rec, 'note', f.note, newest);
+    setHidden(rec, 'noteHidden', f.note, !newest);
+    const all = lines.join('\n');
+    if (rec.last.noteAll !== all) {
+      rec.last.noteAll = all;
+      f.note.title = all;
+    }
 
     // Actions that make sense for the state.
     const b = f.btn;

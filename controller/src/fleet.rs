@@ -131,6 +131,33 @@ pub struct Live {
     pub online: bool,
     pub status: Option<Status>,
     pub last_seen: Option<OffsetDateTime>,
+    /// The firmware's latest messages, oldest first, at most [`FIRMWARE_NOTES_KEPT`].
+    pub notes: std::collections::VecDeque<FirmwareNote>,
+}
+
+/// How many firmware messages a printer view keeps.
+pub const FIRMWARE_NOTES_KEPT: usize = 5;
+
+/// Something the firmware or its host said for an operator to read (a host-action
+/// notification, an `M600` prompt and its choices, Klipper's `RESPOND`), as the agent sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FirmwareNote {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub text: String,
+}
+
+impl Live {
+    /// Keeps a firmware message, dropping the oldest beyond [`FIRMWARE_NOTES_KEPT`].
+    pub fn note(&mut self, at: OffsetDateTime, text: &str) {
+        if self.notes.len() == FIRMWARE_NOTES_KEPT {
+            self.notes.pop_front();
+        }
+        self.notes.push_back(FirmwareNote {
+            at,
+            text: text.to_string(),
+        });
+    }
 }
 
 /// The one rule for a printer's farm state.
@@ -174,6 +201,9 @@ pub struct PrinterView {
     pub job: Option<farm_protocol::messages::JobProgress>,
     pub current_job_id: Option<String>,
     pub message: Option<String>,
+    /// What the firmware said lately (notifications, prompts), oldest first; the last
+    /// five since the controller started.
+    pub firmware_messages: Vec<FirmwareNote>,
     pub auto_eject: bool,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_seen: Option<OffsetDateTime>,
@@ -201,6 +231,7 @@ pub fn view(rec: &PrinterRecord, live: &Live) -> PrinterView {
         job: status.and_then(|s| s.job.clone()),
         current_job_id: rec.current_job.clone(),
         message: status.and_then(|s| s.message.clone()),
+        firmware_messages: live.notes.iter().cloned().collect(),
         auto_eject: rec.auto_eject,
         last_seen: live.last_seen,
         agent: status.map(|s| s.agent.clone()),
@@ -271,7 +302,7 @@ mod tests {
         Live {
             online: true,
             status: a.map(status),
-            last_seen: None,
+            ..Live::default()
         }
     }
 
@@ -325,5 +356,16 @@ mod tests {
         assert_eq!(d["activity"], "printing");
         assert_eq!(d["id"], "p");
         assert!(diff(Some(&a), &a).is_none());
+    }
+
+    #[test]
+    fn firmware_messages_keep_the_newest_five_oldest_first() {
+        let mut l = Live::default();
+        for i in 0..7 {
+            l.note(OffsetDateTime::UNIX_EPOCH, &format!("m{i}"));
+        }
+        let v = view(&sample("p"), &l);
+        let texts: Vec<&str> = v.firmware_messages.iter().map(|n| &*n.text).collect();
+        assert_eq!(texts, ["m2", "m3", "m4", "m5", "m6"]);
     }
 }

@@ -204,6 +204,21 @@ async fn dashboard(farm: &mut Farm) -> Result<()> {
         Duration::from_secs(10),
     )
     .await?;
+    // What the firmware says shows on its card: an `M118` from the operator's console goes
+    // controller → agent → printer, and the printer's words come back the other way.
+    let (s, v) = farm
+        .post_json(
+            "/api/v1/printers/p-1/commands",
+            json!({"kind": "raw_gcode", "lines": ["M118 A1 Filament runout soon"]}),
+        )
+        .await?;
+    ensure!(s == 202, "raw G-code answered {s}: {v}");
+    page.wait_for(
+        "the firmware's message on p-1's card",
+        "(document.querySelector('article.printer[data-printer-id=\"p-1\"] .fw-note:not([hidden])')?.textContent ?? '').includes('Filament runout soon')",
+        Duration::from_secs(10),
+    )
+    .await?;
     shot(&mut page, "dashboard-printing.png").await?;
 
     // The print ends; p-1 waits for its bed. The operator clicks "Bed cleared" on the card.

@@ -198,6 +198,9 @@ impl Farm {
         self.after_follow_up(m, follow);
         if let Some(e) = m.printers.get_mut(printer) {
             e.rec = rec;
+            if let Event::FirmwareMessage { message } = event {
+                e.live.note(t, message);
+            }
             self.announce_printer(e);
         }
         self.metrics.events_applied.fetch_add(1, Relaxed);
