@@ -8,7 +8,8 @@
 use super::problem::{Caller, Problem};
 use super::{AppState, require};
 use crate::auth::{Principal, Role};
-use crate::farm::orders::{Intake, OrderError, OrderView};
+use crate::farm::intake::Intake;
+use crate::farm::orders::{OrderError, OrderView};
 use crate::orders::{FieldError, OrderEvent, OrderRequest, OrderState};
 use axum::Json;
 use axum::body::Bytes;
