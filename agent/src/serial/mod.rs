@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`framing`] | host → firmware: `N<n> <cmd>*<xor>` lines, comment stripping, `M110` resets |
 //! | [`reply`] | firmware → host: [`parse_reply`] classifies every received line (ok, resend, busy, errors, temperatures, host actions, `M115`/`Cap:` …) |
+//! | [`readings`] | the values in temperature and position reports (`T:… /… B:…`, `X:… Y:… Z:… E:…`) |
 //! | [`profile`] | [`FirmwareProfile`]: per-family facts (buffers, timeouts, e-stop, scripts, motion limits) from `firmware-profiles/*.toml`, detection from `M115` |
 //! | [`stream`] | [`stream::Streamer`]: send-ahead window (lines, RX bytes, ADVANCED_OK) and resend rewind — pure |
 //! | [`watchdog`] | stalled printer vs. long `M109`/`G28`: silence, allowances, pokes — pure |
@@ -38,6 +39,7 @@ pub mod job;
 pub mod park;
 pub mod port;
 pub mod profile;
+pub mod readings;
 pub mod reply;
 mod session;
 pub mod stream;
