@@ -260,14 +260,7 @@ impl Farm {
                     let version = self.production.queue_version.fetch_add(1, SeqCst) + 1;
                     for (i, order, jobs, warnings) in fresh {
                         for j in jobs {
-                            m.book
-                                .jobs_of
-                                .entry(order.id.clone())
-                                .or_default()
-                                .push(j.number);
-                            m.job_numbers.insert(j.id.clone(), j.number);
-                            self.announce_job(&j);
-                            m.jobs.insert(j.number, j);
+                            self.mirror_new_job(&mut m, j);
                         }
                         if let Some(k) = &batch[i].idempotency_key {
                             m.book.idempotency.insert(

@@ -266,6 +266,21 @@ impl Farm {
         }
     }
 
+    /// Puts a job just written to the store into the mirror (indexed by id and by its order)
+    /// and on the live stream.
+    fn mirror_new_job(&self, m: &mut Mirror, j: Job) {
+        if let Some(o) = &j.order {
+            m.book
+                .jobs_of
+                .entry(o.order_id.clone())
+                .or_default()
+                .push(j.number);
+        }
+        m.job_numbers.insert(j.id.clone(), j.number);
+        self.announce_job(&j);
+        m.jobs.insert(j.number, j);
+    }
+
     fn announce_job(&self, j: &Job) {
         let _ = self.changes.send(Change::Job(Box::new(j.clone())));
     }

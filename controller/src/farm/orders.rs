@@ -253,17 +253,8 @@ impl Farm {
             self.learn_from(j);
         }
         if let Some(r) = f.retry {
-            if let Some(o) = &r.order {
-                m.book
-                    .jobs_of
-                    .entry(o.order_id.clone())
-                    .or_default()
-                    .push(r.number);
-            }
-            m.job_numbers.insert(r.id.clone(), r.number);
-            self.announce_job(&r);
             tracing::info!(job = %r.id, attempt = r.attempt, retry_of = ?r.retry_of, "failed print requeued");
-            m.jobs.insert(r.number, r);
+            self.mirror_new_job(m, r);
             self.kick.notify_one();
         }
         if let Some(o) = f.order {

@@ -453,18 +453,9 @@ impl Farm {
             tx.put_job(&r)?;
             Ok::<_, FarmError>(r)
         })?;
-        if let Some(o) = &retry.order {
-            m.book
-                .jobs_of
-                .entry(o.order_id.clone())
-                .or_default()
-                .push(retry.number);
-        }
         self.announce_job(&j);
         m.jobs.insert(j.number, j);
-        m.job_numbers.insert(retry.id.clone(), retry.number);
-        self.announce_job(&retry);
-        m.jobs.insert(retry.number, retry.clone());
+        self.mirror_new_job(&mut m, retry.clone());
         self.kick.notify_one();
         Ok(retry)
     }

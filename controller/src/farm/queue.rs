@@ -44,9 +44,7 @@ impl Farm {
         })?;
         m.book.files.insert(meta.sha256.clone(), meta);
         for j in &jobs {
-            m.job_numbers.insert(j.id.clone(), j.number);
-            m.jobs.insert(j.number, j.clone());
-            self.announce_job(j);
+            self.mirror_new_job(&mut m, j.clone());
         }
         self.kick.notify_one();
         Ok(jobs)
