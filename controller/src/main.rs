@@ -11,7 +11,15 @@ use std::path::PathBuf;
 
 /// The print-farm controller: MQTT broker, job queue and scheduler, REST API, live dashboard.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Logging: set RUST_LOG (default `info`), e.g. RUST_LOG=farm_controller=debug. \
+        The embedded broker's per-connection lines are left out unless RUST_LOG is set \
+        (RUST_LOG=info,rumqttd=debug shows them).\n\
+        Try it: `farm-controller demo` runs a whole farm of simulated printers."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
