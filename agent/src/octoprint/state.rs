@@ -214,6 +214,23 @@ impl Tracker {
         }
     }
 
+    /// Why a resume cannot be sent now, if it cannot. The job's own paused flag decides, not
+    /// the last reported phase: OctoPrint's `PrintPaused` event comes at once, its state
+    /// report only at its next (throttled) push, so for a moment the phase still says
+    /// `Pausing` of a printer that has paused.
+    pub fn refuse_resume(&self) -> Option<String> {
+        match &self.job {
+            None => Some("nothing is printing".into()),
+            Some(j) if j.paused => None,
+            Some(_) if self.phase() == Some(Phase::Pausing) => Some(
+                "the printer is still pausing (OctoPrint waits for the current command, e.g. \
+                 heating, to finish); resume once it shows paused"
+                    .into(),
+            ),
+            Some(_) => Some("the job is not paused".into()),
+        }
+    }
+
     /// Whether the agent can reach OctoPrint (or tells why not).
     pub fn set_reach(&mut self, reach: Reach) -> Vec<Effect> {
         let mut out = vec![];

@@ -376,3 +376,28 @@ fn the_snapshot_shows_progress_by_file_position_and_keeps_the_last_temperatures(
     assert_eq!(j.eta_s, None, "the last frame had no estimate");
     assert!((j.elapsed_s - 2.0).abs() < 1e-9);
 }
+
+#[test]
+fn a_resume_goes_once_octoprint_said_paused_even_before_its_state_report_says_so() {
+    let now = Instant::now();
+    let mut t = Tracker::new();
+    printing_job(&mut t, now);
+    assert_eq!(t.refuse_resume().as_deref(), Some("the job is not paused"));
+    t.observe(
+        obs(Phase::Pausing, Some("j-abc.gcode"), Some(310)),
+        true,
+        now,
+    );
+    let why = t.refuse_resume().unwrap_or_default();
+    assert!(why.contains("still pausing"), "{why}");
+    // The event arrives; the next state report (still "Pausing" in `last`) has not yet.
+    t.event(
+        OpEvent::PrintPaused {
+            path: "j-abc.gcode".into(),
+            filepos: Some(320),
+        },
+        now,
+    );
+    assert_eq!(t.phase(), Some(Phase::Pausing));
+    assert_eq!(t.refuse_resume(), None);
+}

@@ -405,16 +405,8 @@ impl Shell {
                 Ok("pause requested; OctoPrint pauses after the current command".into())
             }
             PrinterCommand::Resume => {
-                let j = self.tracker.job().ok_or("nothing is printing")?;
-                if self.tracker.phase() == Some(Phase::Pausing) {
-                    return Err(
-                        "the printer is still pausing (OctoPrint waits for the current \
-                                command, e.g. heating, to finish); resume once it shows paused"
-                            .into(),
-                    );
-                }
-                if !j.paused {
-                    return Err("the job is not paused".into());
+                if let Some(why) = self.tracker.refuse_resume() {
+                    return Err(why);
                 }
                 self.job_command(json!({"command": "pause", "action": "resume"}))
                     .await?;
