@@ -385,7 +385,8 @@ struct Prep<'a> {
     id: SmolStr,
     /// Index into the class lists; `HELD` for held jobs.
     class: u32,
-    /// Its class as spelt (`NO_RAW`: not memoised), for waiting reasons.
+    /// Its class as spelt (`NO_RAW`: not memoised), for waiting reasons; for a held job,
+    /// its hold's index in the plan's shared hold reasons.
     raw: u32,
     size_mm: Option<[f64; 3]>,
 }
@@ -409,10 +410,19 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
     let mut class_lists: Vec<Vec<usize>> = vec![];
     let mut class_ids: FxHashMap<Class, usize> = FxHashMap::default();
     let mut raw_ids: Memo<RawClass<'_>, (usize, u32)> = Memo::default();
+    // Holds have a handful of spellings: one shared reason each.
+    let mut holds: Vec<Arc<str>> = vec![];
     for (k, j) in input.jobs.iter().enumerate() {
         keys.push(QueueKey::of(j, k));
-        let (class, raw) = if j.hold.is_some() {
-            (HELD, NO_RAW)
+        let (class, raw) = if let Some(h) = &j.hold {
+            let i = match holds.iter().position(|r| **r == **h) {
+                Some(i) => i,
+                None => {
+                    holds.push(Arc::from(h.as_str()));
+                    holds.len() - 1
+                }
+            };
+            (HELD, i as u32)
         } else {
             let raw = raw_class(j);
             match raw.tools.is_some().then(|| raw_ids.get(&raw)).flatten() {
@@ -497,27 +507,16 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
         .map(|list| list.iter().any(|&i| free_at[i].is_some()))
         .collect();
     let mut reasons: Memo<(u32, Option<[u64; 3]>), Arc<str>> = Memo::default();
-    // Holds have a handful of spellings: one shared reason each.
-    let mut holds: Vec<Arc<str>> = vec![];
 
     let mut out = Plan::default();
     for q in &keys {
         let k = q.index as usize;
         let pre = &prep[k];
         if pre.class == HELD {
-            let why = pre.job.hold.as_deref().unwrap_or("held");
-            let reason = match holds.iter().find(|r| &***r == why) {
-                Some(r) => r.clone(),
-                None => {
-                    let r: Arc<str> = Arc::from(why);
-                    holds.push(r.clone());
-                    r
-                }
-            };
             out.waiting.push(Waiting {
                 job_id: pre.id.clone(),
                 index: q.index,
-                reason,
+                reason: holds[pre.raw as usize].clone(),
             });
             continue;
         }
