@@ -150,13 +150,22 @@ fn logging() {
     let explicit = std::env::var_os("RUST_LOG").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let broker_connections = tracing_subscriber::filter::dynamic_filter_fn(move |meta, cx| {
-        explicit
-            || !(meta.is_event()
-                && meta.target() == "rumqttd::server::broker"
-                && cx
-                    .lookup_current()
-                    .is_some_and(|s| s.name() == "remote_link"))
+    const BROKER: &str = "rumqttd::server::broker";
+    let broker_connections = tracing_subscriber::filter::dynamic_filter_fn(|meta, cx| {
+        !(meta.is_event()
+            && meta.target() == BROKER
+            && cx
+                .lookup_current()
+                .is_some_and(|s| s.name() == "remote_link"))
+    })
+    // Only the broker's own call sites are looked at per event; every other one keeps the
+    // level filter's cached verdict.
+    .with_callsite_filter(move |meta| {
+        if !explicit && meta.target() == BROKER {
+            tracing::subscriber::Interest::sometimes()
+        } else {
+            tracing::subscriber::Interest::always()
+        }
     });
     tracing_subscriber::registry()
         .with(
