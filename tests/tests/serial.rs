@@ -362,7 +362,7 @@ async fn pause_resume_cancel(farm: &mut Farm) -> Result<()> {
         async || {
             let a = accepted(&vp);
             let at = a.windows(pause.len()).position(|w| w == pause)? + pause.len();
-            (a.len() > at + 20).then_some(a[at..at + 7].to_vec())
+            (a.len() > at + 20).then(|| a[at..at + 7].to_vec())
         },
     )
     .await?;
