@@ -37,7 +37,7 @@ pub struct Config {
     /// `[scheduler]`: placement rules.
     pub scheduler: SchedulerConfig,
     /// `[webhooks]`: shops' endpoints and retry policy.
-    pub webhooks: crate::webhooks::WebhookConfig,
+    pub webhooks: crate::orders::webhooks::WebhookConfig,
 }
 
 /// `[orders]`.
@@ -75,7 +75,7 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        let r = crate::scheduler::Rules::default();
+        let r = crate::jobs::scheduler::Rules::default();
         Self {
             max_heating: r.max_heating,
             heat_s: r.heat_s,
@@ -103,7 +103,7 @@ impl Default for Config {
             maintenance: MaintenanceConfig::default(),
             orders: OrdersConfig::default(),
             scheduler: SchedulerConfig::default(),
-            webhooks: crate::webhooks::WebhookConfig::default(),
+            webhooks: crate::orders::webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -267,13 +267,13 @@ impl Config {
     /// The production core's settings, checked.
     pub fn production_settings(
         &self,
-    ) -> Result<crate::farm::production::Settings, crate::StartError> {
+    ) -> Result<crate::jobs::production::Settings, crate::StartError> {
         let bad = |s: String| crate::StartError::Config(s);
         let s = &self.scheduler;
         let working_hours = s
             .working_hours
             .as_deref()
-            .map(crate::scheduler::WorkingHours::parse)
+            .map(crate::jobs::scheduler::WorkingHours::parse)
             .transpose()
             .map_err(|e| bad(format!("[scheduler] {e}")))?;
         if !(s.heat_s >= 0.0 && s.clear_s >= 0.0) {
@@ -300,10 +300,10 @@ impl Config {
                 )));
             }
         }
-        Ok(crate::farm::production::Settings {
+        Ok(crate::jobs::production::Settings {
             manual_release: self.orders.manual_release,
             max_attempts: self.orders.max_attempts,
-            rules: crate::scheduler::Rules {
+            rules: crate::jobs::scheduler::Rules {
                 // One margin for the whole farm: the inventory's.
                 margin_g: inv.spool_margin_g,
                 margin_fraction: inv.spool_margin_fraction,
@@ -328,7 +328,7 @@ impl Config {
         match self
             .broker_url
             .as_deref()
-            .and_then(|u| crate::link::parse_url(u).ok())
+            .and_then(|u| crate::mqtt::link::parse_url(u).ok())
         {
             Some(a) => format!("mqtt://{}:{}", a.host, a.port),
             None => format!(

@@ -33,31 +33,25 @@
 
 pub mod api;
 pub mod auth;
-pub mod broker;
 pub mod catalog;
 pub mod config;
 pub mod costing;
-pub mod dashboard;
-pub mod enrol;
 pub mod farm;
-pub mod files;
-pub mod fleet;
-pub mod ingest;
 pub mod inventory;
 pub mod jobs;
-pub mod learning;
-pub mod link;
 pub mod maintenance;
 pub mod metrics;
+pub mod mqtt;
 pub mod orders;
-pub mod quotes;
-pub mod scheduler;
+pub mod printers;
 pub mod store;
-pub mod webhooks;
 
+use catalog::files::FileStore;
 use config::Config;
 use farm::{Farm, FarmError};
-use files::FileStore;
+use mqtt::{broker, link};
+use orders::webhooks;
+use printers::enrol;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,7 +120,7 @@ pub async fn start(
         config.webhooks.clone(),
         shutdown.clone(),
     ));
-    let intake = farm::intake::IntakeQueue::start(farm.clone());
+    let intake = orders::intake::IntakeQueue::start(farm.clone());
     let files = Arc::new(
         FileStore::open(config.state_dir.join("files"), config.max_upload_bytes).map_err(
             |err| StartError::StateDir {

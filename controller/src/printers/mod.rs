@@ -1,0 +1,13 @@
+//! Printers: the fleet's records and live state, what agents report, enrolment.
+//!
+//! | file | concern |
+//! |---|---|
+//! | [`fleet`] | printer records, live state, the printer-state rule, diffs for the stream (pure) |
+//! | [`agents`] | farm writes from agents: status, presence, events (exactly once, in order), acks |
+//! | [`enrol`] | the agent config printed when a printer is enrolled |
+//! | [`http`] | `/api/v1/printers`: list, show, enrol, commands, bed clear |
+
+pub(crate) mod agents;
+pub mod enrol;
+pub mod fleet;
+pub mod http;
