@@ -21,14 +21,62 @@ pub mod http;
 pub mod quotes;
 pub mod quotes_http;
 
-use crate::config::PricingConfig;
 use crate::inventory::ledger::JobBooking;
 use crate::jobs::{Job, JobState};
 use farm_protocol::gcode::filament_grams;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use time::OffsetDateTime;
+
+/// The farm's rates (the config's `[pricing]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pricing {
+    /// Shown with every amount; amounts are plain numbers in this currency.
+    pub currency: String,
+    /// Material price for quotes and jobs with no known material, per kg.
+    pub material_per_kg: f64,
+    /// Machine time (wear, depreciation, floor space), per hour of printing.
+    pub machine_per_hour: f64,
+    /// Electricity, per kWh.
+    pub energy_per_kwh: f64,
+    /// A printer's average power draw while printing, W.
+    pub printer_power_w: f64,
+    /// Per-printer power draw, W, where it differs (`[pricing.power_w]` `p-1 = 350`).
+    pub power_w: std::collections::BTreeMap<String, f64>,
+    /// Price = cost × (1 + markup), but at least `minimum_price`.
+    pub markup: f64,
+    pub minimum_price: f64,
+    /// Density and diameter assumed for quotes that name no material.
+    pub default_density_g_cm3: f64,
+}
+
+impl Default for Pricing {
+    fn default() -> Self {
+        Self {
+            currency: "EUR".into(),
+            material_per_kg: 25.0,
+            machine_per_hour: 1.0,
+            energy_per_kwh: 0.30,
+            printer_power_w: 150.0,
+            power_w: Default::default(),
+            markup: 0.5,
+            minimum_price: 5.0,
+            default_density_g_cm3: 1.24,
+        }
+    }
+}
+
+impl Pricing {
+    /// A printer's power draw while printing, W: its own value, else the default.
+    pub fn power_w(&self, printer: &str) -> f64 {
+        self.power_w
+            .get(printer)
+            .copied()
+            .unwrap_or(self.printer_power_w)
+    }
+}
 
 /// Costs of one thing, split by kind (currency units of `[pricing] currency`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
@@ -40,7 +88,7 @@ pub struct Breakdown {
 }
 
 /// The running costs of `hours` on a printer drawing `power_w`, plus `material`.
-pub fn breakdown(material: f64, hours: f64, power_w: f64, p: &PricingConfig) -> Breakdown {
+pub fn breakdown(material: f64, hours: f64, power_w: f64, p: &Pricing) -> Breakdown {
     let machine = hours * p.machine_per_hour;
     let energy = power_w / 1000.0 * hours * p.energy_per_kwh;
     Breakdown {
@@ -52,12 +100,12 @@ pub fn breakdown(material: f64, hours: f64, power_w: f64, p: &PricingConfig) -> 
 }
 
 /// What the farm charges for something that costs `cost` to make.
-pub fn price(cost: f64, p: &PricingConfig) -> f64 {
+pub fn price(cost: f64, p: &Pricing) -> f64 {
     (cost * (1.0 + p.markup)).max(p.minimum_price)
 }
 
 /// Grams per mm assumed when nothing better is known.
-pub fn default_grams_per_mm(p: &PricingConfig) -> f64 {
+pub fn default_grams_per_mm(p: &Pricing) -> f64 {
     filament_grams(1.0, 1.75, p.default_density_g_cm3)
 }
 
@@ -98,7 +146,7 @@ pub fn job_cost(
     job: &Job,
     bookings: &[JobBooking],
     power_w: f64,
-    p: &PricingConfig,
+    p: &Pricing,
     now: OffsetDateTime,
 ) -> JobCost {
     let hours = match job.started_at {
@@ -355,14 +403,14 @@ mod tests {
 
     const T0: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
 
-    fn rates() -> PricingConfig {
-        PricingConfig {
+    fn rates() -> Pricing {
+        Pricing {
             machine_per_hour: 2.0,
             energy_per_kwh: 0.25,
             material_per_kg: 30.0,
             markup: 0.5,
             minimum_price: 1.0,
-            ..PricingConfig::default()
+            ..Pricing::default()
         }
     }
 

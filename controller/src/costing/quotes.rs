@@ -5,8 +5,7 @@
 //! tool from each tool's material, print time = motion estimate + heat-up. The earliest
 //! completion comes from the scheduler itself (`Farm::promise`), not from here.
 
-use crate::config::PricingConfig;
-use crate::costing::{Breakdown, breakdown, price};
+use crate::costing::{Breakdown, Pricing, breakdown, price};
 use serde::Serialize;
 
 /// The filament a quote assumes on one tool.
@@ -44,7 +43,7 @@ pub fn estimate(
     materials: &[ToolMaterial],
     fallback: &ToolMaterial,
     power_w: f64,
-    p: &PricingConfig,
+    p: &Pricing,
 ) -> Estimate {
     let tools: Vec<ToolQuote> = filament_mm
         .iter()
@@ -78,13 +77,13 @@ pub fn estimate(
 mod tests {
     use super::*;
 
-    fn rates() -> PricingConfig {
-        PricingConfig {
+    fn rates() -> Pricing {
+        Pricing {
             machine_per_hour: 2.0,
             energy_per_kwh: 0.5,
             markup: 1.0,
             minimum_price: 0.0,
-            ..PricingConfig::default()
+            ..Pricing::default()
         }
     }
 

@@ -20,12 +20,24 @@ impl From<StockError> for Problem {
             StockError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             StockError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
             StockError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
-            StockError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "Storage failure"),
         };
-        if status.is_server_error() {
-            tracing::error!("{e}");
-        }
         Problem::new(status, title, &e.to_string())
+    }
+}
+
+impl From<crate::inventory::writes::WriteError> for Problem {
+    fn from(e: crate::inventory::writes::WriteError) -> Self {
+        match e {
+            crate::inventory::writes::WriteError::Refused(e) => e.into(),
+            crate::inventory::writes::WriteError::Store(e) => {
+                tracing::error!("{e}");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Storage failure",
+                    &e.to_string(),
+                )
+            }
+        }
     }
 }
 

@@ -36,8 +36,6 @@ pub enum StockError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
 }
 
 /// A filament product the farm stocks: type and colour, with what turns mm into grams and euros.

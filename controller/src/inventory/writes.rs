@@ -16,6 +16,15 @@ use crate::jobs::Job;
 use crate::store::{StoreError, Tx};
 use time::OffsetDateTime;
 
+/// Why an inventory write did not happen: the rules refused it, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Refused(#[from] StockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 fn no_spool(id: &str) -> StockError {
     StockError::NotFound(format!(
         "no spool {id:?}; list spools with GET /api/v1/spools"
@@ -139,7 +148,7 @@ impl Farm {
         id: &str,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<LedgerRow>, StockError> {
+    ) -> Result<Vec<LedgerRow>, WriteError> {
         let number = {
             let m = self.lock();
             m.stock.spool_by_id(id).ok_or_else(|| no_spool(id))?.number
@@ -207,19 +216,21 @@ impl Farm {
     // ---- writes ------------------------------------------------------------------------
 
     /// Adds a material, or replaces one (`replace`); spools keep their ledger either way.
-    pub fn put_material(&self, mat: Material, replace: bool) -> Result<Material, StockError> {
+    pub fn put_material(&self, mat: Material, replace: bool) -> Result<Material, WriteError> {
         let mut m = self.lock();
         if !replace && m.stock.materials.contains_key(&mat.id) {
             return Err(StockError::Conflict(format!(
                 "material {:?} already exists; change it with PUT /api/v1/materials/{}",
                 mat.id, mat.id
-            )));
+            ))
+            .into());
         }
         if replace && !m.stock.materials.contains_key(&mat.id) {
             return Err(StockError::NotFound(format!(
                 "no material {:?}; create it with POST /api/v1/materials",
                 mat.id
-            )));
+            ))
+            .into());
         }
         self.store.write(|tx| tx.put_material(&mat))?;
         m.stock.materials.insert(mat.id.clone(), mat.clone());
@@ -227,7 +238,7 @@ impl Farm {
     }
 
     /// Registers `count` new spools of a known material.
-    pub fn add_spools(&self, n: NewSpool) -> Result<Vec<SpoolView>, StockError> {
+    pub fn add_spools(&self, n: NewSpool) -> Result<Vec<SpoolView>, WriteError> {
         let initial_g = non_negative("initial_g", n.initial_g)?;
         let tare_g = non_negative("tare_g", n.tare_g.unwrap_or(0.0))?;
         let lot = n
@@ -244,7 +255,8 @@ impl Farm {
         if !(1..=100).contains(&count) {
             return Err(StockError::Invalid(format!(
                 "count must be between 1 and 100 (got {count})"
-            )));
+            ))
+            .into());
         }
         let mut m = self.lock();
         if !m.stock.materials.contains_key(&n.material) {
@@ -257,7 +269,8 @@ impl Farm {
                 } else {
                     format!(", or use one of: {}", known.join(", "))
                 }
-            )));
+            ))
+            .into());
         }
         let t = now();
         let spools = self.store.write(|tx| {
@@ -278,7 +291,7 @@ impl Farm {
                 tx.put_spool(&s)?;
                 out.push(s);
             }
-            Ok::<_, StockError>(out)
+            Ok::<_, WriteError>(out)
         })?;
         let mut views = vec![];
         for s in spools {
@@ -296,18 +309,19 @@ impl Farm {
         tool: u32,
         max_tools: u32,
         by: &str,
-    ) -> Result<SpoolView, StockError> {
+    ) -> Result<SpoolView, WriteError> {
         let mut m = self.lock();
         if !m.printers.contains_key(printer) {
             return Err(StockError::NotFound(format!(
                 "no printer {printer:?}; list printers with GET /api/v1/printers"
-            )));
+            ))
+            .into());
         }
         if tool >= max_tools {
             return Err(StockError::Invalid(format!(
                 "printer {printer} has no tool {tool}: tools are numbered 0 to {} (`[inventory] max_tools`)",
                 max_tools.saturating_sub(1)
-            )));
+            )).into());
         }
         let s = m.stock.spool_by_id(id).ok_or_else(|| no_spool(id))?.clone();
         let here = Mount {
@@ -320,7 +334,7 @@ impl Farm {
                 return Err(StockError::Conflict(format!(
                     "spool {id} is loaded on {} tool {}: unload it first (POST /api/v1/spools/{id}/unload)",
                     l.printer, l.tool
-                )));
+                )).into());
             }
             None => {}
         }
@@ -328,7 +342,7 @@ impl Farm {
             return Err(StockError::Conflict(format!(
                 "{printer} tool {tool} already holds spool {}: unload it first (POST /api/v1/spools/{}/unload)",
                 other.id, other.id
-            )));
+            )).into());
         }
         let mut s = s;
         s.loaded = Some(here);
@@ -346,13 +360,13 @@ impl Farm {
     }
 
     /// Takes a spool off whatever it is loaded on.
-    pub fn unload_spool(&self, id: &str, by: &str) -> Result<SpoolView, StockError> {
+    pub fn unload_spool(&self, id: &str, by: &str) -> Result<SpoolView, WriteError> {
         let mut m = self.lock();
         let mut s = m.stock.spool_by_id(id).ok_or_else(|| no_spool(id))?.clone();
         let Some(was) = s.loaded.take() else {
-            return Err(StockError::Conflict(format!(
-                "spool {id} is not loaded on any printer"
-            )));
+            return Err(
+                StockError::Conflict(format!("spool {id} is not loaded on any printer")).into(),
+            );
         };
         let mut row = LedgerRow::new(0, &s.id, now(), RowKind::Unload, 0.0);
         row.printer = Some(was.printer);
@@ -373,7 +387,7 @@ impl Farm {
         id: &str,
         a: Adjust,
         by: &str,
-    ) -> Result<(SpoolView, LedgerRow), StockError> {
+    ) -> Result<(SpoolView, LedgerRow), WriteError> {
         let note = a
             .note
             .as_deref()
@@ -543,11 +557,11 @@ mod tests {
         assert!(e.to_string().contains("POST /api/v1/materials"), "{e}");
         assert!(matches!(
             farm.load_spool("s-9", "p-1", 0, 8, "t"),
-            Err(StockError::NotFound(_))
+            Err(WriteError::Refused(StockError::NotFound(_)))
         ));
         assert!(matches!(
             farm.unload_spool("s-9", "t"),
-            Err(StockError::NotFound(_))
+            Err(WriteError::Refused(StockError::NotFound(_)))
         ));
     }
 }

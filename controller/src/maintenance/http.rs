@@ -17,12 +17,24 @@ impl From<MaintenanceError> for Problem {
         let (status, title) = match &e {
             MaintenanceError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             MaintenanceError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
-            MaintenanceError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "Storage failure"),
         };
-        if status.is_server_error() {
-            tracing::error!("{e}");
-        }
         Problem::new(status, title, &e.to_string())
+    }
+}
+
+impl From<crate::maintenance::writes::WriteError> for Problem {
+    fn from(e: crate::maintenance::writes::WriteError) -> Self {
+        match e {
+            crate::maintenance::writes::WriteError::Refused(e) => e.into(),
+            crate::maintenance::writes::WriteError::Store(e) => {
+                tracing::error!("{e}");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Storage failure",
+                    &e.to_string(),
+                )
+            }
+        }
     }
 }
 

@@ -26,8 +26,6 @@ pub enum MaintenanceError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
 }
 
 /// What a printer has done over some period.

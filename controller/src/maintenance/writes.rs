@@ -10,6 +10,15 @@ use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use time::OffsetDateTime;
 
+/// Why a maintenance write did not happen: the rules refused it, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Refused(#[from] MaintenanceError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// A task as the API receives it.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -120,14 +129,14 @@ impl Farm {
             .map(|task| status_in(&m, task, now(), due_soon))
     }
 
-    pub fn task_log(&self, id: &str, limit: usize) -> Result<Vec<Completion>, MaintenanceError> {
+    pub fn task_log(&self, id: &str, limit: usize) -> Result<Vec<Completion>, WriteError> {
         if !self.lock().tasks.contains_key(id) {
-            return Err(no_task(id));
+            return Err(no_task(id).into());
         }
         Ok(self.store.maintenance_log(id, limit)?)
     }
 
-    pub fn add_task(&self, n: NewTask, due_soon: f64) -> Result<TaskStatus, MaintenanceError> {
+    pub fn add_task(&self, n: NewTask, due_soon: f64) -> Result<TaskStatus, WriteError> {
         let name = clean_name(&n.name).map_err(|e| MaintenanceError::Invalid(e.to_string()))?;
         n.interval.validate().map_err(MaintenanceError::Invalid)?;
         let t = now();
@@ -135,14 +144,16 @@ impl Farm {
             return Err(MaintenanceError::Invalid(
                 "last_done_at is in the future; give the date it was last done, or leave it out"
                     .into(),
-            ));
+            )
+            .into());
         }
         let mut m = self.lock();
         if !m.printers.contains_key(&n.printer) {
             return Err(MaintenanceError::NotFound(format!(
                 "no printer {:?}; list printers with GET /api/v1/printers",
                 n.printer
-            )));
+            ))
+            .into());
         }
         let task = self.store.write(|tx| {
             let number = tx.next_task_number()?;
@@ -157,7 +168,7 @@ impl Farm {
                 last_done: None,
             };
             tx.put_task(&task)?;
-            Ok::<_, MaintenanceError>(task)
+            Ok::<_, WriteError>(task)
         })?;
         m.tasks.insert(task.id.clone(), task.clone());
         let s = status_in(&m, &task, t, due_soon);
@@ -175,14 +186,12 @@ impl Farm {
         by: &str,
         notes: Option<String>,
         due_soon: f64,
-    ) -> Result<TaskStatus, MaintenanceError> {
+    ) -> Result<TaskStatus, WriteError> {
         let notes = notes
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty());
         if notes.as_ref().is_some_and(|n| n.len() > 2000) {
-            return Err(MaintenanceError::Invalid(
-                "notes are limited to 2000 bytes".into(),
-            ));
+            return Err(MaintenanceError::Invalid("notes are limited to 2000 bytes".into()).into());
         }
         let mut m = self.lock();
         let mut task = m.tasks.get(id).cloned().ok_or_else(|| no_task(id))?;
@@ -257,7 +266,7 @@ mod tests {
         assert_eq!(farm.schedule().expect("schedule"), 1, "free again");
         assert!(matches!(
             farm.complete_task("mt-99", "ana", None, 0.9),
-            Err(MaintenanceError::NotFound(_))
+            Err(WriteError::Refused(MaintenanceError::NotFound(_)))
         ));
     }
 }
