@@ -115,7 +115,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(queue::timeline))
         .routes(routes!(queue::update))
         .routes(routes!(queue::requeue))
-        .routes(routes!(queue::profile))
+        .routes(routes!(printers::profile))
         .routes(routes!(orders::deliveries))
         // Everything above needs a caller; routes added below this line are open.
         .route_layer(axum::middleware::from_fn_with_state(

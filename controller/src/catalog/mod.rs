@@ -8,10 +8,12 @@
 //! |---|---|
 //! | `mod.rs` | SKU → files, what is kept about each analysed file (pure) |
 //! | [`files`] | content-addressed G-code store with upload checks |
+//! | [`writes`] | farm writes: analysed files, catalog entries |
 //! | [`http`] | `/api/v1/catalog` |
 
 pub mod files;
 pub mod http;
+pub mod writes;
 
 use crate::orders::ItemFile;
 use serde::{Deserialize, Serialize};

@@ -1,12 +1,11 @@
 //! The production side of the farm: settings, the scheduler's input and its latest plan,
-//! learnt time corrections, operators' queue actions, the printer registry, catalog and files.
+//! learnt time corrections, operators' queue actions.
 
-use crate::catalog::{CatalogEntry, FileMeta, valid_sku};
+use crate::catalog::FileMeta;
 use crate::farm::{Farm, FarmError, Mirror, now};
 use crate::jobs::learning::Corrections;
 use crate::jobs::scheduler::{JobInput, Plan, PlanInput, PrinterInput, Rules, Slot, Waiting};
 use crate::jobs::{self, Job, JobState};
-use crate::printers::fleet::{PrinterView, ToolSlot};
 use serde::Deserialize;
 use smol_str::SmolStr;
 use std::collections::{HashMap, HashSet};
@@ -191,20 +190,6 @@ pub(crate) fn job_input(j: &Job) -> JobInput {
         pinned: j.pinned_printer.as_deref().map(SmolStr::new),
         hold: j.hold.as_deref().map(SmolStr::new),
     }
-}
-
-/// `PATCH /api/v1/printers/{id}/profile`: registry facts an operator declares.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProfilePatch {
-    pub model: Option<String>,
-    pub build_volume_mm: Option<[f64; 3]>,
-    pub tools: Option<Vec<ToolSlot>>,
-    pub tags: Option<Vec<String>>,
-    pub location: Option<String>,
-    pub power_w: Option<f64>,
-    pub auto_eject: Option<bool>,
-    pub maintenance: Option<bool>,
 }
 
 /// `PATCH /api/v1/queue/{job}`: an operator's change to a queued job.
@@ -464,109 +449,5 @@ impl Farm {
         self.mirror_new_job(&mut m, retry.clone());
         self.kick.notify_one();
         Ok(retry)
-    }
-
-    // ---- printer registry ---------------------------------------------------------------------
-
-    pub fn set_profile(&self, id: &str, p: ProfilePatch) -> Result<PrinterView, FarmError> {
-        let bad = |s: &str| Err(FarmError::Invalid(s.to_string()));
-        if let Some(v) = p.build_volume_mm
-            && v.iter()
-                .any(|x| !(x.is_finite() && *x > 0.0 && *x < 10_000.0))
-        {
-            return bad("build_volume_mm is [x, y, z] in mm, each above 0, e.g. [250, 210, 210]");
-        }
-        if let Some(tools) = &p.tools {
-            if tools.len() > 16 {
-                return bad("at most 16 tools");
-            }
-            if tools.iter().any(|t| {
-                t.nozzle_mm
-                    .is_some_and(|n| !(n.is_finite() && (0.1..=2.0).contains(&n)))
-            }) {
-                return bad("a tool's nozzle_mm is 0.1 to 2.0, e.g. 0.4");
-            }
-        }
-        if p.power_w.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
-            return bad("power_w is watts, 0 or more");
-        }
-        let mut m = self.lock();
-        let e = m
-            .printers
-            .get_mut(id)
-            .ok_or_else(|| FarmError::NoPrinter(id.into()))?;
-        let mut rec = e.rec.clone();
-        rec.model = p.model.or(rec.model);
-        rec.build_volume_mm = p.build_volume_mm.or(rec.build_volume_mm);
-        rec.tools = p.tools.unwrap_or(rec.tools);
-        rec.tags = p.tags.unwrap_or(rec.tags);
-        rec.location = p.location.or(rec.location);
-        rec.power_w = p.power_w.or(rec.power_w);
-        rec.auto_eject = p.auto_eject.unwrap_or(rec.auto_eject);
-        rec.maintenance = p.maintenance.unwrap_or(rec.maintenance);
-        self.store.write(|tx| tx.put_printer(&rec))?;
-        e.rec = rec;
-        self.announce_printer(e);
-        let view = e.view.clone();
-        drop(m);
-        self.kick.notify_one();
-        Ok(view)
-    }
-
-    // ---- catalog and files -------------------------------------------------------------------
-
-    /// Records what the analyzer said about a stored file, so orders can name it by hash.
-    pub fn record_file(&self, meta: FileMeta) -> Result<(), FarmError> {
-        let mut m = self.lock();
-        if m.book.files.get(&meta.sha256) == Some(&meta) {
-            return Ok(());
-        }
-        self.store.write(|tx| tx.put_file_meta(&meta))?;
-        m.book.files.insert(meta.sha256.clone(), meta);
-        Ok(())
-    }
-
-    pub fn file_meta(&self, sha256: &str) -> Option<FileMeta> {
-        self.lock().book.files.get(sha256).cloned()
-    }
-
-    pub fn put_catalog(&self, mut e: CatalogEntry) -> Result<CatalogEntry, FarmError> {
-        if !valid_sku(&e.sku) {
-            return Err(FarmError::Invalid(
-                "a SKU is 1 to 64 letters, digits, '-', '_' or '.'".into(),
-            ));
-        }
-        if e.files.is_empty() || e.files.len() > 32 {
-            return Err(FarmError::Invalid(
-                "a catalog entry names 1 to 32 files".into(),
-            ));
-        }
-        let mut m = self.lock();
-        for f in &mut e.files {
-            let Some(meta) = m.book.files.get(&f.sha256) else {
-                return Err(FarmError::Invalid(format!(
-                    "no uploaded file with sha256 {:?}; upload it first with POST /api/v1/files",
-                    f.sha256
-                )));
-            };
-            f.name.get_or_insert_with(|| meta.name.clone());
-        }
-        self.store.write(|tx| tx.put_catalog(&e))?;
-        m.book.catalog.insert(e.sku.clone(), e.clone());
-        Ok(e)
-    }
-
-    pub fn delete_catalog(&self, sku: &str) -> Result<(), FarmError> {
-        let mut m = self.lock();
-        if !m.book.catalog.contains_key(sku) {
-            return Err(FarmError::Invalid(format!("no catalog entry {sku:?}")));
-        }
-        self.store.write(|tx| tx.delete_catalog(sku))?;
-        m.book.catalog.remove(sku);
-        Ok(())
-    }
-
-    pub fn catalog(&self) -> Vec<CatalogEntry> {
-        self.lock().book.catalog.values().cloned().collect()
     }
 }

@@ -1,10 +1,9 @@
-//! `/api/v1/queue`: the timeline and operators' queue actions; `/printers/{id}/profile`: the
-//! printer registry.
+//! `/api/v1/queue`: the timeline and operators' queue actions.
 
 use crate::api::problem::{Caller, JsonBody, Problem};
 use crate::api::{AppState, require};
 use crate::auth::Role;
-use crate::jobs::production::{ProfilePatch, QueuePatch};
+use crate::jobs::production::QueuePatch;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
@@ -81,17 +80,4 @@ pub async fn requeue(
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
     Ok((axum::http::StatusCode::CREATED, Json(st.farm.requeue(&id)?)))
-}
-
-/// `PATCH /api/v1/printers/{id}/profile`: model, build volume, tools, tags, location, power,
-/// auto-eject, maintenance.
-#[utoipa::path(patch, path = "/printers/{id}/profile", tag = "printers", params(("id" = String, Path, description = "Id")), request_body = crate::jobs::production::ProfilePatch, responses((status = 200, body = crate::printers::fleet::PrinterView), (status = "4XX", description = "Refused: the problem says why and what to do", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json")))]
-pub async fn profile(
-    State(st): State<AppState>,
-    c: Caller,
-    Path(id): Path<String>,
-    JsonBody(p): JsonBody<ProfilePatch>,
-) -> Result<impl IntoResponse, Problem> {
-    require(&c, Role::Operator)?;
-    Ok(Json(st.farm.set_profile(&id, p)?))
 }

@@ -428,8 +428,8 @@ impl Farm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::production::ProfilePatch;
     use crate::orders::{ItemRequest, OrderEvent, OrderRequest};
+    use crate::printers::registry::ProfilePatch;
 
     fn open(dir: &std::path::Path) -> Arc<Farm> {
         let store = crate::store::Store::open(&dir.join("farm.redb")).expect("store");

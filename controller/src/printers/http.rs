@@ -5,6 +5,7 @@ use crate::api::problem::{Caller, JsonBody, Problem};
 use crate::api::{AppState, require};
 use crate::auth::Role;
 use crate::printers::fleet::PrinterView;
+use crate::printers::registry::ProfilePatch;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -156,4 +157,17 @@ pub async fn clear(
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
     Ok(Json(st.farm.clear_bed(&id)?))
+}
+
+/// `PATCH /api/v1/printers/{id}/profile`: model, build volume, tools, tags, location, power,
+/// auto-eject, maintenance.
+#[utoipa::path(patch, path = "/printers/{id}/profile", tag = "printers", params(("id" = String, Path, description = "Id")), request_body = crate::printers::registry::ProfilePatch, responses((status = 200, body = crate::printers::fleet::PrinterView), (status = "4XX", description = "Refused: the problem says why and what to do", body = crate::api::openapi::ProblemDoc, content_type = "application/problem+json")))]
+pub async fn profile(
+    State(st): State<AppState>,
+    c: Caller,
+    Path(id): Path<String>,
+    JsonBody(p): JsonBody<ProfilePatch>,
+) -> Result<impl IntoResponse, Problem> {
+    require(&c, Role::Operator)?;
+    Ok(Json(st.farm.set_profile(&id, p)?))
 }

@@ -5,9 +5,11 @@
 //! | [`fleet`] | printer records, live state, the printer-state rule, diffs for the stream (pure) |
 //! | [`agents`] | farm writes from agents: status, presence, events (exactly once, in order), acks |
 //! | [`enrol`] | the agent config printed when a printer is enrolled |
-//! | [`http`] | `/api/v1/printers`: list, show, enrol, commands, bed clear |
+//! | [`registry`] | farm writes: registry facts an operator declares (model, tools, power, …) |
+//! | [`http`] | `/api/v1/printers`: list, show, enrol, commands, bed clear, profile |
 
 pub(crate) mod agents;
 pub mod enrol;
 pub mod fleet;
 pub mod http;
+pub mod registry;
