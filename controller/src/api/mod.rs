@@ -1,19 +1,15 @@
 //! REST API under `/api/v1`, the live stream, `/metrics` and the dashboard (DESIGN §8).
 //!
-//! | module | routes |
+//! The handlers live with their concept (`printers/http.rs`, `jobs/http.rs`, …); this folder
+//! holds the router that gathers them and what every route shares:
+//!
+//! | module | what |
 //! |---|---|
+//! | `mod.rs` | the router, the 401 layer, health, session, `/metrics` |
 //! | [`problem`] | RFC 9457 errors, the JSON body extractor, and who is calling ([`Caller`]) |
-//! | [`printers`] | printers: list, show, enrol, commands, bed clear |
-//! | [`jobs`] | jobs: upload (content-addressed), list, show, cancel; file download for agents |
-//! | [`stream`] | `/api/v1/stream`: a snapshot, then changes (Server-Sent Events) |
 //! | [`openapi`] | the OpenAPI document (generated from the handlers) and Swagger UI |
-//! | [`inventory`] | materials, spools, loading, adjustments, the ledger, stock, low stock, forecast |
-//! | [`maintenance`] | maintenance tasks, completions, due list, printer counters |
-//! | [`costs`] | cost of a job; the period cost report (JSON, CSV) |
-//! | [`quotes`] | `POST /quotes`: cost, price and earliest completion of a G-code file |
-//! | [`orders`] | orders (the shop's API, idempotent intake), file uploads to order from, webhook log |
-//! | [`catalog`] | SKU → files |
-//! | [`queue`] | the timeline, operators' queue actions, the printer registry |
+//! | [`stream`] | `/api/v1/stream`: a snapshot, then changes (Server-Sent Events) |
+//! | [`dashboard`] | embedded static assets |
 //!
 //! Every write answers 2xx only after its store transaction committed. Every route under
 //! `/api/v1` is registered with `routes!` from its `#[utoipa::path]`, so it is documented.

@@ -3,23 +3,31 @@
 //! Every write goes through [`Farm`] while holding one lock: commit to the store first, then
 //! update the mirror, then announce the change. So the mirror never shows what is not durable,
 //! and the live stream sees changes in commit order. Reads copy out of the mirror. Order
-//! intake alone commits without the lock (see [`orders`]'s `place_orders`): its new orders are
+//! intake alone commits without the lock (see [`crate::orders::intake`]'s `place_orders`): its new orders are
 //! invisible until the mirror update, so the order holds per job.
 //!
 //! Messages for agents (commands, acks) are queued to the MQTT link as [`Outbound`]; the link
 //! owns the socket.
 //!
+//! This folder holds only that core: [`Farm`] (the store handle, the mirror, the broadcast and
+//! the outbound queue), loading at start, reads, enrolment and tokens. The writes themselves
+//! live with their concept, each an `impl Farm` block beside the rules it applies:
+//!
 //! | file | writes that come from |
 //! |---|---|
-//! | `mod.rs` | loading, reads, enrolment and tokens |
-//! | [`job_table`] | the mirror's jobs; the queued ones kept as the scheduler's input |
-//! | [`agents`] | agents: status, presence, events (exactly once, in order), acks |
-//! | [`queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
-//! | [`inventory`] | materials, spools, loading, adjustments; ledger booking in the event path |
-//! | [`maintenance`] | maintenance tasks and completions; which printers a due task blocks |
-//! | [`orders`] | the shop and operators: order intake (group commit), cancel, release, fulfil; a job's consequences for its order (retry, state, webhooks); the webhook outbox |
-//! | [`production`] | scheduler input and latest plan, learnt time corrections, queue actions, printer registry, catalog, files |
-//! | [`loadout`] | what each printer has loaded, as the scheduler sees it (the seam with the inventory) |
+//! | `farm/mod.rs` | loading, reads, enrolment and tokens |
+//! | [`crate::printers::agents`] | agents: status, presence, events (exactly once, in order), acks |
+//! | [`crate::printers::registry`] | operators: a printer's registry profile |
+//! | [`crate::jobs::table`] | the mirror's jobs; the queued ones kept as the scheduler's input |
+//! | [`crate::jobs::queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
+//! | [`crate::jobs::production`] | scheduler input and latest plan, learnt time corrections, queue actions |
+//! | [`crate::orders::intake`] | the shop: order intake (group commit) |
+//! | [`crate::orders::follow_up`] | the shop and operators: cancel, release, fulfil; a job's consequences for its order (retry, state, webhooks) |
+//! | [`crate::orders::outbox`] | the webhook outbox |
+//! | [`crate::inventory::writes`] | materials, spools, loading, adjustments; ledger booking in the event path |
+//! | [`crate::inventory::loadout`] | what each printer has loaded, as the scheduler sees it (the seam with the inventory) |
+//! | [`crate::maintenance::writes`] | maintenance tasks and completions; which printers a due task blocks |
+//! | [`crate::catalog::writes`] | analysed files, catalog entries |
 
 use crate::auth::{Principal, Role, new_token, random_hex, token_hash};
 use crate::jobs::{Job, JobState};

@@ -18,10 +18,10 @@
 pub mod http;
 pub mod learning;
 pub mod production;
-pub(crate) mod queue;
+pub mod queue;
 pub mod queue_http;
 pub mod scheduler;
-pub(crate) mod table;
+pub mod table;
 
 use farm_protocol::messages::{Event, Outcome};
 use serde::{Deserialize, Serialize};

@@ -15,7 +15,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 /// Job numbers per chunk of the queue.
-const CHUNK: u64 = 256;
+pub const CHUNK: u64 = 256;
 
 /// Queued jobs whose numbers share one `n / CHUNK`, in number order.
 #[derive(Default)]

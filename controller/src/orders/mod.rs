@@ -22,7 +22,7 @@
 pub mod follow_up;
 pub mod http;
 pub mod intake;
-pub(crate) mod outbox;
+pub mod outbox;
 pub mod view;
 pub mod webhooks;
 

@@ -8,7 +8,7 @@
 //! | [`registry`] | farm writes: registry facts an operator declares (model, tools, power, …) |
 //! | [`http`] | `/api/v1/printers`: list, show, enrol, commands, bed clear, profile |
 
-pub(crate) mod agents;
+pub mod agents;
 pub mod enrol;
 pub mod fleet;
 pub mod http;
