@@ -5,6 +5,7 @@ use crate::api::{AppState, require};
 use crate::auth::Role;
 use crate::inventory::forecast::{Demand, Shortage, StockLevel, forecast};
 use crate::inventory::ledger::{Adjust, LedgerRow};
+use crate::inventory::writes::WriteError;
 use crate::inventory::{
     LoadedSpool, NewMaterial, NewSpool, SpoolView, StockError, new_material, spool_number,
 };
@@ -25,18 +26,12 @@ impl From<StockError> for Problem {
     }
 }
 
-impl From<crate::inventory::writes::WriteError> for Problem {
-    fn from(e: crate::inventory::writes::WriteError) -> Self {
+impl From<WriteError> for Problem {
+    fn from(e: WriteError) -> Self {
         match e {
-            crate::inventory::writes::WriteError::Refused(e) => e.into(),
-            crate::inventory::writes::WriteError::Store(e) => {
-                tracing::error!("{e}");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Storage failure",
-                    &e.to_string(),
-                )
-            }
+            WriteError::Refused(e) => e.into(),
+            // The same answer as any other storage failure (503, logged).
+            WriteError::Store(e) => crate::farm::FarmError::Store(e).into(),
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::api::{AppState, require};
 use crate::auth::Role;
 use crate::inventory::http::who;
 use crate::maintenance::writes::NewTask;
+use crate::maintenance::writes::WriteError;
 use crate::maintenance::{Completion, Counters, Due, MaintenanceError, TaskStatus};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -22,18 +23,12 @@ impl From<MaintenanceError> for Problem {
     }
 }
 
-impl From<crate::maintenance::writes::WriteError> for Problem {
-    fn from(e: crate::maintenance::writes::WriteError) -> Self {
+impl From<WriteError> for Problem {
+    fn from(e: WriteError) -> Self {
         match e {
-            crate::maintenance::writes::WriteError::Refused(e) => e.into(),
-            crate::maintenance::writes::WriteError::Store(e) => {
-                tracing::error!("{e}");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Storage failure",
-                    &e.to_string(),
-                )
-            }
+            WriteError::Refused(e) => e.into(),
+            // The same answer as any other storage failure (503, logged).
+            WriteError::Store(e) => crate::farm::FarmError::Store(e).into(),
         }
     }
 }
