@@ -28,7 +28,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// What is loaded on one tool (part B's inventory fills this from its spools; until then the
-/// operator's declaration does, see `farm/loadout.rs`).
+/// operator's declaration does, see `inventory/loadout.rs`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
     pub material: String,

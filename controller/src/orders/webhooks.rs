@@ -1,7 +1,7 @@
 //! Webhooks to the shop: signed, from a durable outbox, retried with backoff (DESIGN §5).
 //!
 //! Every order change writes a [`Delivery`] into the `webhook_outbox` table **in the same
-//! transaction** as the change (`farm/orders.rs`), so a change is never lost and never
+//! transaction** as the change (`orders/follow_up.rs`), so a change is never lost and never
 //! announced without having happened. [`run`] posts pending deliveries to the shop's endpoint,
 //! one shop's in order (a failing delivery holds back later ones for that shop, so the shop
 //! sees changes in the order they happened), and records each result durably.
