@@ -4,6 +4,7 @@
 //! filament it consumes, which heater it asks for). The simulated printer paces itself with
 //! it; the analyzer sums it over a file.
 
+use super::allowances::{Allowances, SlicerState};
 use super::arcs::arc;
 use super::heaters::Heater;
 use super::line::Line;
@@ -93,6 +94,8 @@ pub struct Machine {
     tool_heaters: Vec<Heater>,
     bed: Heater,
     heat_s: f64,
+    /// What the slicer's estimator tracks for its allowances (filament loaded, Bambu blocks).
+    slicer: SlicerState,
 }
 
 /// Tool numbers above this are treated as junk, not as a reason to allocate.
@@ -149,6 +152,7 @@ impl Machine {
             tool_heaters: vec![Heater::default()],
             bed: Heater::default(),
             heat_s: 0.0,
+            slicer: SlicerState::default(),
         }
     }
 
@@ -317,8 +321,7 @@ impl Machine {
                     .or(l.get('S'))
                     .unwrap_or(0.0)
                     .clamp(0.0, 86_400.0);
-                step.duration_s = self.flush() + dwell;
-                self.times.add(self.time_layer(), dwell);
+                self.wait(dwell, &mut step);
             }
             (b'G', 20) => self.inches = true,
             (b'G', 21) => self.inches = false,
@@ -363,16 +366,32 @@ impl Machine {
                     self.flow = s / 100.0;
                 }
             }
-            (b'M', 400) if l.sub.is_none() => {
-                // Wait for moves to finish; Bambu firmware also dwells with S (s) / P (ms).
-                let dwell = l
-                    .get('S')
-                    .or(l.get('P').map(|p| p / 1000.0))
-                    .unwrap_or(0.0)
-                    .clamp(0.0, 86_400.0);
-                step.duration_s = self.flush() + dwell;
-                self.times.add(self.time_layer(), dwell);
+            // Wait for moves to finish; Bambu firmware also dwells with S (s) / P (ms). A bare
+            // `M400` is not timed by any estimator (Orca/Bambu `process_M400` only act on S/P).
+            (b'M', 400) if l.sub.is_none() && (l.has('S') || l.has('P')) => {
+                let dwell = l.get('S').or(l.get('P').map(|p| p / 1000.0)).unwrap_or(0.0);
+                self.wait(dwell, &mut step);
             }
+            // Bed levelling: the allowance the Orca/Bambu estimators add (PrusaSlicer: none).
+            (b'G', 29) if l.sub.is_none() => {
+                let t = self.slicer.levelling(&self.limits.allowances);
+                if t > 0.0 {
+                    self.wait(t, &mut step);
+                }
+            }
+            (b'M', 191) if l.sub.is_none() => {
+                let t = self.limits.allowances.chamber_s(l.get('S').unwrap_or(0.0));
+                if t > 0.0 {
+                    self.wait(t, &mut step);
+                }
+            }
+            // MMU `M702 C`: the filament goes back to the unit.
+            (b'M', 702) if l.sub.is_none() && l.names('C') => {
+                let t = self.slicer.unload(&self.limits.allowances, self.tool);
+                self.wait(t, &mut step);
+            }
+            (b'M', 622) if l.sub.is_none() => self.slicer.condition(l.get('J')),
+            (b'M', 623) if l.sub.is_none() => self.slicer.condition(None),
             (b'M', 104 | 109) => {
                 let tool = l
                     .get('T')
@@ -415,13 +434,12 @@ impl Machine {
                 }
             }
             (b'T', t) if (t as usize) < MAX_TOOLS => {
-                if t as usize != self.tool {
-                    // Firmware-internal swap time (unload, load) the slicer config states.
-                    let swap: f64 = self.limits.tool_change_s.iter().sum();
-                    if swap > 0.0 {
-                        step.duration_s += self.flush() + swap;
-                        self.times.add(self.time_layer(), swap);
-                    }
+                // Firmware-internal unload/load time the slicer config states.
+                let swap = self
+                    .slicer
+                    .select(&self.limits.allowances, self.tool, t as usize);
+                if swap > 0.0 {
+                    self.wait(swap, &mut step);
                 }
                 self.tool = t as usize;
                 self.extruder(t as usize);
@@ -432,11 +450,23 @@ impl Machine {
         step
     }
 
+    /// The machine stops, then waits `dwell_s` (clamped to a day): the slicers'
+    /// `simulate_st_synchronize(time)`.
+    fn wait(&mut self, dwell_s: f64, step: &mut Step) {
+        let dwell = dwell_s.clamp(0.0, 86_400.0);
+        step.duration_s += self.flush() + dwell;
+        self.times.add(self.time_layer(), dwell);
+    }
+
     /// Layer markers, slicer configuration comments, Klipper `SET_VELOCITY_LIMIT`.
     fn comment_or_macro(&mut self, l: &Line<'_>) {
         if let Some(c) = l.comment {
             if is_layer_marker(c) {
                 self.layer_comment();
+            } else if Allowances::is_config_key(c) {
+                self.limits.allowances.apply_config_comment(c);
+            } else if c.starts_with("BambuStudio ") {
+                self.limits.allowances.apply_header_comment(c);
             } else if !self.limit_commands && c.starts_with("machine_") {
                 self.limits.apply_config_comment(c);
             } else if !self.retraction_commands && Retraction::is_config_key(c) {
@@ -452,13 +482,17 @@ impl Machine {
         }
     }
 
-    /// `G28`: modelled as PrusaSlicer's estimator does, a move of the named axes (all if none)
-    /// to 0 at the current feed rate.
+    /// `G28`: modelled as the slicers' estimators do (PrusaSlicer, Orca and Bambu Studio
+    /// `process_G28`): a `G1` of the named axes (all if none; a bare `G28 X` names X) to 0 at the
+    /// current feed rate. Being a `G1 X0`, it moves nothing in relative mode (`G91`), as there.
     fn home(&mut self, l: &Line<'_>, step: &mut Step) {
-        let all = !(l.has('X') || l.has('Y') || l.has('Z'));
+        if self.relative_xyz {
+            return;
+        }
+        let all = !(l.names('X') || l.names('Y') || l.names('Z'));
         let mut end = self.xyz;
         for (i, c) in ['X', 'Y', 'Z'].into_iter().enumerate() {
-            if all || l.has(c) {
+            if all || l.names(c) {
                 end[i] = 0.0;
             }
         }
