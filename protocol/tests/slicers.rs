@@ -94,6 +94,31 @@ const FIXTURES: &[Fixture] = &[
         grams: None, // density 0 in the file: the slicer gave no weight
         counts: ALL,
     },
+    // Held out: added after the analyzer was tuned (issue 15), not used to build it.
+    Fixture {
+        name: "prusaslicer-2.7.4-plant-sign-ender3v2-m83",
+        time: Some((1634.0, Figure::Total, true)),
+        first_layer_s: Some(405.0),
+        filament_mm: &[1645.00],
+        grams: Some((4.91, 1.24, 1.75)),
+        counts: ALL,
+    },
+    Fixture {
+        name: "prusaslicer-2.7.4-screw-ender3v2-m83",
+        time: Some((1863.0, Figure::Total, true)),
+        first_layer_s: Some(108.0),
+        filament_mm: &[1706.22],
+        grams: Some((5.09, 1.24, 1.75)),
+        counts: ALL,
+    },
+    Fixture {
+        name: "prusaslicer-2.7.4-vase-ender3v2-m83",
+        time: Some((4000.0, Figure::Total, true)),
+        first_layer_s: Some(276.0),
+        filament_mm: &[2996.07],
+        grams: Some((8.94, 1.24, 1.75)),
+        counts: ALL,
+    },
     Fixture {
         name: "superslicer-2.3.55-benchy-klipper-m83",
         time: Some((678.0, Figure::Total, true)),

@@ -313,14 +313,10 @@ impl Machine {
         };
         match (letter, n) {
             (b'G', 0..=3) if l.sub.is_none() => self.motion(l, n, &mut step),
-            (b'G', 4) => {
-                // P in ms, S in s. The machine stops first.
-                let dwell = l
-                    .get('P')
-                    .map(|p| p / 1000.0)
-                    .or(l.get('S'))
-                    .unwrap_or(0.0)
-                    .clamp(0.0, 86_400.0);
+            // S in s (wins, as in Marlin and Orca/Bambu `process_G4`), else P in ms. The
+            // machine stops first. PrusaSlicer's estimator ignores `G4`.
+            (b'G', 4) if self.limits.allowances.times_dwells() => {
+                let dwell = l.get('S').or(l.get('P').map(|p| p / 1000.0)).unwrap_or(0.0);
                 self.wait(dwell, &mut step);
             }
             (b'G', 20) => self.inches = true,
@@ -368,7 +364,11 @@ impl Machine {
             }
             // Wait for moves to finish; Bambu firmware also dwells with S (s) / P (ms). A bare
             // `M400` is not timed by any estimator (Orca/Bambu `process_M400` only act on S/P).
-            (b'M', 400) if l.sub.is_none() && (l.has('S') || l.has('P')) => {
+            (b'M', 400)
+                if l.sub.is_none()
+                    && (l.has('S') || l.has('P'))
+                    && self.limits.allowances.times_dwells() =>
+            {
                 let dwell = l.get('S').or(l.get('P').map(|p| p / 1000.0)).unwrap_or(0.0);
                 self.wait(dwell, &mut step);
             }
@@ -465,7 +465,7 @@ impl Machine {
                 self.layer_comment();
             } else if Allowances::is_config_key(c) {
                 self.limits.allowances.apply_config_comment(c);
-            } else if c.starts_with("BambuStudio ") {
+            } else if Allowances::is_header_comment(c) {
                 self.limits.allowances.apply_header_comment(c);
             } else if !self.limit_commands && c.starts_with("machine_") {
                 self.limits.apply_config_comment(c);
