@@ -31,8 +31,9 @@ pub enum Heat {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Step {
     /// Motion and dwell time that became final with this line, s (from the look-ahead planner,
-    /// so it lags the line a little; see [`Machine::step`]). Heat-up waits are not included:
-    /// they depend on the heater.
+    /// so it lags the line a little; see [`Machine::step`]), with the time the slicer's estimator
+    /// adds for it (tool change, levelling: [`allowances`](super::allowances)). Heat-up waits are
+    /// not included: they depend on the heater.
     pub duration_s: f64,
     /// Filament newly consumed on [`Step::tool`] by this line, mm (high-water increase).
     pub consumed_mm: f64,
