@@ -387,6 +387,9 @@ mod tests {
         // Bambu Studio: the first T fills the nozzle for free, then unload + load.
         let bambu = [&["; BambuStudio 01.08.04.51"], ORCA].concat();
         assert!(close(adds(&bambu, &["T0", "T1", "T1"]), 29.0 + 25.0));
+        // Bambu Studio 2.x: `M1020 S<n>` selects like `T<n>`; `SYNC T<s>` waits.
+        assert!(close(adds(&bambu, &["M1020 S0", "M1020 S2"]), 29.0 + 25.0));
+        assert!(close(adds(&bambu, &["SYNC T12.5"]), 12.5));
         // PrusaSlicer MMU: per-filament times, `M702 C` unloads at the end.
         let prusa = [
             "; filament_load_time = 10,12",

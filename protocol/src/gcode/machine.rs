@@ -309,16 +309,13 @@ impl Machine {
             ..Step::default()
         };
         let (Some(letter), Some(n)) = (l.letter, l.number) else {
-            self.comment_or_macro(l);
+            self.comment_or_macro(l, &mut step);
             return step;
         };
         match (letter, n) {
             (b'G', 0..=3) if l.sub.is_none() => self.motion(l, n, &mut step),
-            // S in s (wins, as in Marlin and Orca/Bambu `process_G4`), else P in ms. The
-            // machine stops first. PrusaSlicer's estimator ignores `G4`.
-            (b'G', 4) if self.limits.allowances.times_dwells() => {
-                let dwell = l.get('S').or(l.get('P').map(|p| p / 1000.0)).unwrap_or(0.0);
-                self.wait(dwell, &mut step);
+            (b'G', 4 | 29) | (b'M', 191 | 400 | 622 | 623 | 702 | 1020) | (b'T', _) => {
+                self.timed_command(letter, n, l, &mut step);
             }
             (b'G', 20) => self.inches = true,
             (b'G', 21) => self.inches = false,
@@ -363,36 +360,6 @@ impl Machine {
                     self.flow = s / 100.0;
                 }
             }
-            // Wait for moves to finish; Bambu firmware also dwells with S (s) / P (ms). A bare
-            // `M400` is not timed by any estimator (Orca/Bambu `process_M400` only act on S/P).
-            (b'M', 400)
-                if l.sub.is_none()
-                    && (l.has('S') || l.has('P'))
-                    && self.limits.allowances.times_dwells() =>
-            {
-                let dwell = l.get('S').or(l.get('P').map(|p| p / 1000.0)).unwrap_or(0.0);
-                self.wait(dwell, &mut step);
-            }
-            // Bed levelling: the allowance the Orca/Bambu estimators add (PrusaSlicer: none).
-            (b'G', 29) if l.sub.is_none() => {
-                let t = self.slicer.levelling(&self.limits.allowances);
-                if t > 0.0 {
-                    self.wait(t, &mut step);
-                }
-            }
-            (b'M', 191) if l.sub.is_none() => {
-                let t = self.limits.allowances.chamber_s(l.get('S').unwrap_or(0.0));
-                if t > 0.0 {
-                    self.wait(t, &mut step);
-                }
-            }
-            // MMU `M702 C`: the filament goes back to the unit.
-            (b'M', 702) if l.sub.is_none() && l.names('C') => {
-                let t = self.slicer.unload(&self.limits.allowances, self.tool);
-                self.wait(t, &mut step);
-            }
-            (b'M', 622) if l.sub.is_none() => self.slicer.condition(l.get('J')),
-            (b'M', 623) if l.sub.is_none() => self.slicer.condition(None),
             (b'M', 104 | 109) => {
                 let tool = l
                     .get('T')
@@ -434,33 +401,14 @@ impl Machine {
                     }
                 }
             }
-            (b'T', t) if (t as usize) < MAX_TOOLS => {
-                // Firmware-internal unload/load time the slicer config states.
-                let swap = self
-                    .slicer
-                    .select(&self.limits.allowances, self.tool, t as usize);
-                if swap > 0.0 {
-                    self.wait(swap, &mut step);
-                }
-                self.tool = t as usize;
-                self.extruder(t as usize);
-                step.tool = self.tool;
-            }
             _ => {}
         }
         step
     }
 
-    /// The machine stops, then waits `dwell_s` (clamped to a day): the slicers'
-    /// `simulate_st_synchronize(time)`.
-    fn wait(&mut self, dwell_s: f64, step: &mut Step) {
-        let dwell = dwell_s.clamp(0.0, 86_400.0);
-        step.duration_s += self.flush() + dwell;
-        self.times.add(self.time_layer(), dwell);
-    }
-
-    /// Layer markers, slicer configuration comments, Klipper `SET_VELOCITY_LIMIT`.
-    fn comment_or_macro(&mut self, l: &Line<'_>) {
+    /// Layer markers, slicer configuration comments, Klipper `SET_VELOCITY_LIMIT`, Bambu
+    /// `SYNC T<s>` (a wait Bambu Studio 2.x times, `process_SYNC`).
+    fn comment_or_macro(&mut self, l: &Line<'_>, step: &mut Step) {
         if let Some(c) = l.comment {
             if is_layer_marker(c) {
                 self.layer_comment();
@@ -475,37 +423,20 @@ impl Machine {
             }
         } else if let Some(name) = l.macro_name {
             let args = l.macro_args.unwrap_or_default();
-            if self.limits.apply_macro(name, args) {
+            if name.eq_ignore_ascii_case("SYNC") {
+                let t = args.split_ascii_whitespace().find_map(|w| {
+                    w.strip_prefix(['T', 't'])
+                        .and_then(|v| v.parse::<f64>().ok())
+                });
+                if let Some(t) = t.filter(|t| t.is_finite()) {
+                    self.wait(t, step);
+                }
+            } else if self.limits.apply_macro(name, args) {
                 self.limit_commands = true;
             } else if self.limits.retraction.apply_macro(name, args) {
                 self.retraction_commands = true;
             }
         }
-    }
-
-    /// `G28`: modelled as the slicers' estimators do (PrusaSlicer, Orca and Bambu Studio
-    /// `process_G28`): a `G1` of the named axes (all if none; a bare `G28 X` names X) to 0 at the
-    /// current feed rate. Being a `G1 X0`, it moves nothing in relative mode (`G91`), as there.
-    fn home(&mut self, l: &Line<'_>, step: &mut Step) {
-        if self.relative_xyz {
-            return;
-        }
-        let all = !(l.names('X') || l.names('Y') || l.names('Z'));
-        let mut end = self.xyz;
-        for (i, c) in ['X', 'Y', 'Z'].into_iter().enumerate() {
-            if all || l.names(c) {
-                end[i] = 0.0;
-            }
-        }
-        let d = [
-            end[0] - self.xyz[0],
-            end[1] - self.xyz[1],
-            end[2] - self.xyz[2],
-            0.0,
-        ];
-        self.xyz = end;
-        let mv = Move::line(d, self.feed_mm_s * self.feed_override, self.time_layer());
-        step.duration_s += self.plan(&mv);
     }
 
     /// Hands a move to the planner; returns the time that became final.
@@ -662,6 +593,8 @@ impl Machine {
         }
     }
 }
+
+mod timed;
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]
