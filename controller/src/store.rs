@@ -102,6 +102,11 @@ pub struct IdempotencyRecord {
 
 pub struct Store {
     db: Database,
+    /// `(printer, seq)` marks being committed (kept as a list so the commit order holds).
+    staged_marks: std::sync::Mutex<Vec<(String, u64)>>,
+    /// The highest applied seq per printer that a durable commit holds: what the disk would
+    /// give back after a crash. Kept so the writer's ordering (ack after commit) is checkable.
+    durable_marks: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Store {
@@ -143,7 +148,11 @@ impl Store {
             txn.open_table(WEBHOOKS).db()?;
         }
         txn.commit().db()?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            staged_marks: Default::default(),
+            durable_marks: Default::default(),
+        })
     }
 
     pub fn printers(&self) -> Result<Vec<PrinterRecord>, StoreError> {
@@ -261,19 +270,93 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.commit(f)
+    }
+
+    /// Opens one write transaction that many calls fill ([`Batch::stage`]) before one
+    /// durable commit ([`Store::commit_batch`]): the writer's group commit. Dropping the
+    /// batch writes nothing.
+    pub fn begin(&self) -> Result<Batch, StoreError> {
+        Ok(Batch {
+            txn: self.db.begin_write().db()?,
+            marks: vec![],
+        })
+    }
+
+    /// Commits a batch durably: one fsync for everything staged in it.
+    pub fn commit_batch(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut staged = lock(&self.staged_marks);
+        batch.txn.commit().db()?;
+        staged.extend(batch.marks);
+        self.made_durable(&mut staged);
+        Ok(())
+    }
+
+    /// The highest seq of `printer` whose applied mark a durable commit holds.
+    pub fn durable_applied_seq(&self, printer: &str) -> u64 {
+        lock(&self.durable_marks).get(printer).copied().unwrap_or(0)
+    }
+
+    fn commit<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let txn = self.db.begin_write().db()?;
-        let out = {
-            let mut tx = Tx { txn: &txn };
-            f(&mut tx)?
+        let (out, marks) = {
+            let mut tx = Tx {
+                txn: &txn,
+                marks: vec![],
+            };
+            let out = f(&mut tx)?;
+            (out, tx.marks)
         };
+        // Write transactions are serialised by redb, so holding the marks' lock across the
+        // commit keeps them in commit order (a durable commit includes every staged one).
+        let mut staged = lock(&self.staged_marks);
         txn.commit().db()?;
+        staged.extend(marks);
+        self.made_durable(&mut staged);
         Ok(out)
     }
+
+    fn made_durable(&self, staged: &mut Vec<(String, u64)>) {
+        let mut d = lock(&self.durable_marks);
+        for (printer, seq) in staged.drain(..) {
+            let e = d.entry(printer).or_default();
+            *e = (*e).max(seq);
+        }
+    }
+}
+
+/// One write transaction filled by many calls, committed once ([`Store::begin`]).
+pub struct Batch {
+    txn: redb::WriteTransaction,
+    marks: Vec<(String, u64)>,
+}
+
+impl Batch {
+    /// Writes with `f` into the batch's transaction. If `f` fails, what it wrote stays in the
+    /// transaction: the caller must then drop the whole batch.
+    pub fn stage<T, E>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+        let mut tx = Tx {
+            txn: &self.txn,
+            marks: vec![],
+        };
+        let out = f(&mut tx);
+        self.marks.append(&mut tx.marks);
+        out
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Typed access inside one write transaction.
 pub struct Tx<'a> {
     txn: &'a redb::WriteTransaction,
+    /// Applied marks written in this transaction (see [`Store::durable_applied_seq`]).
+    marks: Vec<(String, u64)>,
 }
 
 impl Tx<'_> {
@@ -319,6 +402,7 @@ impl Tx<'_> {
             .db()?
             .insert(printer, seq)
             .db()?;
+        self.marks.push((printer.to_string(), seq));
         Ok(())
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Every write goes through [`Farm`] while holding one lock: commit to the store first, then
 //! update the mirror, then announce the change. So the mirror never shows what is not durable,
-//! and the live stream sees changes in commit order. Reads copy out of the mirror. Order
+//! and the live stream sees changes in commit order. Agents' events are the exception: the
+//! [`writer`] thread stages them (mirror updated, store committed without fsync) and holds
+//! back everything the outside sees until one fsync covers the batch. Reads copy out of the mirror. Order
 //! intake alone commits without the lock (see [`crate::orders::intake`]'s `place_orders`): its new orders are
 //! invisible until the mirror update, so the order holds per job.
 //!
@@ -28,6 +30,8 @@
 //! | [`crate::inventory::loadout`] | what each printer has loaded, as the scheduler sees it (the seam with the inventory) |
 //! | [`crate::maintenance::writes`] | maintenance tasks and completions; which printers a due task blocks |
 //! | [`crate::catalog::writes`] | analysed files, catalog entries |
+
+pub mod writer;
 
 use crate::auth::{Principal, Role, new_token, random_hex, token_hash};
 use crate::jobs::{Job, JobState};
@@ -145,6 +149,10 @@ pub struct Farm {
     pub production: crate::jobs::production::Production,
     /// Wakes the webhook delivery task when the outbox has something new.
     pub webhook_kick: Notify,
+    /// The thread that commits agents' events ([`writer`]).
+    pub(crate) writer: writer::Writer,
+    /// While the writer's staged batch awaits its fsync: what must not leave before it.
+    pub(crate) held: Mutex<Option<writer::Held>>,
 }
 
 /// What applying one event did, for the caller to acknowledge.
@@ -224,7 +232,9 @@ impl Farm {
         }
         let (changes, _) = broadcast::channel(4096);
         let (outbound, rx) = mpsc::channel(10_000);
-        let farm = Farm {
+        let farm = Arc::new_cyclic(|me| Farm {
+            writer: writer::Writer::start(me.clone()),
+            held: Mutex::new(None),
             store,
             mirror: Mutex::new(m),
             changes,
@@ -238,8 +248,8 @@ impl Farm {
             started: std::time::Instant::now(),
             production: crate::jobs::production::Production::new(corrections),
             webhook_kick: Notify::new(),
-        };
-        Ok((Arc::new(farm), rx))
+        });
+        Ok((farm, rx))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Mirror> {
@@ -259,7 +269,7 @@ impl Farm {
                 self.kick.notify_one();
             }
             e.view = new;
-            let _ = self.changes.send(Change::Printer(d));
+            self.publish(Change::Printer(d));
         }
     }
 
@@ -279,7 +289,7 @@ impl Farm {
     }
 
     pub(crate) fn announce_job(&self, j: &Job) {
-        let _ = self.changes.send(Change::Job(Box::new(j.clone())));
+        self.publish(Change::Job(Box::new(j.clone())));
     }
 
     pub(crate) fn send(&self, printer: &str, channel: Channel, payload: Vec<u8>) {
@@ -291,9 +301,7 @@ impl Farm {
             payload,
             qos1: channel == Channel::Commands,
         };
-        if self.outbound.try_send(msg).is_err() {
-            self.metrics.publish_failed.fetch_add(1, Relaxed);
-        }
+        self.publish_outbound(msg);
     }
 
     // ---- reads -------------------------------------------------------------------------
@@ -430,7 +438,7 @@ impl Farm {
         rec.auto_eject = auto_eject;
         self.store.write(|tx| tx.put_printer(&rec))?;
         let view = m.insert_printer(rec.clone());
-        let _ = self.changes.send(Change::Printer(
+        self.publish(Change::Printer(
             serde_json::to_value(&view).unwrap_or_default(),
         ));
         Ok((rec, token))

@@ -5,7 +5,7 @@
 //! framing, signature, version, printer/topic match and kind. Every refusal is counted in
 //! `farm_mqtt_dropped_total{reason}`; none reaches the farm.
 
-use crate::farm::{Applied, Farm};
+use crate::farm::Farm;
 use farm_protocol::messages::{Event, OnlineMessage, StatusMessage};
 use farm_protocol::{Channel, open};
 
@@ -40,15 +40,9 @@ pub fn handle(farm: &Farm, topic: &str, payload: &[u8]) {
                 m.mqtt_dropped.inc("missing_field");
                 return;
             };
-            match farm.apply_event(printer.as_str(), seq, &env.body) {
-                Ok(Applied::Applied(s) | Applied::Replay(s) | Applied::Gap { have: s }) => {
-                    farm.ack(printer.as_str(), s)
-                }
-                Err(e) => {
-                    // Not applied and not acked: the agent resends it.
-                    tracing::error!(%printer, seq, "could not apply event: {e}");
-                }
-            }
+            // Applied, committed and acked by the writer thread (group commit); if it is
+            // too far behind, the event is not acked and the agent resends it.
+            farm.submit_event(printer.as_str(), seq, env.body);
         }),
         Channel::Commands | Channel::Acks => Ok(()),
     };

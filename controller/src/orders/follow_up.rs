@@ -266,7 +266,7 @@ impl Farm {
             m.book
                 .outbox
                 .extend(f.deliveries.into_iter().map(|d| (d.number, d)));
-            self.webhook_kick.notify_one();
+            self.wake_webhooks();
         }
     }
 
@@ -330,7 +330,7 @@ impl Farm {
         }
         if let Some(d) = delivery {
             m.book.outbox.insert(d.number, d);
-            self.webhook_kick.notify_one();
+            self.wake_webhooks();
         }
         m.book.orders.insert(order.number, order.clone());
         drop(m);

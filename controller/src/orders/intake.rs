@@ -285,7 +285,7 @@ impl Farm {
                         .outbox
                         .extend(deliveries.into_iter().map(|d| (d.number, d)));
                     if any {
-                        self.webhook_kick.notify_one();
+                        self.wake_webhooks();
                     }
                     self.kick.notify_one();
                 }

@@ -1,8 +1,12 @@
 //! Writes that come from agents: status, presence, events, and the acks that answer them.
 
-use crate::farm::{Applied, Farm, FarmError, now};
+use crate::farm::{Applied, Farm, FarmError, Mirror, now};
+use crate::inventory::writes::BookingWrite;
+use crate::jobs::Job;
 use crate::jobs::{self, Effect, JobState};
-use crate::store::CommandRecord;
+use crate::orders::follow_up::FollowUp;
+use crate::printers::fleet::PrinterRecord;
+use crate::store::{CommandRecord, Tx};
 use farm_protocol::messages::{AckMessage, Event, Status};
 use farm_protocol::{Channel, Envelope, PrinterId, seal};
 use std::sync::atomic::Ordering::Relaxed;
@@ -75,7 +79,10 @@ impl Farm {
         }
     }
 
-    /// Applies one event exactly once, in seq order (DESIGN §4).
+    /// Applies one event exactly once, in seq order (DESIGN §4), and commits it durably.
+    /// Ingest goes through the writer instead ([`Farm::submit_event`]), which stages many
+    /// events in one transaction with [`Farm::decide_event`], [`Farm::write_event`] and
+    /// [`Farm::finish_event`].
     pub fn apply_event(
         &self,
         printer: &str,
@@ -84,14 +91,33 @@ impl Farm {
     ) -> Result<Applied, FarmError> {
         let mut guard = self.lock();
         let m = &mut *guard;
+        let mut step = match self.decide_event(m, printer, seq, event)? {
+            Decided::Done(a) => return Ok(a),
+            Decided::Apply(step) => step,
+        };
+        let mirror = &*m;
+        self.store
+            .write(|tx| self.write_event(mirror, tx, &mut step))?;
+        Ok(self.finish_event(m, *step))
+    }
+
+    /// What an event does: nothing (a replay or a gap) or a [`Step`] to write. Reads the
+    /// mirror (and a command's record); writes nothing.
+    pub(crate) fn decide_event(
+        &self,
+        m: &Mirror,
+        printer: &str,
+        seq: u64,
+        event: &Event,
+    ) -> Result<Decided, FarmError> {
         let have = m.applied.get(printer).copied().unwrap_or(0);
         if seq <= have {
             self.metrics.events_replayed.fetch_add(1, Relaxed);
-            return Ok(Applied::Replay(have));
+            return Ok(Decided::Done(Applied::Replay(have)));
         }
         if seq != have + 1 {
             self.metrics.events_out_of_order.fetch_add(1, Relaxed);
-            return Ok(Applied::Gap { have });
+            return Ok(Decided::Done(Applied::Gap { have }));
         }
         let entry = m
             .printers
@@ -153,32 +179,69 @@ impl Farm {
 
         // Inventory: book the job's new cumulative material to the loaded spools, in this
         // same transaction as the seq mark, so it happens exactly once (DESIGN §4).
-        let mut booking = job
+        let booking = job
             .as_ref()
             .and_then(|j| crate::inventory::writes::plan_booking(m, j, printer, seq, t));
 
-        let mirror = &*m;
-        let follow = self.store.write(|tx| {
-            if let Some(b) = booking.as_mut() {
-                crate::inventory::writes::write_booking(tx, b)?;
-            }
-            let follow = match job.as_mut() {
-                Some(j) => self.follow_job(mirror, tx, j, t)?,
-                None => Default::default(),
-            };
-            if let Some(j) = &job {
-                tx.put_job(j)?;
-            }
-            if let Some(c) = &command {
-                tx.put_command(c)?;
-            }
-            if rec != entry.rec {
-                tx.put_printer(&rec)?;
-            }
-            tx.set_applied_seq(printer, seq)?;
-            Ok::<_, FarmError>(follow)
-        })?;
+        Ok(Decided::Apply(Box::new(Step {
+            printer: printer.to_string(),
+            seq,
+            t,
+            rec_changed: rec != entry.rec,
+            rec,
+            job,
+            command,
+            refused,
+            booking,
+            firmware: match event {
+                Event::FirmwareMessage { message } => Some(message.clone()),
+                _ => None,
+            },
+            follow: Default::default(),
+        })))
+    }
 
+    /// Writes a decided event's rows, its `(printer, seq)` mark among them, into `tx`.
+    pub(crate) fn write_event(
+        &self,
+        m: &Mirror,
+        tx: &mut Tx<'_>,
+        step: &mut Step,
+    ) -> Result<(), FarmError> {
+        if let Some(b) = step.booking.as_mut() {
+            crate::inventory::writes::write_booking(tx, b)?;
+        }
+        if let Some(j) = step.job.as_mut() {
+            step.follow = self.follow_job(m, tx, j, step.t)?;
+        }
+        if let Some(j) = &step.job {
+            tx.put_job(j)?;
+        }
+        if let Some(c) = &step.command {
+            tx.put_command(c)?;
+        }
+        if step.rec_changed {
+            tx.put_printer(&step.rec)?;
+        }
+        tx.set_applied_seq(&step.printer, step.seq)?;
+        Ok(())
+    }
+
+    /// Applies a written event to the mirror and announces it.
+    pub(crate) fn finish_event(&self, m: &mut Mirror, step: Step) -> Applied {
+        let Step {
+            printer,
+            seq,
+            t,
+            rec,
+            job,
+            refused,
+            booking,
+            firmware,
+            follow,
+            ..
+        } = step;
+        let printer = printer.as_str();
         m.applied.insert(printer.to_string(), seq);
         if let Some(b) = booking {
             crate::inventory::writes::commit_booking(m, b);
@@ -198,13 +261,13 @@ impl Farm {
         self.after_follow_up(m, follow);
         if let Some(e) = m.printers.get_mut(printer) {
             e.rec = rec;
-            if let Event::FirmwareMessage { message } = event {
+            if let Some(message) = &firmware {
                 e.live.note(t, message);
             }
             self.announce_printer(e);
         }
         self.metrics.events_applied.fetch_add(1, Relaxed);
-        Ok(Applied::Applied(seq))
+        Applied::Applied(seq)
     }
 
     /// Tells an agent which events are applied, so it can forget them.
@@ -222,4 +285,26 @@ impl Farm {
             self.send(printer, Channel::Acks, p);
         }
     }
+}
+
+/// What [`Farm::decide_event`] found an event does.
+pub(crate) enum Decided {
+    /// Nothing to write: a replay or a gap, answered with the applied seq.
+    Done(Applied),
+    Apply(Box<Step>),
+}
+
+/// One event's decided changes: the rows to write, then the mirror's update.
+pub(crate) struct Step {
+    printer: String,
+    seq: u64,
+    t: time::OffsetDateTime,
+    rec: PrinterRecord,
+    rec_changed: bool,
+    job: Option<Job>,
+    command: Option<CommandRecord>,
+    refused: Option<String>,
+    booking: Option<BookingWrite>,
+    firmware: Option<String>,
+    follow: FollowUp,
 }
