@@ -464,14 +464,13 @@ fn check_starts_like_gcode<R: Read>(r: &mut R, plate: u32) -> Result<(), ThreeMf
         let first = head
             .split(|b| *b == b'\n')
             .map(|l| l.trim_ascii())
-            .find(|l| !l.is_empty());
-        match first.and_then(|l| l.first()) {
+            .find(|l| !l.is_empty())
+            .unwrap_or_default();
+        match first.first() {
             Some(b';' | b'G' | b'M' | b'T' | b'g' | b'm' | b't') => None,
             _ => Some(format!(
                 "its first line is {:?}",
-                String::from_utf8_lossy(
-                    &first.unwrap_or_default()[..first.map_or(0, |l| l.len().min(40))]
-                )
+                String::from_utf8_lossy(&first[..first.len().min(40)])
             )),
         }
     };
