@@ -53,6 +53,17 @@ const SLICE_INFO: &str = r##"<?xml version="1.0" encoding="UTF-8"?>
 </config>
 "##;
 
+/// `model_settings.config`'s plate part (bbs_3mf.cpp `PLATERID_ATTR`, `PLATER_NAME_ATTR`).
+const MODEL_SETTINGS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<config>
+  <plate>
+    <metadata key="plater_id" value="1"/>
+    <metadata key="plater_name" value="Eline, four colours"/>
+    <metadata key="locked" value="false"/>
+  </plate>
+</config>
+"#;
+
 const PLATE_JSON: &str = r##"{"bed_type":"textured_plate","filament_colors":["#FF6A13","#F5FF00","#368CF9","#00F600"],"filament_ids":[0,1,2,3],"first_extruder":0,"nozzle_diameter":0.4,"version":2}"##;
 
 /// A real (tiny, decodable) PNG: 3×2 pixels, RGB.
@@ -111,6 +122,7 @@ fn sliced(method: zip::CompressionMethod) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
             ("Metadata/plate_2.gcode", &orca),
             ("Metadata/plate_2.png", b"\x89PNG\r\n\x1a\nnot really"),
             ("Metadata/slice_info.config", SLICE_INFO.as_bytes()),
+            ("Metadata/model_settings.config", MODEL_SETTINGS.as_bytes()),
         ],
         method,
     );
@@ -138,6 +150,7 @@ fn lists_plates_and_reads_the_slicers_figures() {
 
     let facts = f.plate_facts(1).expect("plate 1");
     assert_eq!(facts.gcode_bytes, bambu.len() as u64);
+    assert_eq!(facts.name.as_deref(), Some("Eline, four colours"));
     let slice = facts.slice.expect("plate 1 in slice_info");
     assert_eq!(slice.prediction_s, Some(3962.0));
     assert_eq!(slice.weight_g, Some(10.21));
@@ -167,6 +180,7 @@ fn lists_plates_and_reads_the_slicers_figures() {
     assert_eq!(facts.slice.and_then(|s| s.prediction_s), Some(1234.0));
     assert!(facts.thumbnails.is_empty());
     assert!(facts.json.is_none());
+    assert!(facts.name.is_none());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Bambu Studio / OrcaSlicer `.gcode.3mf`: a zip holding one G-code file per sliced plate
 //! (`Metadata/plate_<N>.gcode`, N from 1) and the slicer's own figures for each
-//! (`Metadata/slice_info.config`, `Metadata/plate_<N>.json`, `Metadata/plate_<N>.png`).
+//! (`Metadata/slice_info.config`, `Metadata/plate_<N>.json`, `Metadata/plate_<N>.png`, the
+//! plate's name in `Metadata/model_settings.config`).
 //!
 //! Read in place, never extracted: the zip crate parses the central directory; each entry is
 //! inflated by [`EntryReader`] as it is read, so a plate's G-code goes to the analyzer and the
@@ -171,6 +172,8 @@ impl From<io::Error> for ThreeMfError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PlateFacts {
     pub plate: u32,
+    /// The plate's name in the slicer (`model_settings.config`), if it was given one.
+    pub name: Option<String>,
     /// Uncompressed size of the plate's G-code, bytes.
     pub gcode_bytes: u64,
     /// This plate's `<plate>` of `slice_info.config`, if the file has one for it.
@@ -353,6 +356,12 @@ impl<R: Read + Seek> ThreeMf<R> {
     pub fn plate_facts(&mut self, n: u32) -> Result<PlateFacts, ThreeMfError> {
         let gcode_bytes = self.plate_entry(n)?.size;
         let slice = self.slice_info()?.and_then(|s| s.plate(n).cloned());
+        let name = match self.read_small("Metadata/model_settings.config") {
+            Ok(xml) => xml.and_then(|x| slice_info::plate_names(&x).remove(&n)),
+            // Only a label: a project too large to read for it still prints.
+            Err(ThreeMfError::TooLarge { .. }) => None,
+            Err(e) => return Err(e),
+        };
         let json = self
             .read_small(&format!("Metadata/plate_{n}.json"))?
             .and_then(|b| PlateJson::parse(&b));
@@ -374,6 +383,7 @@ impl<R: Read + Seek> ThreeMf<R> {
         }
         Ok(PlateFacts {
             plate: n,
+            name,
             gcode_bytes,
             slice,
             json,

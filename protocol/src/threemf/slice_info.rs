@@ -166,6 +166,51 @@ impl SliceInfo {
     }
 }
 
+/// Plate names from `Metadata/model_settings.config`: each `<plate>`'s `plater_id` and
+/// `plater_name` metadata (bbs_3mf.cpp `PLATERID_ATTR`, `PLATER_NAME_ATTR`). Unnamed plates and
+/// XML that does not parse give nothing: a name is a label, never a reason to refuse a file.
+pub fn plate_names(xml: &[u8]) -> BTreeMap<u32, String> {
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut names = BTreeMap::new();
+    let (mut depth_in_plate, mut id, mut name) = (None::<u32>, None, None);
+    let mut depth = 0u32;
+    let mut buf = Vec::new();
+    while let Ok(ev) = reader.read_event_into(&mut buf) {
+        match ev {
+            Event::Eof => break,
+            Event::Start(ref e) => {
+                depth += 1;
+                if e.local_name().as_ref() == "plate" && depth_in_plate.is_none() {
+                    (depth_in_plate, id, name) = (Some(depth), None, None);
+                }
+            }
+            // Only the plate's own metadata, not that of the objects listed inside it.
+            Event::Empty(ref e)
+                if e.local_name().as_ref() == "metadata" && depth_in_plate == Some(depth) =>
+            {
+                let Ok(a) = attrs(e) else { continue };
+                match a.get("key").map(String::as_str) {
+                    Some("plater_id") => id = a.get("value").and_then(|v| v.parse().ok()),
+                    Some("plater_name") => name = a.get("value").cloned(),
+                    _ => {}
+                }
+            }
+            Event::End(_) => {
+                if depth_in_plate == Some(depth) {
+                    if let (Some(i), Some(n)) = (id.take(), name.take().filter(|n| !n.is_empty())) {
+                        names.insert(i, n);
+                    }
+                    depth_in_plate = None;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+        buf.clear();
+    }
+    names
+}
+
 impl PlateSlice {
     /// Fills the typed fields from the `<metadata>` keys.
     fn finish(mut self) -> Self {
@@ -238,6 +283,22 @@ mod tests {
         assert_eq!(p.filaments[1].id, 3);
         assert_eq!(p.filaments[1].used_m, None);
         assert!(info.plate(1).is_none());
+    }
+
+    #[test]
+    fn plate_names_come_from_the_plates_own_metadata() {
+        let xml = br#"<config><object id="2"><metadata key="name" value="cube"/></object>
+  <plate>
+    <metadata key="plater_id" value="2"/>
+    <metadata key="plater_name" value="2 - Mast, Feeders"/>
+    <model_instance><metadata key="object_id" value="2"/></model_instance>
+  </plate>
+  <plate><metadata key="plater_id" value="3"/><metadata key="plater_name" value=""/></plate>
+</config>"#;
+        let names = plate_names(xml);
+        assert_eq!(names.len(), 1);
+        assert_eq!(names[&2], "2 - Mast, Feeders");
+        assert!(plate_names(b"<config><plate>").is_empty());
     }
 
     #[test]
