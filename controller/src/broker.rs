@@ -82,7 +82,7 @@ pub enum BrokerError {
 }
 
 /// The router settings for our limits: see the module doc.
-fn router_config(limits: &BrokerConfig, farm: &Farm) -> RouterConfig {
+fn router_config(limits: &BrokerConfig, topics: &farm_protocol::Topics) -> RouterConfig {
     let backlog = limits.controller_backlog_mib << 20;
     let controller = rumqttd::SegmentConfig {
         max_segment_size: (backlog / CONTROLLER_SEGMENTS).max(1024),
@@ -90,7 +90,7 @@ fn router_config(limits: &BrokerConfig, farm: &Farm) -> RouterConfig {
     };
     // Exact filter strings: rumqttd applies every key that matches, in hash order.
     let custom = [Channel::Status, Channel::Events, Channel::Online]
-        .map(|ch| (farm.topics().all_printers(ch), controller.clone()));
+        .map(|ch| (topics.all_printers(ch), controller.clone()));
     RouterConfig {
         max_connections: limits.max_connections,
         max_outgoing_packet_count: 200,
@@ -151,7 +151,7 @@ pub fn start(
     );
     let config = Config {
         id: 0,
-        router: router_config(limits, &farm),
+        router: router_config(limits, farm.topics()),
         v4: Some(HashMap::from([(SERVER_THREAD.to_string(), server)])),
         ..Default::default()
     };
@@ -320,6 +320,31 @@ fn raise_on_broker_panic(fatal: Fatal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_controller_subscriptions_get_the_backlog_and_agents_a_small_log() {
+        let topics = farm_protocol::Topics::new("farm").expect("root");
+        let limits = BrokerConfig {
+            controller_backlog_mib: 64,
+            ..BrokerConfig::default()
+        };
+        let r = router_config(&limits, &topics);
+        assert_eq!(r.max_connections, limits.max_connections);
+        let custom = r.custom_segment.expect("custom segments");
+        assert_eq!(custom.len(), 3);
+        for ch in [Channel::Status, Channel::Events, Channel::Online] {
+            let s = &custom[&topics.all_printers(ch)];
+            assert_eq!(s.max_segment_size * s.max_segment_count, 64 << 20);
+        }
+        // An agent's own filter matches none of them, so it gets the small default log.
+        let agent = topics.printer(&"p-1".parse().expect("id"), Channel::Commands);
+        assert!(
+            custom
+                .keys()
+                .all(|k| !rumqttd::protocol::matches(&agent, k))
+        );
+        assert!(r.max_segment_size * r.max_segment_count <= 64 * 1024);
+    }
 
     #[test]
     fn broker_panics_are_told_from_others() {
