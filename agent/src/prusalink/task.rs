@@ -266,7 +266,9 @@ impl Shell {
                 "PrusaLink's API takes no raw G-code; use the printer's screen or PrusaSlicer"
                     .into(),
             ),
-            PrinterCommand::Reconfigure(config) => self.reconfigure(config.prusalink.map(|c| *c)).await,
+            PrinterCommand::Reconfigure(config) => {
+                self.reconfigure(config.prusalink.map(|c| *c)).await
+            }
         }
     }
 
