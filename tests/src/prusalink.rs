@@ -6,7 +6,7 @@
 //!   against its component schemas by [`spec`] in `tests/tests/prusalink.rs`);
 //! - HTTP Digest as PrusaLink does it (its web server, PoorWSGI: realm `Administrator`,
 //!   `algorithm=MD5-sess`, `qop=auth`, an `opaque`, the `uri` checked against the request, a
-//!   time-limited nonce and `stale=true` once it expires), verified with this module's own
+//!   time-limited nonce and `stale=true` once it expires), verified in `login` with its own
 //!   MD5 arithmetic from RFC 2617, not the agent's crate; and `X-Api-Key` (a wrong key is 403
 //!   `Bad X-Api-Key.`, a missing one falls back to Digest's 401);
 //! - a print's life: an uploaded file → `PRINTING` with progress advancing in time →
@@ -16,12 +16,12 @@
 //! What it is not: the printers' timing, their real error texts, the legacy OctoPrint-style
 //! API, or file metadata (`meta` is empty).
 
+mod login;
 pub mod spec;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use md5::{Digest as _, Md5};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +40,9 @@ pub struct Setup {
     pub nonce_ttl: Duration,
     /// How long any print takes (progress is elapsed printing time over this).
     pub print_time: Duration,
+    /// How long after an accepted start the printer still shows what it showed before (the
+    /// last print's `FINISHED`, say) before the new print appears.
+    pub start_delay: Duration,
     /// The storage's path as `/api/v1/storage` lists it (`/usb` on the printers' firmware).
     pub storage: String,
 }
@@ -51,6 +54,7 @@ impl Default for Setup {
             digest: Some(("maker".into(), "farm-test-pass".into())),
             nonce_ttl: Duration::from_secs(300),
             print_time: Duration::from_secs(8),
+            start_delay: Duration::from_millis(1500),
             storage: "/usb".into(),
         }
     }
@@ -92,6 +96,8 @@ struct Printer {
     nonces: HashMap<String, Instant>,
     nonce_seq: u64,
     started: u64,
+    /// An accepted start, shown from that moment on.
+    pending: Option<(Job, Instant)>,
     /// Answers with `stale=true` so far (tests check the agent renews its nonce).
     stale_answers: u64,
     /// Requests answered 401 or 403.
@@ -124,6 +130,7 @@ impl PrusaLinkSim {
             nonces: HashMap::new(),
             nonce_seq: 0,
             started: 0,
+            pending: None,
             stale_answers: 0,
             refused: 0,
         }));
@@ -221,116 +228,14 @@ fn lock(m: &Mutex<Printer>) -> MutexGuard<'_, Printer> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn md5_hex(s: &str) -> String {
-    hex::encode(Md5::digest(s.as_bytes()))
-}
-
-/// `k=v, k="v, w"` → map (the parameters of an `Authorization: Digest` header).
-fn digest_params(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = s.trim();
-    while !rest.is_empty() {
-        let Some((k, after)) = rest.split_once('=') else {
-            break;
-        };
-        let (v, after) = match after.strip_prefix('"') {
-            Some(q) => match q.split_once('"') {
-                Some((v, a)) => (v, a),
-                None => (q, ""),
-            },
-            None => after.split_once(',').map_or((after, ""), |(v, a)| (v, a)),
-        };
-        out.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        rest = after.trim_start_matches([',', ' ']);
-    }
-    out
-}
-
 impl Printer {
-    fn opaque() -> String {
-        md5_hex("prusalink-sim")
-    }
-
-    fn challenge(&mut self, stale: bool) -> Response {
-        self.refused += 1;
-        self.nonce_seq += 1;
-        let nonce = md5_hex(&format!("nonce-{}-{:?}", self.nonce_seq, Instant::now()));
-        self.nonces.insert(nonce.clone(), Instant::now());
-        if stale {
-            self.stale_answers += 1;
-        }
-        let value = format!(
-            "Digest realm=\"{REALM}\", qop=\"auth\", algorithm=\"MD5-sess\", nonce=\"{nonce}\", opaque=\"{}\"{}",
-            Printer::opaque(),
-            if stale { ", stale=true" } else { "" }
-        );
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, value)],
-            "Unauthorized",
-        )
-            .into_response()
-    }
-
-    /// `None` when the request may go on; else the 401/403 answer.
-    fn authorize(&mut self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<Response> {
-        if let Some(key) = headers.get("x-api-key") {
-            if self
-                .setup
-                .api_key
-                .as_deref()
-                .is_some_and(|k| key.as_bytes() == k.as_bytes())
-            {
-                return None;
-            }
-            self.refused += 1;
-            return Some((StatusCode::FORBIDDEN, "Bad X-Api-Key.").into_response());
-        }
-        let Some((user, pass)) = self.setup.digest.clone() else {
-            return Some(self.challenge(false));
-        };
-        let Some(auth) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Digest "))
-        else {
-            return Some(self.challenge(false));
-        };
-        let a = digest_params(auth);
-        let get = |k: &str| a.get(k).map(String::as_str).unwrap_or("");
-        let issued = self.nonces.get(get("nonce")).copied();
-        if issued.is_none_or(|t| t.elapsed() > self.setup.nonce_ttl) {
-            return Some(self.challenge(true));
-        }
-        let full_path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
-        let fields_ok = get("algorithm") == "MD5-sess"
-            && get("opaque") == Printer::opaque()
-            && get("uri") == full_path
-            && get("qop") == "auth"
-            && get("realm") == REALM
-            && get("username") == user;
-        let ha1 = md5_hex(&format!(
-            "{}:{}:{}",
-            md5_hex(&format!("{user}:{REALM}:{pass}")),
-            get("nonce"),
-            get("cnonce")
-        ));
-        let ha2 = md5_hex(&format!("{method}:{}", get("uri")));
-        let want = md5_hex(&format!(
-            "{ha1}:{}:{}:{}:auth:{ha2}",
-            get("nonce"),
-            get("nc"),
-            get("cnonce")
-        ));
-        if fields_ok && want == get("response") {
-            None
-        } else {
-            Some(self.challenge(false))
-        }
-    }
-
     /// Moves the print on to `now`: progress from printing time; the end at 100 %.
     fn advance(&mut self, now: Instant) {
+        if let Some((mut job, at)) = self.pending.take_if(|(_, at)| *at <= now) {
+            job.since = Some(at);
+            self.job = Some(job);
+            self.phase = Phase::Printing;
+        }
         let total = self.setup.print_time.as_secs_f64().max(0.001);
         let Some(j) = self.job.as_mut() else { return };
         if self.phase != Phase::Printing {
@@ -595,7 +500,8 @@ impl Printer {
         if matches!(
             self.phase,
             Phase::Printing | Phase::Paused | Phase::Attention(_)
-        ) {
+        ) || self.pending.is_some()
+        {
             return Err((StatusCode::CONFLICT, "Printer is busy."));
         }
         let Some(size) = self
@@ -609,16 +515,17 @@ impl Printer {
         let id = self.next_job_id;
         self.next_job_id += 1;
         self.started += 1;
-        self.job = Some(Job {
+        let job = Job {
             id,
             storage: storage.to_string(),
             path: file.to_string(),
             size,
             printed: Duration::ZERO,
-            since: Some(Instant::now()),
+            since: None,
             progress: 0.0,
-        });
-        self.phase = Phase::Printing;
+        };
+        self.pending = Some((job, Instant::now() + self.setup.start_delay));
+        self.advance(Instant::now());
         Ok(())
     }
 }

@@ -84,6 +84,7 @@ async fn the_simulated_printer_answers_in_the_openapi_documents_shapes_through_a
     let sim = PrusaLinkSim::start(Setup {
         api_key: Some("sim-key".into()),
         print_time: Duration::from_secs(3600),
+        start_delay: Duration::ZERO,
         ..Setup::default()
     })
     .await?;
@@ -279,6 +280,53 @@ async fn the_agents_digest_login_renews_a_stale_nonce_and_a_wrong_password_or_ke
     Ok(())
 }
 
+#[tokio::test]
+async fn a_binary_gcode_job_goes_to_the_printer_byte_for_byte_under_its_own_extension() -> Result<()>
+{
+    use farm_agent::printer::{Printer, PrinterCommand};
+    use farm_agent::prusalink::{PrusaLink, PrusaLinkConfig};
+    use farm_protocol::messages::Activity;
+    farm_agent::ensure_crypto_provider();
+    let sim = PrusaLinkSim::start(Setup {
+        api_key: Some("k".into()),
+        ..Setup::default()
+    })
+    .await?;
+    let cfg: PrusaLinkConfig = toml::from_str(&format!("url = {:?}\napi_key = \"k\"", sim.url))?;
+    let printer = Printer::spawn(PrusaLink::new(cfg));
+    eventually("the back end sees an idle printer", LONG, async || {
+        (printer.snapshot.borrow().state == Activity::Idle).then_some(())
+    })
+    .await?;
+    // The agent's file cache names every file `.gcode`; the bytes say it is binary G-code.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("cached.gcode");
+    let mut bytes = b"GCDE\x01\x00\x00\x00\x01\x00".to_vec();
+    bytes.extend(0..=255u8);
+    std::fs::write(&path, &bytes)?;
+    let start = PrinterCommand::Start {
+        job_id: "j-b".into(),
+        name: "part.bgcode".into(),
+        path,
+    };
+    let reply = printer.send(start).await;
+    ensure!(reply.is_ok(), "start: {reply:?}");
+    let files = sim.files();
+    ensure!(
+        files
+            .iter()
+            .any(|(n, b)| n.starts_with("j-b-") && n.ends_with(".bgcode") && *b == bytes),
+        "on the printer: {:?}",
+        files.keys().collect::<Vec<_>>()
+    );
+    eventually("the print shows", LONG, async || {
+        (sim.state() == "PRINTING").then_some(())
+    })
+    .await?;
+    printer.stop().await;
+    Ok(())
+}
+
 // ---- through the controller and the agent binary ----
 
 async fn setup(sim: Setup, login: &str) -> Result<(PrusaLinkSim, Farm)> {
@@ -409,6 +457,11 @@ async fn jobs_print_to_completion_on_prusalink_and_bill_the_files_filament() {
         ensure!(
             sim.prints_started() == 2,
             "two prints started on the printer"
+        );
+        ensure!(
+            sim.state() == "FINISHED",
+            "the job ended when the printer finished it, not on the old FINISHED: {}",
+            sim.state()
         );
         Ok(())
     })
