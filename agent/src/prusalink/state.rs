@@ -15,6 +15,9 @@
 //!   `printer_ready` when it is idle again, never once per retry.
 
 use super::wire::{Observation, PrinterState};
+/// The same shapes as the OctoPrint back end's: whether the host is reachable (a refused
+/// login is `Refused`), where a job is billed to, and what the shell must do.
+pub use crate::octoprint::state::{Effect, MaterialAt, Reach};
 use crate::printer::Snapshot;
 use farm_protocol::messages::{Activity, Event, Heater, JobProgress, Outcome};
 use std::time::Duration;
@@ -23,41 +26,6 @@ use tokio::time::Instant;
 /// After PrusaLink accepted the start, how long it may take to show the print before a
 /// printer that still looks ready counts as "never started".
 pub const START_GRACE: Duration = Duration::from_secs(20);
-
-/// Whether the agent can talk to PrusaLink at all.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Reach {
-    /// Not tried yet.
-    Starting,
-    Up,
-    /// Network error, timeout, printer off: the message says which and what to check.
-    Unreachable(String),
-    /// PrusaLink refused the login.
-    Refused(String),
-}
-
-/// Where on the file a job's filament is counted up to.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum MaterialAt {
-    /// The whole file (the analyzer's figure).
-    Whole,
-    /// The lines that end at or before this byte offset.
-    Offset(u64),
-}
-
-/// What the shell must do after feeding the tracker.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Effect {
-    Emit(Event),
-    /// Send `job_finished` with the filament at `at`.
-    Finish {
-        job_id: String,
-        outcome: Outcome,
-        reason: Option<String>,
-        at: MaterialAt,
-        duration_s: f64,
-    },
-}
 
 /// The farm job on the printer.
 #[derive(Clone, Debug, PartialEq)]

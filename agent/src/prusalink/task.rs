@@ -9,9 +9,9 @@
 
 use super::PrusaLinkConfig;
 use super::client::{Api, ApiError};
-use super::state::{Effect, MaterialAt, Reach, Tracker};
+use super::state::{Effect, Reach, Tracker};
 use super::wire::choose_storage;
-use crate::octoprint::job_file::{JobFile, upload_name};
+use crate::octoprint::job_file::{JobFile, event_for, upload_name};
 use crate::printer::{Port, PrinterCommand, Reply, Snapshot};
 use farm_protocol::messages::{Activity, Event, Outcome};
 use std::path::Path;
@@ -115,31 +115,7 @@ impl Shell {
 
     async fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
-            let event = match effect {
-                Effect::Emit(e) => e,
-                Effect::Finish {
-                    job_id,
-                    outcome,
-                    reason,
-                    at,
-                    duration_s,
-                } => {
-                    let extruded_mm = match (self.file.as_mut(), at) {
-                        (Some(f), MaterialAt::Whole) => f.whole(),
-                        (Some(f), MaterialAt::Offset(pos)) => f.at(pos).await,
-                        (None, _) => vec![],
-                    };
-                    self.file = None;
-                    tracing::info!(job = %job_id, ?outcome, ?at, ?extruded_mm, "PrusaLink job ended");
-                    Event::JobFinished {
-                        job_id,
-                        outcome,
-                        reason,
-                        extruded_mm,
-                        duration_s,
-                    }
-                }
-            };
+            let event = event_for(effect, &mut self.file).await;
             if let Event::PrinterError { message } = &event {
                 tracing::warn!(message, "printer error");
             }
