@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod moonraker;
 pub mod octoprint;
+pub mod prusalink;
 pub mod relay;
 pub mod vprinter;
 
