@@ -94,12 +94,19 @@ pub async fn ensure(
     };
     let known: FxHashMap<&str, &Enrolled> =
         saved.printers.iter().map(|e| (e.id.as_str(), e)).collect();
-    let missing: Vec<&String> = ids
+    let missing: Vec<String> = ids
         .iter()
         .filter(|id| !known.contains_key(id.as_str()))
+        .cloned()
         .collect();
+    // Owned futures: a borrowing closure here makes the whole run future not `Send`-general
+    // enough for `tokio::spawn`.
     let fresh: Vec<Enrolled> = futures_util::stream::iter(missing)
-        .map(|id| enrol_one(http, controller, admin, id))
+        .map(|id| {
+            let (http, controller, admin) =
+                (http.clone(), controller.to_string(), admin.to_string());
+            async move { enrol_one(&http, &controller, &admin, &id).await }
+        })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;

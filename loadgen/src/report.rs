@@ -43,7 +43,7 @@ pub struct Report {
     pub statuses_missing: i64,
     pub mean_status_bytes: u64,
     pub stream: Seen,
-    /// Live printers shown online and fresh on the stream at the end of the window.
+    /// Live printers shown online and fresh on the stream after the window (and `--settle`).
     pub online_at_end: usize,
     pub events: Events,
     pub flap_cycles: u64,

@@ -100,8 +100,12 @@ pub async fn run(s: Settings) -> Result<Report> {
     let (ready_tx, ready) = oneshot::channel();
     let (done, done_rx) = oneshot::channel();
     let reader = Reader::new(shared.clone(), &ids, s.printers);
+    // No overall timeout here: the stream is one response that lasts the whole run.
+    let stream_http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .build()?;
     let stream = tokio::spawn(reader.run(
-        http.clone(),
+        stream_http,
         controller.clone(),
         token.clone(),
         notes_rx,
@@ -190,15 +194,25 @@ pub async fn run(s: Settings) -> Result<Report> {
     let acks_per_s = (c.events_acked.load(Relaxed) - acked0) as f64 / window_s;
     let c1 = controller_proc.as_ref().and_then(Process::sample);
     let m1 = me.sample();
-    let (tx, rx) = oneshot::channel();
-    let _ = notes.send(Note::Census(tx));
-    let online_at_end = rx.await.unwrap_or(0);
 
-    // Drain: no new events; wait for the acks of those still pending.
+    // Drain and settle: no new events; wait for the acks of those still pending and (up to
+    // --settle) for every live printer to show online and fresh.
     ctl.send_modify(|c| c.phase = Phase::Quiet);
     let drain = Instant::now();
-    while c.events_pending.load(Relaxed) > 0 && drain.elapsed() < s.drain {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let census = async || {
+        let (tx, rx) = oneshot::channel();
+        let _ = notes.send(Note::Census(tx));
+        rx.await.unwrap_or(0)
+    };
+    let mut online_at_end = census().await;
+    loop {
+        let drained = c.events_pending.load(Relaxed) <= 0 || drain.elapsed() >= s.drain;
+        let settled = online_at_end >= s.printers || drain.elapsed() >= s.settle;
+        if drained && settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        online_at_end = census().await;
     }
     ctl.send_modify(|c| c.phase = Phase::Stop);
     // Let the last statuses reach the stream before counting what it saw.

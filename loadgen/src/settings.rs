@@ -152,6 +152,11 @@ pub struct Settings {
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub drain: Duration,
 
+    /// After the run, wait at most this long for every live printer to show online and
+    /// fresh on the stream (a storm late in the run); 0 = count them as they are.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub settle: Duration,
+
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
