@@ -91,6 +91,14 @@ pub async fn run(s: Settings) -> Result<Report> {
     )
     .await?;
     let enrol_s = t.elapsed().as_secs_f64();
+    if s.enrol_only {
+        return Ok(Report {
+            printers: s.printers,
+            flapping: s.flapping,
+            enrol_s,
+            ..Report::default()
+        });
+    }
 
     let shared = Arc::new(Shared::new(total));
     for slot in &shared.slots {

@@ -157,6 +157,11 @@ pub struct Settings {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub settle: Duration,
 
+    /// Only enrol the printers (writing --enrolment) and exit: e.g. to give an external
+    /// broker (Mosquitto) their logins before the run.
+    #[arg(long, requires = "enrolment")]
+    pub enrol_only: bool,
+
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
