@@ -8,6 +8,7 @@
 #   SIZES="1000 5000" scripts/bench-floor.sh    # some sizes only
 #   BROKER=mosquitto scripts/bench-floor.sh     # Mosquitto (apt's) in front of the controller
 #   OFFLINE=0 DURATION=60s STORM_AT=30s scripts/bench-floor.sh
+#   SKIP_BUILD=1 ...                          # use the release binaries already in target/release
 #
 # Each size keeps its controller state and enrolment file under $OUT (target/bench-floor), so
 # a second run does not enrol thousands of printers again; FRESH=1 starts from nothing.
@@ -28,7 +29,7 @@ MQTT_PORT=${MQTT_PORT:-11883}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 
-cargo build --release --locked -p farm-controller -p farm-loadgen
+[[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release --locked -p farm-controller -p farm-loadgen
 BIN=$PWD/target/release
 mkdir -p "$OUT"
 

@@ -72,7 +72,11 @@ impl fmt::Display for Report {
             self.live_disconnects,
             self.enrol_s
         )?;
-        for (name, l) in [("steady", &s.steady), ("storm", &s.storm)] {
+        for (name, l) in [
+            ("while connecting", &s.connecting),
+            ("steady", &s.steady),
+            ("storm", &s.storm),
+        ] {
             if l.samples > 0 {
                 writeln!(
                     f,

@@ -189,6 +189,7 @@ pub async fn run(s: Settings) -> Result<Report> {
     let m0 = me.sample();
     let acked0 = c.events_acked.load(Relaxed);
     let window = Instant::now();
+    let _ = notes.send(Note::WindowStarted);
     if let Some(at) = s.storm_at.filter(|at| *at < s.duration) {
         tokio::time::sleep(at).await;
         for slot in &shared.slots[..s.printers] {

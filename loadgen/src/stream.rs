@@ -36,6 +36,8 @@ struct Snapshot {
 
 /// What the run tells the reader.
 pub enum Note {
+    /// The measured window starts: latency before it (while connecting) is reported apart.
+    WindowStarted,
     /// Diffs from now on are counted apart, until every live printer is online and fresh.
     StormStarted,
     /// Answer how many live printers the stream shows online and fresh right now.
@@ -53,7 +55,9 @@ pub struct Seen {
     pub flapping_diffs: u64,
     /// Fresh snapshots after the first (the controller found the reader lagging).
     pub lagged_snapshots: u64,
-    /// Latency outside a storm.
+    /// Latency while the printers were connecting (before the window).
+    pub connecting: Latency,
+    /// Latency in the window, outside a storm.
     pub steady: Latency,
     /// Latency while a storm is being recovered.
     pub storm: Latency,
@@ -69,6 +73,8 @@ pub struct Reader {
     online: Vec<bool>,
     last_n: Vec<u64>,
     seen: Seen,
+    in_window: bool,
+    connecting: Vec<u32>,
     steady: Vec<u32>,
     storm: Vec<u32>,
     storm_started: Option<Instant>,
@@ -90,6 +96,8 @@ impl Reader {
             shared,
             live,
             seen: Seen::default(),
+            in_window: false,
+            connecting: Vec::new(),
             steady: Vec::new(),
             storm: Vec::new(),
             storm_started: None,
@@ -125,6 +133,7 @@ impl Reader {
             tokio::select! {
                 _ = &mut done => break,
                 n = notes.recv() => match n {
+                    Some(Note::WindowStarted) => self.in_window = true,
                     Some(Note::StormStarted) => self.storm_start(),
                     Some(Note::Census(tx)) => { let _ = tx.send(self.census()); }
                     None => break,
@@ -144,6 +153,7 @@ impl Reader {
                 }
             }
         }
+        self.seen.connecting = Latency::of(std::mem::take(&mut self.connecting));
         self.seen.steady = Latency::of(std::mem::take(&mut self.steady));
         self.seen.storm = Latency::of(std::mem::take(&mut self.storm));
         self.seen.lagged_snapshots = self.snapshots.saturating_sub(1);
@@ -219,7 +229,9 @@ impl Reader {
                 Some(t) => {
                     let lat = self.shared.micros().saturating_sub(t);
                     let lat = u32::try_from(lat).unwrap_or(u32::MAX);
-                    if self.storm_started.is_some() {
+                    if !self.in_window {
+                        self.connecting.push(lat);
+                    } else if self.storm_started.is_some() {
                         self.storm.push(lat);
                     } else {
                         self.steady.push(lat);
@@ -258,6 +270,7 @@ mod tests {
         let shared = Arc::new(Shared::new(2));
         let ids = vec!["lg-1".to_string(), "lg-f1".to_string()];
         let mut r = Reader::new(shared.clone(), &ids, 1);
+        r.in_window = true;
         r.on_event(
             br#"event: snapshot
 data: {"printers":[{"id":"lg-1","online":false}],"jobs":[]}"#,
