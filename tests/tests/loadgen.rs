@@ -73,7 +73,7 @@ async fn five_hundred_printers_through_a_reconnect_storm_lose_nothing() {
 
     let e = &report.events;
     assert!(
-        e.created >= PRINTERS as u64 / 4,
+        e.created >= PRINTERS as u64 / 10,
         "too few events to judge\n{report}"
     );
     assert_eq!(e.unacked, 0, "events never acked\n{report}");
