@@ -74,10 +74,16 @@ pub fn analyze_seekable<R: BufRead + Seek>(r: R) -> std::io::Result<Analysis> {
 
 /// [`analyze_seekable`] for a printer whose limits (its firmware profile: motion, retraction,
 /// heater rates) are `base`; the slicer's comments and the file's commands override them.
+///
+/// A `.bgcode` file (magic `GCDE`) is decoded on the fly ([`crate::bgcode::analyze_with`]);
+/// its errors come back as `InvalidData` with a [`crate::bgcode::BgcodeError`] inside.
 pub fn analyze_seekable_with<R: BufRead + Seek>(
     mut r: R,
     base: Limits,
 ) -> std::io::Result<Analysis> {
+    if crate::bgcode::sniff(&mut r)? {
+        return Ok(crate::bgcode::analyze_with(r, base)?);
+    }
     let limits = limits_from_tail_with(&mut r, base)?;
     analyze_with(r, limits)
 }

@@ -31,6 +31,7 @@ pub mod retraction;
 pub mod thumbnails;
 mod times;
 
+pub use crate::bgcode::read_metadata_seekable;
 pub use analysis::{
     Analysis, analyze, analyze_seekable, analyze_seekable_with, analyze_with, filament_grams,
     limits_from_tail, limits_from_tail_with,
