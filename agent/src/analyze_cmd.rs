@@ -1,9 +1,11 @@
-//! `farm-agent analyze FILE`: what the analyzer makes of a G-code file, as a table for people
-//! or JSON for scripts — filament per tool (mm and g), our time estimate beside the slicer's,
+//! `farm-agent analyze FILE`: what the analyzer makes of a G-code file (ASCII or Prusa binary
+//! `.bgcode`, told apart by its first bytes), as a table for people or JSON for scripts — filament per tool (mm and g), our time estimate beside the slicer's,
 //! layers, bounds, and what was skipped.
 
 use anyhow::Context;
-use farm_protocol::gcode::{Analysis, Metadata, analyze_seekable, filament_grams, read_metadata};
+use farm_protocol::gcode::{
+    Analysis, Metadata, analyze_seekable, filament_grams, read_metadata_seekable,
+};
 use std::fmt::Write;
 use std::io::BufReader;
 use std::path::Path;
@@ -19,8 +21,8 @@ pub fn run(file: &Path, json: bool) -> anyhow::Result<()> {
     let analysis =
         analyze_seekable(BufReader::with_capacity(1 << 16, open()?)).context("reading the file")?;
     let secs = t0.elapsed().as_secs_f64();
-    let meta =
-        read_metadata(BufReader::with_capacity(1 << 16, open()?)).context("reading the file")?;
+    let meta = read_metadata_seekable(BufReader::with_capacity(1 << 16, open()?))
+        .context("reading the file")?;
     if json {
         let mut meta_json = serde_json::to_value(&meta)?;
         // Thumbnails are listed by size here; their bytes are for the dashboard, not a terminal.

@@ -29,10 +29,11 @@ enum Cmd {
     /// Parse and validate a config file and print a summary (the secret and token are not
     /// shown). Exits non-zero with the reason if the file is not valid.
     CheckConfig(ConfigArg),
-    /// Analyse a G-code file: filament per tool (mm and grams), print time beside the
-    /// slicer's own estimate, layers, bounds, thumbnails. Needs no config.
+    /// Analyse a G-code file (ASCII or Prusa binary `.bgcode`): filament per tool (mm and
+    /// grams), print time beside the slicer's own estimate, layers, bounds, thumbnails.
+    /// Needs no config.
     Analyze {
-        /// The G-code file
+        /// The G-code or .bgcode file
         file: PathBuf,
         /// Print JSON instead of a table
         #[arg(long)]

@@ -115,11 +115,25 @@ fn pybgcode() -> Option<PathBuf> {
     None
 }
 
+/// argv: source, binary, text, variant. Variant 0 is PrusaSlicer's choice (heatshrink 12/4 +
+/// MeatPack keeping comments, CRC32); 1: deflate everywhere + MeatPack dropping comments;
+/// 2: heatshrink 11/4, no MeatPack, no checksum.
 const CONVERT: &str = r#"
 import sys, pybgcode
-src, binary, back = sys.argv[1:4]
+from pybgcode._bgcode import ChecksumType, CompressionType, GCodeEncodingType
+src, binary, back, variant = sys.argv[1:5]
+c = pybgcode.get_config()
+if variant == "1":
+    c.compression.gcode = CompressionType.Deflate
+    c.compression.printer_metadata = CompressionType.Deflate
+    c.gcode_encoding = GCodeEncodingType.MeatPack
+elif variant == "2":
+    c.compression.gcode = CompressionType.Heatshrink_11_4
+    c.compression.print_metadata = CompressionType.Heatshrink_11_4
+    c.gcode_encoding = GCodeEncodingType.none
+    c.checksum = ChecksumType.none
 i = pybgcode.open(src, "r"); o = pybgcode.open(binary, "wb")
-r = pybgcode.from_ascii_to_binary(i, o, pybgcode.get_config()); pybgcode.close(i); pybgcode.close(o)
+r = pybgcode.from_ascii_to_binary(i, o, c); pybgcode.close(i); pybgcode.close(o)
 assert str(r).endswith("Success"), r
 i = pybgcode.open(binary, "rb"); o = pybgcode.open(back, "w")
 r = pybgcode.from_binary_to_ascii(i, o, True); pybgcode.close(i); pybgcode.close(o)
@@ -127,7 +141,7 @@ assert str(r).endswith("Success"), r
 "#;
 
 /// ASCII → `.bgcode` → ASCII with libbgcode: (binary, libbgcode's text of it).
-fn convert(python: &Path, ascii: &[u8]) -> (Vec<u8>, Vec<u8>) {
+fn convert(python: &Path, ascii: &[u8], variant: u8) -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (src, bin, back) = (
         dir.path().join("a.gcode"),
@@ -138,7 +152,8 @@ fn convert(python: &Path, ascii: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let out = std::process::Command::new(python)
         .arg("-c")
         .arg(CONVERT)
-        .args([&src, &bin, &back])
+        .args([src.as_os_str(), bin.as_os_str(), back.as_os_str()])
+        .arg(variant.to_string())
         .output()
         .expect("run python");
     assert!(
@@ -183,7 +198,7 @@ fn converted_fixtures_decode_and_analyse_as_their_ascii_twins() {
         if dress {
             ascii = as_if_prusaslicer(&ascii);
         }
-        let (bin, reference) = convert(&python, &ascii);
+        let (bin, reference) = convert(&python, &ascii, 0);
         same_as_reference(&bin, &reference, name);
         // Against the slicer's own file: MeatPack rewrites G-lines (spaces, comments) and
         // drops blank lines, so sizes and line counts differ; what the file does does not.
@@ -207,6 +222,17 @@ fn converted_fixtures_decode_and_analyse_as_their_ascii_twins() {
             "{name}: layers, bounds"
         );
         index_matches_text(&bin, &reference, name);
+    }
+}
+
+#[test]
+fn other_compressions_and_encodings_decode_as_libbgcode_does() {
+    let Some(python) = pybgcode() else { return };
+    let ascii = common::slicer_fixture("prusaslicer-2.8.1-mini-cube-m83");
+    for variant in [1, 2] {
+        let (bin, reference) = convert(&python, &ascii, variant);
+        same_as_reference(&bin, &reference, &format!("variant {variant}"));
+        index_matches_text(&bin, &reference, &format!("variant {variant}"));
     }
 }
 
