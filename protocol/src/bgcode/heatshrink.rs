@@ -10,7 +10,12 @@
 pub fn decode(input: &[u8], window_bits: u32, size: usize) -> Result<Vec<u8>, &'static str> {
     const LOOKAHEAD_BITS: u32 = 4;
     let mut out = Vec::with_capacity(size);
-    let mut bits = Bits { input, at: 0 };
+    let mut bits = Bits {
+        input,
+        at: 0,
+        acc: 0,
+        n: 0,
+    };
     while out.len() < size {
         let Some(tag) = bits.take(1) else {
             return Err("heatshrink data ends before the block's stated size");
@@ -36,26 +41,26 @@ pub fn decode(input: &[u8], window_bits: u32, size: usize) -> Result<Vec<u8>, &'
     Ok(out)
 }
 
-/// MSB-first bit reader.
+/// MSB-first bit reader, refilled a byte at a time into a 64-bit accumulator.
 struct Bits<'a> {
     input: &'a [u8],
-    /// Bit position.
+    /// Next byte of `input` to load.
     at: usize,
+    acc: u64,
+    /// Valid low bits of `acc`.
+    n: u32,
 }
 
 impl Bits<'_> {
     fn take(&mut self, n: u32) -> Option<u32> {
-        if self.at + n as usize > self.input.len() * 8 {
-            return None;
-        }
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = self.input[self.at / 8];
-            let bit = (byte >> (7 - self.at % 8)) & 1;
-            v = v << 1 | u32::from(bit);
+        while self.n < n {
+            let &b = self.input.get(self.at)?;
+            self.acc = self.acc << 8 | u64::from(b);
+            self.n += 8;
             self.at += 1;
         }
-        Some(v)
+        self.n -= n;
+        Some(((self.acc >> self.n) & ((1u64 << n) - 1)) as u32)
     }
 }
 

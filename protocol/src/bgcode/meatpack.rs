@@ -19,6 +19,19 @@ const DISABLE_NO_SPACES: u8 = 246;
 /// Letters before which the decoder re-inserts a space on a G-line (libbgcode's list).
 const G_PARAMETERS: &[u8] = b"XYZEFIJRSGPWHCA";
 
+const fn parameter_table() -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < G_PARAMETERS.len() {
+        t[G_PARAMETERS[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// [`G_PARAMETERS`] as a lookup table (the test runs once per decoded character).
+static IS_PARAMETER: [bool; 256] = parameter_table();
+
 #[derive(Default)]
 struct Unpacker {
     packing: bool,
@@ -135,11 +148,11 @@ pub fn unpack(src: &[u8]) -> Result<Vec<u8>, &'static str> {
             } else if c == b'\n' {
                 spacing = false;
             }
-            if !g_start && spacing && prev != Some(b' ') && G_PARAMETERS.contains(&c) {
+            if !g_start && spacing && prev != Some(b' ') && IS_PARAMETER[usize::from(c)] {
                 out.push(b' ');
             }
             // Blank lines collapse (libbgcode never writes "\n\n").
-            if c != b'\n' || out.last().is_none_or(|&p| p != b'\n') || out.is_empty() {
+            if c != b'\n' || out.last() != Some(&b'\n') {
                 out.push(c);
             }
         }
