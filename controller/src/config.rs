@@ -1,6 +1,7 @@
 //! Controller configuration: a TOML file (every key optional), then environment, then flags.
 
 use crate::auth::Role;
+use crate::costing::Pricing;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,14 +31,14 @@ pub struct Config {
     /// Filament stock: margins, low-stock default, defaults for new materials.
     pub inventory: InventoryConfig,
     /// What printing costs and what the farm charges (costs report, quotes).
-    pub pricing: PricingConfig,
+    pub pricing: Pricing,
     pub maintenance: MaintenanceConfig,
     /// `[orders]`: order intake.
     pub orders: OrdersConfig,
     /// `[scheduler]`: placement rules.
     pub scheduler: SchedulerConfig,
     /// `[webhooks]`: shops' endpoints and retry policy.
-    pub webhooks: crate::webhooks::WebhookConfig,
+    pub webhooks: crate::orders::webhooks::WebhookConfig,
 }
 
 /// `[orders]`.
@@ -75,7 +76,7 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        let r = crate::scheduler::Rules::default();
+        let r = crate::jobs::scheduler::Rules::default();
         Self {
             max_heating: r.max_heating,
             heat_s: r.heat_s,
@@ -99,11 +100,11 @@ impl Default for Config {
             anonymous_role: None,
             status_stale_s: 30,
             inventory: InventoryConfig::default(),
-            pricing: PricingConfig::default(),
+            pricing: Pricing::default(),
             maintenance: MaintenanceConfig::default(),
             orders: OrdersConfig::default(),
             scheduler: SchedulerConfig::default(),
-            webhooks: crate::webhooks::WebhookConfig::default(),
+            webhooks: crate::orders::webhooks::WebhookConfig::default(),
         }
     }
 }
@@ -114,7 +115,7 @@ impl Default for Config {
 #[derive(Debug, Clone, Default)]
 pub struct ProductionConfig {
     pub inventory: InventoryConfig,
-    pub pricing: PricingConfig,
+    pub pricing: Pricing,
     pub maintenance: MaintenanceConfig,
 }
 
@@ -125,16 +126,6 @@ impl Config {
             pricing: self.pricing.clone(),
             maintenance: self.maintenance.clone(),
         }
-    }
-}
-
-impl PricingConfig {
-    /// A printer's power draw while printing, W: its own value, else the default.
-    pub fn power_w(&self, printer: &str) -> f64 {
-        self.power_w
-            .get(printer)
-            .copied()
-            .unwrap_or(self.printer_power_w)
     }
 }
 
@@ -165,45 +156,6 @@ impl Default for InventoryConfig {
             default_diameter_mm: 1.75,
             max_tools: 8,
             forecast_material: "PLA".into(),
-        }
-    }
-}
-
-/// `[pricing]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PricingConfig {
-    /// Shown with every amount; amounts are plain numbers in this currency.
-    pub currency: String,
-    /// Material price for quotes and jobs with no known material, per kg.
-    pub material_per_kg: f64,
-    /// Machine time (wear, depreciation, floor space), per hour of printing.
-    pub machine_per_hour: f64,
-    /// Electricity, per kWh.
-    pub energy_per_kwh: f64,
-    /// A printer's average power draw while printing, W.
-    pub printer_power_w: f64,
-    /// Per-printer power draw, W, where it differs (`[pricing.power_w]` `p-1 = 350`).
-    pub power_w: std::collections::BTreeMap<String, f64>,
-    /// Price = cost × (1 + markup), but at least `minimum_price`.
-    pub markup: f64,
-    pub minimum_price: f64,
-    /// Density and diameter assumed for quotes that name no material.
-    pub default_density_g_cm3: f64,
-}
-
-impl Default for PricingConfig {
-    fn default() -> Self {
-        Self {
-            currency: "EUR".into(),
-            material_per_kg: 25.0,
-            machine_per_hour: 1.0,
-            energy_per_kwh: 0.30,
-            printer_power_w: 150.0,
-            power_w: Default::default(),
-            markup: 0.5,
-            minimum_price: 5.0,
-            default_density_g_cm3: 1.24,
         }
     }
 }
@@ -267,13 +219,13 @@ impl Config {
     /// The production core's settings, checked.
     pub fn production_settings(
         &self,
-    ) -> Result<crate::farm::production::Settings, crate::StartError> {
+    ) -> Result<crate::jobs::production::Settings, crate::StartError> {
         let bad = |s: String| crate::StartError::Config(s);
         let s = &self.scheduler;
         let working_hours = s
             .working_hours
             .as_deref()
-            .map(crate::scheduler::WorkingHours::parse)
+            .map(crate::jobs::scheduler::WorkingHours::parse)
             .transpose()
             .map_err(|e| bad(format!("[scheduler] {e}")))?;
         if !(s.heat_s >= 0.0 && s.clear_s >= 0.0) {
@@ -300,10 +252,10 @@ impl Config {
                 )));
             }
         }
-        Ok(crate::farm::production::Settings {
+        Ok(crate::jobs::production::Settings {
             manual_release: self.orders.manual_release,
             max_attempts: self.orders.max_attempts,
-            rules: crate::scheduler::Rules {
+            rules: crate::jobs::scheduler::Rules {
                 // One margin for the whole farm: the inventory's.
                 margin_g: inv.spool_margin_g,
                 margin_fraction: inv.spool_margin_fraction,
@@ -328,7 +280,7 @@ impl Config {
         match self
             .broker_url
             .as_deref()
-            .and_then(|u| crate::link::parse_url(u).ok())
+            .and_then(|u| crate::mqtt::link::parse_url(u).ok())
         {
             Some(a) => format!("mqtt://{}:{}", a.host, a.port),
             None => format!(

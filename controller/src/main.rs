@@ -246,14 +246,14 @@ async fn main() -> anyhow::Result<()> {
             let c = common.load()?;
             let farm = farm_controller::open_offline(&c)?;
             let (rec, token) = farm.add_printer(&id, name.as_deref(), auto_eject)?;
-            let endpoints = farm_controller::enrol::Endpoints {
+            let endpoints = farm_controller::printers::enrol::Endpoints {
                 controller_url: c.public_url(),
                 broker_url: c.agent_broker_url(),
                 topic_root: c.topic_root.clone(),
             };
             print!(
                 "{}",
-                farm_controller::enrol::agent_config(&rec, &token, &endpoints)
+                farm_controller::printers::enrol::agent_config(&rec, &token, &endpoints)
             );
             eprintln!(
                 "\nPrinter {} enrolled. Save the config above as /etc/farm-agent/agent.toml on its Pi.",
