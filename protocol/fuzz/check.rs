@@ -154,17 +154,7 @@ fn bits(v: &[f64]) -> Vec<u64> {
 pub fn check_bgcode(data: &[u8]) {
     let limits = match Decoder::new(data) {
         Ok(d) => d.limits(Limits::default()),
-        Err(e) => {
-            assert!(
-                e.to_string().len() > 20,
-                "an error that says what is wrong: {e}"
-            );
-            assert!(
-                analyze_seekable(Cursor::new(data)).is_err(),
-                "analyzer accepted {e}"
-            );
-            return;
-        }
+        Err(e) => return refused(data, e),
     };
     let mut text = vec![];
     let decoded = Decoder::new(data)
@@ -179,15 +169,7 @@ pub fn check_bgcode(data: &[u8]) {
         data.len()
     );
     if let Err(e) = decoded {
-        assert!(
-            e.to_string().len() > 20,
-            "an error that says what is wrong: {e}"
-        );
-        assert!(
-            analyze_seekable(Cursor::new(data)).is_err(),
-            "analyzer accepted {e}"
-        );
-        return;
+        return refused(data, e);
     }
     let a = analyze_seekable(Cursor::new(data)).expect("decoded once");
     assert_sane(&a.filament_mm, a.estimated_s, &a.layer_times_s);
@@ -229,4 +211,16 @@ pub fn check_bgcode(data: &[u8]) {
     }
     let at_end = bi.consumed_at(Cursor::new(data), end).expect("in-memory");
     assert_eq!(bits(&at_end), bits(&bi.total_mm), "index at end of file");
+}
+
+/// A `.bgcode` the decoder refused: the error says what is wrong, and the analyzer refuses it too.
+fn refused(data: &[u8], e: impl std::fmt::Display) {
+    assert!(
+        e.to_string().len() > 20,
+        "an error that says what is wrong: {e}"
+    );
+    assert!(
+        analyze_seekable(Cursor::new(data)).is_err(),
+        "analyzer accepted {e}"
+    );
 }

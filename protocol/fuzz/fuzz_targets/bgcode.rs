@@ -3,6 +3,8 @@
 //! (shared with the corpus regression test).
 #![no_main]
 
+// The G-code checks in the same file are the `gcode` target's.
+#[allow(dead_code)]
 #[path = "../check.rs"]
 mod check;
 

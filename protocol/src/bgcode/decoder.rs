@@ -206,17 +206,23 @@ impl<R: Read> BlockReader<R> {
     }
 }
 
+/// The file header and the metadata blocks of a stream at its start.
+fn open<R: Read>(mut r: R, quiet: bool) -> Result<(BlockReader<R>, Head), BgcodeError> {
+    let crc = read_file_header(&mut r)?;
+    let mut blocks = BlockReader {
+        r,
+        pos: FILE_HEADER_BYTES,
+        crc,
+        next_index: 0,
+    };
+    let head = blocks.head(quiet)?;
+    Ok((blocks, head))
+}
+
 impl<R: Read> Decoder<R> {
     /// Reads the file header and the metadata blocks (everything before the G-code).
-    pub fn new(mut r: R) -> Result<Self, BgcodeError> {
-        let crc = read_file_header(&mut r)?;
-        let mut blocks = BlockReader {
-            r,
-            pos: FILE_HEADER_BYTES,
-            crc,
-            next_index: 0,
-        };
-        let head = blocks.head(false)?;
+    pub fn new(r: R) -> Result<Self, BgcodeError> {
+        let (blocks, head) = open(r, false)?;
         Ok(Self {
             blocks,
             produced: head.text.len() as u64,
@@ -318,14 +324,7 @@ impl<R: Read + Seek> Decoder<R> {
     /// file): the metadata is read again for the tail, the thumbnails are not turned to text.
     pub fn resume(mut r: R, span: Span) -> Result<Self, BgcodeError> {
         r.seek(SeekFrom::Start(0))?;
-        let crc = read_file_header(&mut r)?;
-        let mut blocks = BlockReader {
-            r,
-            pos: FILE_HEADER_BYTES,
-            crc,
-            next_index: 0,
-        };
-        let head = blocks.head(true)?;
+        let (mut blocks, head) = open(r, true)?;
         blocks.r.seek(SeekFrom::Start(span.bin))?;
         blocks.pos = span.bin;
         blocks.next_index = span.block;
