@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub const STATUS_INTERVAL_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 
 /// Back ends this build can drive (the `printer.backend` key).
-pub const BACKENDS: &[&str] = &["sim", "serial", "octoprint", "moonraker"];
+pub const BACKENDS: &[&str] = &["sim", "serial", "octoprint", "moonraker", "prusalink"];
 
 /// Everything one agent needs. `Debug` redacts `secret` and `token`.
 #[derive(Clone, Deserialize)]
@@ -61,6 +61,10 @@ pub struct PrinterConfig {
     /// `[printer.moonraker]`, required with `backend = "moonraker"`.
     #[serde(default)]
     pub moonraker: Option<crate::moonraker::MoonrakerConfig>,
+    /// `[printer.prusalink]`, required with `backend = "prusalink"`. Boxed: it is the
+    /// largest section, and `PrinterCommand::Reconfigure` carries the whole config.
+    #[serde(default)]
+    pub prusalink: Option<Box<crate::prusalink::PrusaLinkConfig>>,
 }
 
 /// `[printer.sim]`: the simulated printer.
@@ -349,6 +353,7 @@ impl Config {
             "serial" => p.serial.as_ref().map(|c| c.summary()),
             "octoprint" => p.octoprint.as_ref().map(|c| c.summary()),
             "moonraker" => p.moonraker.as_ref().map(|c| c.summary()),
+            "prusalink" => p.prusalink.as_ref().map(|c| c.summary()),
             _ => None,
         };
         if let Some(line) = line {
@@ -378,6 +383,13 @@ impl PrinterConfig {
                 None => Err(missing_section(
                     "printer.moonraker",
                     "url = \"http://127.0.0.1:7125\"",
+                )),
+            },
+            "prusalink" => match &self.prusalink {
+                Some(c) => c.validate(),
+                None => Err(missing_section(
+                    "printer.prusalink",
+                    "url = \"http://192.168.1.50\" and api_key = \"…\" (or username + password)",
                 )),
             },
             _ => self.sim.validate(),

@@ -39,6 +39,56 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     /// `[webhooks]`: shops' endpoints and retry policy.
     pub webhooks: crate::orders::webhooks::WebhookConfig,
+    /// `[broker]`: limits of the embedded broker (unused with `broker_url`).
+    pub broker: BrokerConfig,
+}
+
+/// `[broker]`: the embedded broker's limits and supervision (`broker.rs` says why each is so).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Connections at once: every agent, the controller's two (its link and the broker
+    /// probe), and reconnects whose old connection is not yet noticed gone. A client refused
+    /// at this limit crashes rumqttd 0.20 when it retries (the controller then exits), so keep
+    /// it well above the number of printers.
+    pub max_connections: usize,
+    /// How far each of the controller's subscriptions (status, events, presence) may fall
+    /// behind before the broker skips messages ("jumping to head"), MiB. This much memory per
+    /// subscription stays in use once filled. 10,000 printers × 1 status/s × ~600 B ≈ 6 MB/s,
+    /// so the default holds about 10 s of statuses.
+    pub controller_backlog_mib: usize,
+    /// The broker must pass the controller's probe (a message through its router) and keep
+    /// the controller's own link subscribed within this many seconds, or the controller exits
+    /// (status 1) for its service manager to restart it.
+    pub stall_timeout_s: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            controller_backlog_mib: 64,
+            stall_timeout_s: 60,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The limits, checked.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_connections < 3 {
+            return Err(
+                "[broker] max_connections must be at least 3 (the controller holds two)".into(),
+            );
+        }
+        if !(1..=4096).contains(&self.controller_backlog_mib) {
+            return Err("[broker] controller_backlog_mib must be between 1 and 4096".into());
+        }
+        if self.stall_timeout_s < 5 {
+            return Err("[broker] stall_timeout_s must be at least 5".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[orders]`.
@@ -105,6 +155,7 @@ impl Default for Config {
             orders: OrdersConfig::default(),
             scheduler: SchedulerConfig::default(),
             webhooks: crate::orders::webhooks::WebhookConfig::default(),
+            broker: BrokerConfig::default(),
         }
     }
 }
@@ -322,6 +373,23 @@ mod tests {
         let example = include_str!("../controller.example.toml");
         let c: Config = toml::from_str(example).expect("the example config parses");
         c.production_settings().expect("and is valid");
+        c.broker.check().expect("and its broker limits too");
+        assert_eq!(
+            c.broker.max_connections,
+            BrokerConfig::default().max_connections
+        );
+    }
+
+    #[test]
+    fn broker_limits_are_checked() {
+        let c: Config = toml::from_str("[broker]\nmax_connections = 20000").expect("config");
+        assert_eq!(c.broker.max_connections, 20_000);
+        c.broker.check().expect("valid");
+        let c: Config = toml::from_str("[broker]\nmax_connections = 1").expect("config");
+        assert!(c.broker.check().is_err());
+        let c: Config = toml::from_str("[broker]\nstall_timeout_s = 1").expect("config");
+        assert!(c.broker.check().is_err());
+        assert!(toml::from_str::<Config>("[broker]\nmax_conections = 5").is_err());
     }
 
     #[test]

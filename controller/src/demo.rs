@@ -117,6 +117,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            why = ctl.fatal() => {
+                let _ = stop_tx.send(true);
+                bail!("the demo stopped: {why}");
+            }
             _ = tick.tick() => {
                 if !first_printing && ctl.farm.printers().iter().any(|p| p.activity == Some(farm_protocol::messages::Activity::Printing)) {
                     first_printing = true;

@@ -83,6 +83,42 @@ pub struct Controller {
     pub files: Arc<FileStore>,
     pub http_addr: SocketAddr,
     pub enrol: enrol::Endpoints,
+    fatal: watch::Receiver<Option<String>>,
+}
+
+impl Controller {
+    /// Resolves with the reason once the controller cannot go on serving (the embedded
+    /// broker died or stalled; see [`broker`]): the caller must stop, and `serve` exits with
+    /// status 1 so its service manager restarts it. Never resolves with an external broker.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.fatal.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// Raised by whatever finds the controller unable to serve; the first reason is kept.
+#[derive(Clone)]
+pub struct Fatal(Arc<watch::Sender<Option<String>>>);
+
+impl Fatal {
+    pub fn new() -> (Self, watch::Receiver<Option<String>>) {
+        let (tx, rx) = watch::channel(None);
+        (Self(Arc::new(tx)), rx)
+    }
+
+    pub fn raise(&self, why: String) {
+        tracing::error!("{why}");
+        self.0.send_if_modified(|v| {
+            let first = v.is_none();
+            if first {
+                *v = Some(why);
+            }
+            first
+        });
+    }
 }
 
 /// Opens the store without starting anything (for the CLI's offline commands).
@@ -110,6 +146,7 @@ pub async fn start(
 ) -> Result<Controller, StartError> {
     let (farm, outbound) = open_farm(&config)?;
     farm.production.set_settings(config.production_settings()?);
+    let (fatal, fatal_rx) = Fatal::new();
     tokio::spawn(webhooks::run(
         farm.clone(),
         config.webhooks.clone(),
@@ -130,7 +167,27 @@ pub async fn start(
             "external",
         ),
         None => {
-            let b = broker::start(config.mqtt_listen, farm.clone())?;
+            config.broker.check().map_err(StartError::Config)?;
+            let enrolled = farm.printers().len();
+            if enrolled + 16 > config.broker.max_connections {
+                tracing::warn!(
+                    enrolled,
+                    max_connections = config.broker.max_connections,
+                    "[broker] max_connections leaves no room for every printer (plus reconnects): raise it, or the broker will refuse and then crash"
+                );
+            }
+            let b = broker::start(
+                config.mqtt_listen,
+                farm.clone(),
+                &config.broker,
+                fatal.clone(),
+            )?;
+            tokio::spawn(broker::watch_link(
+                farm.clone(),
+                Duration::from_secs(config.broker.stall_timeout_s),
+                fatal.clone(),
+                shutdown.clone(),
+            ));
             let host = if b.addr.ip().is_unspecified() {
                 "127.0.0.1".to_string()
             } else {
@@ -181,6 +238,11 @@ pub async fn start(
     let app = api::router(state);
     let mut stop = shutdown.clone();
     tokio::spawn(async move {
+        // No Nagle: a small answer or stream event must not wait for the client's delayed ACK.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, app);
         tokio::select! {
             r = serve => if let Err(e) = r { tracing::error!("HTTP server stopped: {e}") },
@@ -193,6 +255,7 @@ pub async fn start(
         files,
         http_addr,
         enrol,
+        fatal: fatal_rx,
     })
 }
 

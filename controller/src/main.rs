@@ -207,7 +207,18 @@ async fn main() -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            wait_for_stop().await;
+            tokio::select! {
+                _ = wait_for_stop() => {}
+                why = ctl.fatal() => {
+                    let _ = stop_tx.send(true);
+                    // Not a return through the runtime's shutdown: a task stuck on the dead
+                    // broker must not hold the exit up. Everything acknowledged is committed.
+                    tracing::error!(
+                        "stopping: {why}; exiting with status 1 for the service manager to restart the controller (agents keep their events and send them again)"
+                    );
+                    std::process::exit(1);
+                }
+            }
             let _ = stop_tx.send(true);
         }
         Cmd::Demo {

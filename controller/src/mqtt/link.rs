@@ -83,14 +83,17 @@ pub fn parse_url(url: &str) -> Result<BrokerAddress, String> {
     })
 }
 
+fn fresh_client_id() -> String {
+    format!("farm-controller-{}", crate::auth::random_hex(4))
+}
+
 pub async fn run(
     farm: Arc<Farm>,
     addr: BrokerAddress,
     mut outbound: mpsc::Receiver<Outbound>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client_id = format!("farm-controller-{}", crate::auth::random_hex(4));
-    let mut opts = MqttOptions::new(client_id, addr.host.clone(), addr.port);
+    let mut opts = MqttOptions::new(fresh_client_id(), addr.host.clone(), addr.port);
     opts.set_keep_alive(Duration::from_secs(10));
     opts.set_max_packet_size(
         farm_protocol::MAX_PAYLOAD_BYTES + 4096,
@@ -100,6 +103,10 @@ pub async fn run(
         opts.set_credentials(u.clone(), addr.pass.clone().unwrap_or_default());
     }
     let (client, mut events) = AsyncClient::new(opts, 10_000);
+    // No Nagle: an ack or a command must not wait for the broker's delayed ACK (~40 ms).
+    let mut net = events.network_options();
+    net.set_tcp_nodelay(true);
+    events.set_network_options(net);
     let topics = farm.topics().clone();
     let mut backoff = Duration::from_millis(200);
     let mut subacks = 0;
@@ -143,6 +150,11 @@ pub async fn run(
                         _ = shutdown.changed() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // A new client id per connection: with the old one, rumqttd 0.20 would
+                    // take over the old session still registered at the broker, and the old
+                    // connection's late goodbye can then remove the new one (or, mid-delivery,
+                    // panic the router: `scheduler.rs:63`).
+                    events.mqtt_options.set_client_id(fresh_client_id());
                 }
             }
         }

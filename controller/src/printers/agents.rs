@@ -6,6 +6,38 @@ use crate::store::CommandRecord;
 use farm_protocol::messages::{AckMessage, Event, Status};
 use farm_protocol::{Channel, Envelope, PrinterId, seal};
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// One presence line: a single change in plain words, held-back changes with their count
+/// (`why` is empty for the sweep's report of held changes).
+fn log_presence(
+    printer: &str,
+    online: bool,
+    why: &str,
+    line: crate::printers::fleet::PresenceLine,
+) {
+    let changes = line.changes;
+    let counted = match line.since_last {
+        Some(d) if changes > 1 || why.is_empty() => {
+            let s = if changes == 1 { "" } else { "s" };
+            format!(
+                " ({changes} presence change{s} in the last {} s)",
+                d.as_secs()
+            )
+        }
+        _ => String::new(),
+    };
+    let why = if why.is_empty() {
+        String::new()
+    } else {
+        format!(": {why}")
+    };
+    if online {
+        tracing::info!(printer, changes, "printer back online{counted}");
+    } else {
+        tracing::warn!(printer, changes, "printer offline{why}{counted}");
+    }
+}
 
 impl Farm {
     pub fn apply_status(&self, printer: &str, status: Status) {
@@ -40,17 +72,21 @@ impl Farm {
             return;
         };
         // The broker's own per-connection lines are off by default (see the controller's
-        // `logging`), so a change of presence is logged here, in the farm's words. A first
-        // appearance is the agent's `started` event, logged with its version.
-        match (e.live.online, online) {
-            (false, true) if e.live.last_seen.is_some() => {
-                tracing::info!(printer, "printer back online")
-            }
-            (true, false) => tracing::warn!(
+        // `logging`), so a change of presence is logged here, in the farm's words, at most
+        // once a minute per printer. A first appearance is the agent's `started` event,
+        // logged with its version.
+        let changed = match (e.live.online, online) {
+            (false, true) => e.live.last_seen.is_some(),
+            (true, false) => true,
+            _ => false,
+        };
+        if changed && let Some(line) = e.live.presence_log.change(Instant::now()) {
+            log_presence(
                 printer,
-                "printer offline: its agent stopped or lost its connection to the broker"
-            ),
-            _ => {}
+                online,
+                "its agent stopped or lost its connection to the broker",
+                line,
+            );
         }
         e.live.online = online;
         if online {
@@ -62,15 +98,18 @@ impl Farm {
     /// Marks printers offline whose status stopped arriving (no last will reached us).
     pub fn sweep_stale(&self, older_than: time::Duration) {
         let cutoff = now() - older_than;
+        let clock = Instant::now();
         let mut m = self.lock();
         for (printer, e) in m.printers.iter_mut() {
             if e.live.online && e.live.last_seen.is_some_and(|t| t < cutoff) {
-                tracing::warn!(
-                    %printer,
-                    "printer offline: no status from its agent for {older_than}"
-                );
+                if let Some(line) = e.live.presence_log.change(clock) {
+                    let why = format!("no status from its agent for {older_than}");
+                    log_presence(printer, false, &why, line);
+                }
                 e.live.online = false;
                 self.announce_printer(e);
+            } else if let Some(line) = e.live.presence_log.flush(clock) {
+                log_presence(printer, e.live.online, "", line);
             }
         }
     }

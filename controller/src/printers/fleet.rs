@@ -133,6 +133,58 @@ pub struct Live {
     pub last_seen: Option<OffsetDateTime>,
     /// The firmware's latest messages, oldest first, at most [`FIRMWARE_NOTES_KEPT`].
     pub notes: std::collections::VecDeque<FirmwareNote>,
+    /// Presence changes held back from the log.
+    pub presence_log: PresenceLog,
+}
+
+/// A printer's presence is logged at most this often; the changes between are counted.
+pub const PRESENCE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The rule that keeps a flapping printer from flooding the log: its first presence change is
+/// logged, then at most one line per [`PRESENCE_LOG_EVERY`], saying how many changes it stands
+/// for. A fixed size per enrolled printer, so it cannot grow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PresenceLog {
+    last_line: Option<std::time::Instant>,
+    held: u32,
+}
+
+/// A presence line to write: how many changes it reports, and since the previous line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PresenceLine {
+    pub changes: u32,
+    pub since_last: Option<std::time::Duration>,
+}
+
+impl PresenceLog {
+    /// A presence change at `now`: the line to write, if one is due.
+    pub fn change(&mut self, now: std::time::Instant) -> Option<PresenceLine> {
+        self.held = self.held.saturating_add(1);
+        self.due(now)
+    }
+
+    /// Changes held back for [`PRESENCE_LOG_EVERY`]: the line that reports them (with the
+    /// state as it is now), so the log ends on the truth once a printer stops flapping.
+    pub fn flush(&mut self, now: std::time::Instant) -> Option<PresenceLine> {
+        if self.held == 0 {
+            return None;
+        }
+        self.due(now)
+    }
+
+    fn due(&mut self, now: std::time::Instant) -> Option<PresenceLine> {
+        let since_last = self.last_line.map(|t| now.saturating_duration_since(t));
+        if since_last.is_some_and(|d| d < PRESENCE_LOG_EVERY) {
+            return None;
+        }
+        let line = PresenceLine {
+            changes: self.held,
+            since_last,
+        };
+        self.last_line = Some(now);
+        self.held = 0;
+        Some(line)
+    }
 }
 
 /// How many firmware messages a printer view keeps.
@@ -356,6 +408,36 @@ mod tests {
         assert_eq!(d["activity"], "printing");
         assert_eq!(d["id"], "p");
         assert!(diff(Some(&a), &a).is_none());
+    }
+
+    #[test]
+    fn presence_is_logged_once_a_minute_with_the_changes_counted() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let mut log = PresenceLog::default();
+        // The first change is logged at once.
+        let first = log.change(at(0)).expect("first line");
+        assert_eq!((first.changes, first.since_last), (1, None));
+        // A printer flapping every second for a minute: nothing more until 60 s have passed…
+        for s in 1..60 {
+            assert_eq!(log.change(at(s)), None, "second {s}");
+        }
+        // …then one line for the 60 changes since the last one.
+        let line = log.change(at(60)).expect("a line after a minute");
+        assert_eq!(line.changes, 60);
+        assert_eq!(line.since_last, Some(std::time::Duration::from_secs(60)));
+        // Changes held back are reported by the sweep once due, and only once.
+        assert_eq!(log.change(at(61)), None);
+        assert_eq!(log.flush(at(100)), None, "not a minute yet");
+        let held = log.flush(at(120)).expect("the held change");
+        assert_eq!(held.changes, 1);
+        assert_eq!(log.flush(at(500)), None, "nothing held");
+        // A quiet printer's next change is logged at once again.
+        assert_eq!(log.change(at(500)).map(|l| l.changes), Some(1));
+        assert_eq!(
+            std::mem::size_of::<PresenceLog>(),
+            std::mem::size_of_val(&log)
+        );
     }
 
     #[test]
