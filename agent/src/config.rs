@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub const STATUS_INTERVAL_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 
 /// Back ends this build can drive (the `printer.backend` key).
-pub const BACKENDS: &[&str] = &["sim", "serial", "octoprint", "moonraker"];
+pub const BACKENDS: &[&str] = &["sim", "serial", "octoprint", "moonraker", "bambu"];
 
 /// Everything one agent needs. `Debug` redacts `secret` and `token`.
 #[derive(Clone, Deserialize)]
@@ -61,6 +61,9 @@ pub struct PrinterConfig {
     /// `[printer.moonraker]`, required with `backend = "moonraker"`.
     #[serde(default)]
     pub moonraker: Option<crate::moonraker::MoonrakerConfig>,
+    /// `[printer.bambu]`, required with `backend = "bambu"`.
+    #[serde(default)]
+    pub bambu: Option<Box<crate::bambu::BambuConfig>>,
 }
 
 /// `[printer.sim]`: the simulated printer.
@@ -349,6 +352,7 @@ impl Config {
             "serial" => p.serial.as_ref().map(|c| c.summary()),
             "octoprint" => p.octoprint.as_ref().map(|c| c.summary()),
             "moonraker" => p.moonraker.as_ref().map(|c| c.summary()),
+            "bambu" => p.bambu.as_ref().map(|c| c.summary()),
             _ => None,
         };
         if let Some(line) = line {
@@ -378,6 +382,13 @@ impl PrinterConfig {
                 None => Err(missing_section(
                     "printer.moonraker",
                     "url = \"http://127.0.0.1:7125\"",
+                )),
+            },
+            "bambu" => match &self.bambu {
+                Some(c) => c.validate(),
+                None => Err(missing_section(
+                    "printer.bambu",
+                    "host = \"192.168.1.60\", serial = \"01P00A000000000\" and access_code = \"12345678\"",
                 )),
             },
             _ => self.sim.validate(),
