@@ -78,10 +78,25 @@ fn verifier_for(cfg: &BambuConfig) -> Arc<PrinterVerifier> {
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|s| hex::decode(s.trim()).ok())
         .and_then(|b| <[u8; 32]>::try_from(b).ok());
+    let mut roots = super::tls::bambu_roots();
+    if let Some(f) = &cfg.ca_file {
+        match std::fs::read(f) {
+            Ok(pem) => {
+                let (extra, bad) = super::tls::roots_from_pem(&[&pem]);
+                if bad > 0 || extra.is_empty() {
+                    tracing::warn!(file = %f.display(), bad, "printer.bambu.ca_file: certificates that do not parse were skipped");
+                }
+                roots.roots.extend(extra.roots);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, file = %f.display(), "cannot read printer.bambu.ca_file; trusting Bambu's CAs only")
+            }
+        }
+    }
     Arc::new(PrinterVerifier::new(
         cfg.tls,
         &cfg.serial,
-        super::tls::bambu_roots(),
+        roots,
         pin,
         cfg.pin_file.clone().unwrap_or_default(),
     ))

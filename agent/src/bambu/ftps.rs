@@ -3,8 +3,9 @@
 //! then `SIZE` to check the printer has every byte (OpenBambuAPI `ftp.md`; pybambu
 //! `ImplicitFTP_TLS`, `_sync_ftp_upload`).
 //!
-//! Only the handful of commands an upload needs, so a small client of our own: the FTP crates
-//! on crates.io either lack implicit TLS or pull aws-lc through their rustls feature. The data
+//! Only the seven commands an upload needs, so a small client of our own over tokio-rustls
+//! (ring), which the agent has already; an FTP crate (suppaftp) was not evaluated for a
+//! ring-only build in the time this was written. The data
 //! connection uses the same rustls config as the control connection, so rustls resumes the
 //! control connection's TLS session on it (printers want that, per pybambu). A `426` after the
 //! upload is tolerated, as pybambu does, when `SIZE` then reports the full file.
@@ -59,14 +60,18 @@ async fn within<T>(what: &'static str, f: impl Future<Output = T>) -> Result<T, 
         .map_err(|_| FtpsError::Timeout(what))
 }
 
-async fn tls(tls: &TlsConnector, host: &str, port: u16) -> Result<TlsStream<TcpStream>, FtpsError> {
+async fn tcp(host: &str, port: u16) -> Result<TcpStream, FtpsError> {
     let addr = format!("{host}:{port}");
-    let tcp = within("connect", TcpStream::connect(&addr))
+    within("connect", TcpStream::connect(&addr))
         .await?
-        .map_err(|source| FtpsError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
+        .map_err(|source| FtpsError::Connect { addr, source })
+}
+
+async fn tls(
+    tls: &TlsConnector,
+    host: &str,
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, FtpsError> {
     // The verifier checks the serial, not this name; an IP or a host name both do.
     let name = rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| FtpsError::Tls(std::io::Error::other(e)))?;
@@ -141,7 +146,7 @@ pub async fn upload(
     remote: &str,
 ) -> Result<u64, FtpsError> {
     let connector = TlsConnector::from(config);
-    let mut c = BufReader::new(tls(&connector, host, port).await?);
+    let mut c = BufReader::new(tls(&connector, host, tcp(host, port).await?).await?);
     let (code, line) = reply(&mut c).await?;
     if code != 220 {
         return Err(FtpsError::Unexpected {
@@ -164,8 +169,11 @@ pub async fn upload(
         got: pasv.clone(),
         want: 2,
     })?;
-    let mut data = tls(&connector, host, data_port).await?;
+    // As ftplib: connect, send STOR, and only after its 1xx start TLS on the data connection
+    // (the server accepts the data handshake once it knows the transfer).
+    let data = tcp(host, data_port).await?;
     send(&mut c, "STOR", remote, 1).await?;
+    let mut data = tls(&connector, host, data).await?;
     let mut file = tokio::fs::File::open(local).await?;
     let sent = tokio::io::copy(&mut file, &mut data).await?;
     // close_notify, then close: the server counts the file complete at end of stream.

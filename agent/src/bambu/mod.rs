@@ -55,6 +55,10 @@ pub struct BambuConfig {
     /// `bambu-ca` (default), `pin` or `insecure`; see [`tls`].
     #[serde(default)]
     pub tls: TlsMode,
+    /// Extra CA certificates (PEM) to trust besides Bambu's bundle: a model whose device CA we
+    /// do not ship yet, or a test rig's own CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// With `tls = "pin"`: the file that holds the pinned certificate's SHA-256 (hex).
     #[serde(default)]
     pub pin_file: Option<PathBuf>,
@@ -129,10 +133,11 @@ impl BambuConfig {
     /// One line for `check-config`; never contains the access code.
     pub(crate) fn summary(&self) -> String {
         format!(
-            "host {} serial {} tls {:?} storage {:?} mqtt_port {} ftps_port {} plate {} ams_mapping {:?} access_code set ({} chars)",
+            "host {} serial {} tls {:?} ca_file {:?} storage {:?} mqtt_port {} ftps_port {} plate {} ams_mapping {:?} access_code set ({} chars)",
             self.host,
             self.serial,
             self.tls,
+            self.ca_file,
             self.storage,
             self.mqtt_port,
             self.ftps_port,
