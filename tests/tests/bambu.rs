@@ -317,3 +317,42 @@ async fn a_certificate_for_another_serial_is_refused_once_per_outage() -> Result
     p.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_pinned_certificate_is_kept_and_a_different_one_refused() -> Result<()> {
+    let (first, dir, mut cfg) = sim(SimOptions::default()).await?;
+    let pin = dir.path().join("bambu.pin");
+    cfg.tls = TlsMode::Pin;
+    cfg.ca_file = None;
+    cfg.pin_file = Some(pin.clone());
+    let p = spawn(cfg.clone());
+    until_snapshot(&p, "idle under a fresh pin", |s| s.state == Activity::Idle).await?;
+    p.stop().await;
+    let stored = std::fs::read_to_string(&pin)?;
+    ensure!(
+        stored.trim().len() == 64,
+        "sha256 hex in the pin file: {stored:?}"
+    );
+    drop(first);
+    // Another printer (another certificate) at the configured address.
+    let (second, _dir2, _) = sim(SimOptions::default()).await?;
+    cfg.mqtt_port = second.mqtt_port;
+    cfg.ftps_port = second.ftps_port;
+    let mut p = spawn(cfg);
+    let mut seen = vec![];
+    match until_event(&mut p, &mut seen, |e| {
+        matches!(e, Event::PrinterError { .. })
+    })
+    .await?
+    {
+        Event::PrinterError { message } => {
+            ensure!(
+                message.contains("different certificate") && message.contains("bambu.pin"),
+                "{message}"
+            )
+        }
+        _ => unreachable!(),
+    }
+    p.stop().await;
+    Ok(())
+}
