@@ -13,7 +13,14 @@ use std::path::{Path, PathBuf};
 pub const STATUS_INTERVAL_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 
 /// Back ends this build can drive (the `printer.backend` key).
-pub const BACKENDS: &[&str] = &["sim", "serial", "octoprint", "moonraker", "bambu"];
+pub const BACKENDS: &[&str] = &[
+    "sim",
+    "serial",
+    "octoprint",
+    "moonraker",
+    "prusalink",
+    "bambu",
+];
 
 /// Everything one agent needs. `Debug` redacts `secret` and `token`.
 #[derive(Clone, Deserialize)]
@@ -64,6 +71,10 @@ pub struct PrinterConfig {
     /// `[printer.bambu]`, required with `backend = "bambu"`.
     #[serde(default)]
     pub bambu: Option<Box<crate::bambu::BambuConfig>>,
+    /// `[printer.prusalink]`, required with `backend = "prusalink"`. Boxed: it is the
+    /// largest section, and `PrinterCommand::Reconfigure` carries the whole config.
+    #[serde(default)]
+    pub prusalink: Option<Box<crate::prusalink::PrusaLinkConfig>>,
 }
 
 /// `[printer.sim]`: the simulated printer.
@@ -353,6 +364,7 @@ impl Config {
             "octoprint" => p.octoprint.as_ref().map(|c| c.summary()),
             "moonraker" => p.moonraker.as_ref().map(|c| c.summary()),
             "bambu" => p.bambu.as_ref().map(|c| c.summary()),
+            "prusalink" => p.prusalink.as_ref().map(|c| c.summary()),
             _ => None,
         };
         if let Some(line) = line {
@@ -389,6 +401,13 @@ impl PrinterConfig {
                 None => Err(missing_section(
                     "printer.bambu",
                     "host = \"192.168.1.60\", serial = \"01P00A000000000\" and access_code = \"12345678\"",
+                )),
+            },
+            "prusalink" => match &self.prusalink {
+                Some(c) => c.validate(),
+                None => Err(missing_section(
+                    "printer.prusalink",
+                    "url = \"http://192.168.1.50\" and api_key = \"…\" (or username + password)",
                 )),
             },
             _ => self.sim.validate(),

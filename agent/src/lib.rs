@@ -14,6 +14,7 @@
 //! | [`printer`] | the back-end interface every printer type implements |
 //! | [`sim`] | the simulated printer back end |
 //! | [`octoprint`] | the OctoPrint back end: REST + push websocket |
+//! | [`prusalink`] | the PrusaLink back end (Prusa MK4, Core One, XL, MINI, MK3 with a Pi): HTTP API v1 polling |
 //! | [`moonraker`] | the Moonraker (Klipper) back end: websocket JSON-RPC |
 //! | [`serial`] | the serial (USB G-code) back end and its pure building blocks: line framing, firmware reply parsing, firmware profiles |
 //! | [`material`] | cumulative, never-decreasing material reports |
@@ -42,6 +43,7 @@ pub mod moonraker;
 pub mod octoprint;
 pub mod outbox;
 pub mod printer;
+pub mod prusalink;
 pub mod runner;
 pub mod serial;
 pub mod sim;

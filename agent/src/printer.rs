@@ -78,7 +78,7 @@ pub struct Port {
 
 /// A printer back end. `run` returns when `port.commands` closes (the agent is stopping).
 pub trait Backend: Send + 'static {
-    /// `sim`, `octoprint`, `moonraker`, `serial`: reported in `agent_started` and status.
+    /// `sim`, `octoprint`, `moonraker`, `serial`, `prusalink`: reported in `agent_started` and status.
     fn name(&self) -> &'static str;
     fn run(self, port: Port) -> impl Future<Output = ()> + Send;
 }
@@ -127,6 +127,10 @@ impl Printer {
             "octoprint" => match &config.octoprint {
                 Some(c) => return Printer::spawn(crate::octoprint::OctoPrint::new(c.clone())),
                 None => debug_assert!(false, "validated config without [printer.octoprint]"),
+            },
+            "prusalink" => match &config.prusalink {
+                Some(c) => return Printer::spawn(crate::prusalink::PrusaLink::new((**c).clone())),
+                None => debug_assert!(false, "validated config without [printer.prusalink]"),
             },
             "moonraker" => match &config.moonraker {
                 Some(c) => return Printer::spawn(crate::moonraker::Moonraker::new(c.clone())),

@@ -249,6 +249,7 @@ async fn fail_after_progress_and_emergency_stop() {
             octoprint: None,
             moonraker: None,
             bambu: None,
+            prusalink: None,
         }))
         .await
         .expect("reconfigure");

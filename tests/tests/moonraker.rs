@@ -610,6 +610,7 @@ async fn real_auth(m: &RealMoonraker) -> Result<()> {
             api_key: m.api_key.clone(),
         }),
         bambu: None,
+        prusalink: None,
     };
     p.send(PrinterCommand::Reconfigure(cfg.clone()))
         .await

@@ -268,8 +268,9 @@ impl Api {
     }
 }
 
-/// reqwest's error with its causes ("error sending request: connection refused").
-fn describe(e: &reqwest::Error) -> String {
+/// reqwest's error with its causes ("error sending request: connection refused"); the
+/// PrusaLink client uses it too.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut s = if e.is_timeout() {
         "timed out".to_string()
     } else {

@@ -8,8 +8,10 @@
 //! cancelled one the partial at OctoPrint's last position. The same index gives the planned
 //! time left from that position (the farm's ETA; OctoPrint's own estimate is only a fallback).
 
+use super::state::{Effect, MaterialAt};
 use farm_protocol::gcode::index::DEFAULT_STRIDE;
 use farm_protocol::gcode::{ExtrusionIndex, Limits, limits_from_tail};
+use farm_protocol::messages::Event;
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -129,6 +131,36 @@ impl JobFile {
             Err(e) => {
                 tracing::warn!(error = %e, "job file lookup stopped");
                 None
+            }
+        }
+    }
+}
+
+/// The contract event for a tracker's effect: a `Finish` becomes `job_finished` billed through
+/// the job file, which the job is then done with. The OctoPrint and PrusaLink shells share it.
+pub async fn event_for(effect: Effect, file: &mut Option<JobFile>) -> Event {
+    match effect {
+        Effect::Emit(e) => e,
+        Effect::Finish {
+            job_id,
+            outcome,
+            reason,
+            at,
+            duration_s,
+        } => {
+            let extruded_mm = match (file.as_mut(), at) {
+                (Some(f), MaterialAt::Whole) => f.whole(),
+                (Some(f), MaterialAt::Offset(pos)) => f.at(pos).await,
+                (None, _) => vec![],
+            };
+            *file = None;
+            tracing::info!(job = %job_id, ?outcome, ?at, ?extruded_mm, "job ended on the printer");
+            Event::JobFinished {
+                job_id,
+                outcome,
+                reason,
+                extruded_mm,
+                duration_s,
             }
         }
     }

@@ -33,7 +33,8 @@ pub enum Reach {
     Up,
     /// Network error, timeout, OctoPrint down: the message says which and what to check.
     Unreachable(String),
-    /// OctoPrint answered 403 to the API key.
+    /// The host refused the login (OctoPrint: 403 to the API key; PrusaLink: a wrong key,
+    /// user or password).
     Refused(String),
 }
 

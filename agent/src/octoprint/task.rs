@@ -10,9 +10,9 @@
 
 use super::OctoPrintConfig;
 use super::client::{Api, ApiError};
-use super::job_file::{JobFile, upload_name};
+use super::job_file::{JobFile, event_for, upload_name};
 use super::push::{Incoming, Push, PushError};
-use super::state::{Effect, MaterialAt, Reach, Tracker};
+use super::state::{Effect, Reach, Tracker};
 use super::wire::{Frame, Phase, observation_from_rest, parse_frame};
 use crate::printer::{Port, PrinterCommand, Reply, Snapshot};
 use farm_protocol::gcode::parse_line;
@@ -163,31 +163,7 @@ impl Shell {
 
     async fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
-            let event = match effect {
-                Effect::Emit(e) => e,
-                Effect::Finish {
-                    job_id,
-                    outcome,
-                    reason,
-                    at,
-                    duration_s,
-                } => {
-                    let extruded_mm = match (self.file.as_mut(), at) {
-                        (Some(f), MaterialAt::Whole) => f.whole(),
-                        (Some(f), MaterialAt::Offset(pos)) => f.at(pos).await,
-                        (None, _) => vec![],
-                    };
-                    self.file = None;
-                    tracing::info!(job = %job_id, ?outcome, ?at, ?extruded_mm, "OctoPrint job ended");
-                    Event::JobFinished {
-                        job_id,
-                        outcome,
-                        reason,
-                        extruded_mm,
-                        duration_s,
-                    }
-                }
-            };
+            let event = event_for(effect, &mut self.file).await;
             if let Event::PrinterError { message } = &event {
                 tracing::warn!(message, "printer error");
             }
