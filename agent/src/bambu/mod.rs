@@ -168,3 +168,45 @@ impl Backend for Bambu {
         backend::run(self.config, port).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_takes_defaults_and_says_what_is_wrong() {
+        let c: BambuConfig = toml::from_str(
+            "host = \"10.0.0.5\"\nserial = \"01P00A391800263\"\naccess_code = \"87654321\"",
+        )
+        .expect("parse");
+        assert!(c.validate().is_ok());
+        assert_eq!(
+            (c.tls, c.storage, c.mqtt_port, c.ftps_port, c.plate),
+            (TlsMode::BambuCa, Storage::Sdcard, 8883, 990, 1)
+        );
+        assert!(!c.summary().contains("87654321") && !format!("{c:?}").contains("87654321"));
+        let pin = BambuConfig {
+            tls: TlsMode::Pin,
+            ..c.clone()
+        };
+        assert!(
+            pin.validate()
+                .is_err_and(|e| e.to_string().contains("pin_file"))
+        );
+        let serial = BambuConfig {
+            serial: "01P 00".into(),
+            ..c.clone()
+        };
+        assert!(
+            serial
+                .validate()
+                .is_err_and(|e| e.to_string().contains("Settings → Device"))
+        );
+        assert!(
+            toml::from_str::<BambuConfig>(
+                "host = \"x\"\nserial = \"A\"\naccess_code = \"1\"\ntls = \"off\""
+            )
+            .is_err()
+        );
+    }
+}
