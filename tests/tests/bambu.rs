@@ -3,14 +3,16 @@
 //! FTPS with implicit TLS, and the report shapes of the real captures in `tests/data/bambu/`.
 //! No real Bambu printer ran in these tests.
 //!
-//! The back end runs in-process (as in the Moonraker tests) through the agent's `Printer`
-//! interface: upload, start, progress and layers, pause, resume, cancel, an HMS failure,
-//! billing by layer and exactly at completion, the certificate check, Developer Mode off.
+//! Most tests run the back end in-process (as in the Moonraker tests) through the agent's
+//! `Printer` interface: upload, start, progress and layers, pause, resume, cancel, an HMS
+//! failure, billing by layer and exactly at completion, the certificate check, Developer Mode
+//! off. One runs a job through the real controller and agent binaries.
 
 use anyhow::{Result, anyhow, ensure};
 use farm_agent::bambu::{Bambu, BambuConfig, Storage, TlsMode};
 use farm_agent::printer::{Printer, PrinterCommand, Snapshot};
 use farm_e2e::bambu::{SimOptions, SimPrinter, fixture_print};
+use farm_e2e::{Farm, FarmOptions, eventually, or_logs};
 use farm_protocol::messages::{Activity, Event, Outcome};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -354,5 +356,61 @@ async fn a_pinned_certificate_is_kept_and_a_different_one_refused() -> Result<()
         _ => unreachable!(),
     }
     p.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_goes_through_the_farm_to_the_simulated_printer_and_is_billed_exactly() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = through_the_farm(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn through_the_farm(farm: &mut Farm) -> Result<()> {
+    let (sim, dir, cfg) = sim(SimOptions::default()).await?;
+    let stream = farm.stream().await?;
+    farm.enrol("bambu-1", true, "speed = 1.0").await?;
+    let path = farm.dir.path().join("bambu-1.toml");
+    let text = std::fs::read_to_string(&path)?.replace("backend = \"sim\"", "backend = \"bambu\"")
+        + &format!(
+            "\n[printer.bambu]\nhost = \"127.0.0.1\"\nserial = {:?}\naccess_code = {:?}\nca_file = {:?}\nmqtt_port = {}\nftps_port = {}\n",
+            cfg.serial,
+            cfg.access_code,
+            cfg.ca_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            cfg.mqtt_port,
+            cfg.ftps_port
+        );
+    std::fs::write(&path, text)?;
+    farm.start_agent("bambu-1").await?;
+    stream
+        .wait_for("bambu-1 idle", LONG, |_| {
+            (stream.printer_states().get("bambu-1").map(String::as_str) == Some("idle"))
+                .then_some(())
+        })
+        .await?;
+    let file = job_file(dir.path())?;
+    let jobs = farm.upload("cube.gcode", std::fs::read(&file)?, 1).await?;
+    let id = jobs
+        .first()
+        .and_then(|j| j["id"].as_str())
+        .ok_or_else(|| anyhow!("no job created"))?
+        .to_string();
+    let job = eventually("the job completed", Duration::from_secs(120), async || {
+        let j = farm.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
+        (j["state"] == "completed").then_some(j)
+    })
+    .await?;
+    let got: Vec<f64> = serde_json::from_value(job["extruded_mm"].clone())?;
+    ensure!(got == vec![12.0], "billed {got:?}: the file extrudes 12 mm");
+    ensure!(
+        sim.commands().contains(&"gcode_file".to_string()),
+        "{:?}",
+        sim.commands()
+    );
     Ok(())
 }
