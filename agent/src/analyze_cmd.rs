@@ -1,38 +1,146 @@
-//! `farm-agent analyze FILE`: what the analyzer makes of a G-code file, as a table for people
-//! or JSON for scripts — filament per tool (mm and g), our time estimate beside the slicer's,
-//! layers, bounds, and what was skipped.
+//! `farm-agent analyze FILE [--plate N]`: what the analyzer makes of a G-code file or of one
+//! plate of a `.gcode.3mf` (read in place), as a table for people or JSON for scripts —
+//! filament per tool (mm and g), our time estimate beside the slicer's, layers, bounds, and
+//! what was skipped; for a 3MF plate also the slicer's own per-plate figures.
 
 use anyhow::Context;
 use farm_protocol::gcode::{Analysis, Metadata, analyze_seekable, filament_grams, read_metadata};
+use farm_protocol::threemf::{PlateFacts, ThreeMf, looks_like_zip};
 use std::fmt::Write;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 /// Density used when the file states none (PLA), g/cm³.
 const DEFAULT_DENSITY: f64 = 1.24;
 const DEFAULT_DIAMETER: f64 = 1.75;
 
-pub fn run(file: &Path, json: bool) -> anyhow::Result<()> {
+pub fn run(file: &Path, plate: Option<u32>, json: bool) -> anyhow::Result<()> {
     let open =
         || std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()));
+    let mut head = [0u8; 4];
+    let got = open()?.read(&mut head).context("reading the file")?;
+    if looks_like_zip(&head[..got]) {
+        return run_3mf(file, plate, json);
+    }
+    if plate.is_some() {
+        anyhow::bail!(
+            "{} is plain G-code, which has no plates; --plate is for .gcode.3mf files",
+            file.display()
+        );
+    }
     let t0 = std::time::Instant::now();
     let analysis =
         analyze_seekable(BufReader::with_capacity(1 << 16, open()?)).context("reading the file")?;
     let secs = t0.elapsed().as_secs_f64();
     let meta =
         read_metadata(BufReader::with_capacity(1 << 16, open()?)).context("reading the file")?;
+    print_out(file, &analysis, &meta, None, secs, json)
+}
+
+/// One plate of a `.gcode.3mf`, read from the zip without extracting it.
+fn run_3mf(file: &Path, plate: Option<u32>, json: bool) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let mut archive = ThreeMf::open(BufReader::with_capacity(1 << 16, f))
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let n = archive.choose_plate(plate)?;
+    let plate_gcode = archive.plate(n)?;
+    let analysis = analyze_seekable(BufReader::with_capacity(1 << 16, plate_gcode))
+        .map_err(farm_protocol::threemf::ThreeMfError::from)
+        .with_context(|| format!("reading plate {n}"))?;
+    let secs = t0.elapsed().as_secs_f64();
+    let meta = read_metadata(BufReader::with_capacity(1 << 16, archive.plate(n)?))
+        .map_err(farm_protocol::threemf::ThreeMfError::from)
+        .with_context(|| format!("reading plate {n}"))?;
+    let facts = archive.plate_facts(n)?;
+    let plates = archive.plates().to_vec();
+    print_out(file, &analysis, &meta, Some((&facts, &plates)), secs, json)
+}
+
+fn print_out(
+    file: &Path,
+    analysis: &Analysis,
+    meta: &Metadata,
+    plate: Option<(&PlateFacts, &[u32])>,
+    secs: f64,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        let mut meta_json = serde_json::to_value(&meta)?;
+        let mut meta_json = serde_json::to_value(meta)?;
         // Thumbnails are listed by size here; their bytes are for the dashboard, not a terminal.
         if let Some(t) = meta_json.get_mut("thumbnails") {
-            *t = meta.thumbnails.iter().map(|t| serde_json::json!({"format": t.format, "width": t.width, "height": t.height, "bytes": t.data.len()})).collect();
+            *t = thumbs_json(&meta.thumbnails);
         }
-        let out = serde_json::json!({ "file": file.display().to_string(), "analysis": analysis, "metadata": meta_json, "grams": grams(&analysis, &meta) });
+        let mut out = serde_json::json!({ "file": file.display().to_string(), "analysis": analysis, "metadata": meta_json, "grams": grams(analysis, meta) });
+        if let Some((facts, plates)) = plate {
+            let mut facts_json = serde_json::to_value(facts)?;
+            facts_json["thumbnails"] = thumbs_json(&facts.thumbnails);
+            out["plate"] = facts.plate.into();
+            out["plates"] = serde_json::to_value(plates)?;
+            out["plate_facts"] = facts_json;
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", table(file, &analysis, &meta, secs));
+        let mut t = table(file, analysis, meta, secs);
+        if let Some((facts, plates)) = plate {
+            t.push_str(&plate_table(facts, plates));
+        }
+        print!("{t}");
     }
     Ok(())
+}
+
+fn thumbs_json(t: &[farm_protocol::gcode::Thumbnail]) -> serde_json::Value {
+    t.iter()
+        .map(|t| serde_json::json!({"format": t.format, "width": t.width, "height": t.height, "bytes": t.data.len()}))
+        .collect()
+}
+
+/// What the slicer wrote beside the plate's G-code (`slice_info.config`, previews).
+fn plate_table(f: &PlateFacts, plates: &[u32]) -> String {
+    let mut o = String::new();
+    let row = |o: &mut String, k: &str, v: String| {
+        let _ = writeln!(o, "{k:<22} {v}");
+    };
+    let all: Vec<String> = plates.iter().map(u32::to_string).collect();
+    row(
+        &mut o,
+        "plate",
+        format!("{} (plates: {})", f.plate, all.join(", ")),
+    );
+    if let Some(s) = &f.slice {
+        if let Some(p) = s.prediction_s {
+            row(&mut o, "slicer prediction", hms(p));
+        }
+        if let Some(w) = s.weight_g {
+            row(&mut o, "slicer weight", format!("{w:.2} g"));
+        }
+        if let Some(m) = &s.printer_model_id {
+            row(&mut o, "printer model", m.clone());
+        }
+        for fl in &s.filaments {
+            row(
+                &mut o,
+                &format!("slicer filament {}", fl.id),
+                format!(
+                    "{} {}  {:.2} m, {:.2} g",
+                    fl.material.as_deref().unwrap_or("?"),
+                    fl.color.as_deref().unwrap_or(""),
+                    fl.used_m.unwrap_or(0.0),
+                    fl.used_g.unwrap_or(0.0)
+                ),
+            );
+        }
+    }
+    if !f.thumbnails.is_empty() {
+        let t: Vec<String> = f
+            .thumbnails
+            .iter()
+            .map(|t| format!("{}x{}", t.width, t.height))
+            .collect();
+        row(&mut o, "plate previews", t.join(", "));
+    }
+    o
 }
 
 fn grams(a: &Analysis, m: &Metadata) -> Vec<f64> {

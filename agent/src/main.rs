@@ -29,11 +29,14 @@ enum Cmd {
     /// Parse and validate a config file and print a summary (the secret and token are not
     /// shown). Exits non-zero with the reason if the file is not valid.
     CheckConfig(ConfigArg),
-    /// Analyse a G-code file: filament per tool (mm and grams), print time beside the
-    /// slicer's own estimate, layers, bounds, thumbnails. Needs no config.
+    /// Analyse a G-code file or one plate of a .gcode.3mf: filament per tool (mm and grams),
+    /// print time beside the slicer's own estimate, layers, bounds, thumbnails. Needs no config.
     Analyze {
-        /// The G-code file
+        /// The G-code file, or a Bambu Studio / OrcaSlicer .gcode.3mf
         file: PathBuf,
+        /// Which plate of a .gcode.3mf (needed when it has more than one)
+        #[arg(long)]
+        plate: Option<u32>,
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
@@ -108,7 +111,7 @@ fn real_main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
-        Cmd::Analyze { file, json } => analyze_cmd::run(&file, json),
+        Cmd::Analyze { file, plate, json } => analyze_cmd::run(&file, plate, json),
         Cmd::Stream {
             port,
             profile,

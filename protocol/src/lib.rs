@@ -12,6 +12,7 @@
 //! | [`messages`] | every message kind as a typed struct: status, events, commands, acks, presence |
 //! | [`envelope`] | the envelope (`v`, `printer`, `ts`, `kind`, `seq`/`command_id`, `body`), HMAC-SHA256 sealing and opening, size bounds |
 //! | [`gcode`] | a streaming G-code line parser and machine model: extrusion per tool, move time, layers, bounds |
+//! | [`threemf`] | Bambu Studio / OrcaSlicer `.gcode.3mf`: plates, the slicer's per-plate figures and previews, a plate's G-code streamed from the zip; zip bombs and path tricks refused |
 //!
 //! The contract is written up for outsiders in `protocol/README.md`.
 
@@ -19,6 +20,7 @@ pub mod envelope;
 pub mod gcode;
 pub mod ids;
 pub mod messages;
+pub mod threemf;
 pub mod topics;
 
 pub use envelope::{DecodeError, Envelope, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, open, seal};

@@ -2,7 +2,8 @@
 //!
 //! Uploads stream to a temporary file while being hashed and size-checked, are checked to be
 //! G-code (text with commands, not a binary), analysed, and only then renamed into place, so a
-//! half-written or refused upload never appears under a hash.
+//! half-written or refused upload never appears under a hash. A `.gcode.3mf` is read in place
+//! and refused with its plates and what to upload instead (no back end prints a 3MF plate yet).
 
 use farm_protocol::gcode::{Analysis, analyze_seekable};
 use sha2::{Digest, Sha256};
@@ -19,6 +20,10 @@ pub enum UploadError {
     Empty,
     #[error("this is not G-code: {0}")]
     NotGcode(String),
+    /// A Bambu Studio / OrcaSlicer `.gcode.3mf`: read and checked (`farm_protocol::threemf`),
+    /// but no back end prints a plate from one yet, so it is refused with what to upload instead.
+    #[error("{0}")]
+    ThreeMf(String),
     #[error("could not read the upload: {0}")]
     Body(String),
     #[error("could not store the file: {0}")]
@@ -31,8 +36,33 @@ impl UploadError {
             UploadError::TooLarge { .. } => "too_large",
             UploadError::Empty => "empty",
             UploadError::NotGcode(_) => "not_gcode",
+            UploadError::ThreeMf(_) => "gcode_3mf",
             UploadError::Body(_) => "body",
             UploadError::Io(_) => "io",
+        }
+    }
+}
+
+/// Why a zip upload is refused: the archive's own refusal (zip bomb, path tricks, no plates…),
+/// else the plates it has and what to upload instead.
+fn three_mf_refusal(path: &Path) -> String {
+    use farm_protocol::threemf::ThreeMf;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => std::io::BufReader::new(f),
+        Err(e) => return format!("could not read the upload: {e}"),
+    };
+    let plates = ThreeMf::open(file).and_then(|f| {
+        f.choose_plate(f.plates().first().copied())?;
+        Ok(f.plates().to_vec())
+    });
+    match plates {
+        Err(e) => e.to_string(),
+        Ok(plates) => {
+            let list: Vec<String> = plates.iter().map(u32::to_string).collect();
+            format!(
+                "this is a .gcode.3mf with plate(s) {}; the controller cannot queue a 3MF plate yet — export the plate's G-code from the slicer (Bambu Studio / OrcaSlicer: File → Export → Export G-code) and upload that",
+                list.join(", ")
+            )
         }
     }
 }
@@ -98,6 +128,13 @@ impl FileStore {
         drop(f);
         if size == 0 {
             return Err(UploadError::Empty);
+        }
+        if farm_protocol::threemf::looks_like_zip(&head) {
+            let path = tmp.clone();
+            let why = tokio::task::spawn_blocking(move || three_mf_refusal(&path))
+                .await
+                .map_err(|e| UploadError::Body(e.to_string()))?;
+            return Err(UploadError::ThreeMf(why));
         }
         if head.contains(&0) {
             return Err(UploadError::NotGcode(
@@ -220,6 +257,32 @@ mod tests {
             fs.store(stream(vec![b"hello world\n"])).await,
             Err(UploadError::NotGcode(_))
         ));
+        // A sliced plate file and a zip bomb: each refused with its own reason.
+        let three_mf = |name: &str, data: &[u8]| {
+            let mut w = zip::ZipWriter::new(std::io::Cursor::new(vec![]));
+            let stored = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            w.start_file(name, stored).expect("entry");
+            std::io::Write::write_all(&mut w, data).expect("write");
+            bytes::Bytes::from(w.finish().expect("zip").into_inner())
+        };
+        let fs = FileStore::open(dir.path().to_path_buf(), 1 << 20).expect("open");
+        let upload = |b: bytes::Bytes| futures_util::stream::iter([Ok::<_, std::io::Error>(b)]);
+        let plate = fs
+            .store(upload(three_mf(
+                "Metadata/plate_2.gcode",
+                b"; HEADER\nG28\n",
+            )))
+            .await;
+        assert!(
+            matches!(&plate, Err(UploadError::ThreeMf(m)) if m.contains("plate(s) 2") && m.contains("Export G-code")),
+            "{plate:?}"
+        );
+        let evil = fs.store(upload(three_mf("../evil", b"G28\n"))).await;
+        assert!(
+            matches!(&evil, Err(UploadError::ThreeMf(m)) if m.contains("climbs out")),
+            "{evil:?}"
+        );
         let left = std::fs::read_dir(dir.path().join("incoming"))
             .expect("dir")
             .count();

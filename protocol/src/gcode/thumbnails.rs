@@ -164,6 +164,23 @@ impl ThumbnailCollector {
     }
 }
 
+/// A PNG file as it is (a 3MF keeps plate previews as files): its size from its `IHDR`, kept only
+/// if it is a whole PNG header of that size and within [`MAX_THUMBNAIL_BYTES`].
+pub fn png_thumbnail(data: Vec<u8>) -> Option<Thumbnail> {
+    let be = |at: usize| Some(u32::from_be_bytes(data.get(at..at + 4)?.try_into().ok()?));
+    let (width, height) = (be(16)?, be(20)?);
+    (data.len() <= MAX_THUMBNAIL_BYTES
+        && width > 0
+        && height > 0
+        && image_matches(ThumbnailFormat::Png, width, height, &data))
+    .then_some(Thumbnail {
+        format: ThumbnailFormat::Png,
+        width,
+        height,
+        data,
+    })
+}
+
 /// Checks the magic bytes, and for PNG and QOI that the image header has the stated size.
 fn image_matches(format: ThumbnailFormat, w: u32, h: u32, d: &[u8]) -> bool {
     let be = |at: usize| {

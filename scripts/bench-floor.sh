@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The controller at floor scale (issue 11): a release controller and farm-loadgen on this
+# machine, at 1,000 / 5,000 / 10,000 printers (status at 1 Hz, one event per printer every
+# 10 s, a reconnect storm half-way), then the offline storm (2,000 flapping beside 1,000 live).
+# Figures go to BENCHMARKS.md ("Controller at floor scale").
+#
+#   scripts/bench-floor.sh                      # embedded broker, every size, then the offline storm
+#   SIZES="1000 5000" scripts/bench-floor.sh    # some sizes only
+#   BROKER=mosquitto scripts/bench-floor.sh     # Mosquitto (apt's) in front of the controller
+#   OFFLINE=0 DURATION=60s STORM_AT=30s scripts/bench-floor.sh
+#   SKIP_BUILD=1 ...                          # use the release binaries already in target/release
+#
+# Each size keeps its controller state and enrolment file under $OUT (target/bench-floor), so
+# a second run does not enrol thousands of printers again; FRESH=1 starts from nothing.
+# Reports: $OUT/<broker>-<size>/report.{txt,json}; the controller's log beside them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=${SIZES:-"1000 5000 10000"}
+BROKER=${BROKER:-embedded}
+DURATION=${DURATION:-60s}
+STORM_AT=${STORM_AT:-30s}
+OFFLINE=${OFFLINE:-1}
+OUT=${OUT:-target/bench-floor}
+HTTP_PORT=${HTTP_PORT:-18080}
+MQTT_PORT=${MQTT_PORT:-11883}
+
+# 10,000 printers are 10,000 sockets in the controller (or broker) and in the load generator.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+
+[[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release --locked -p farm-controller -p farm-loadgen
+BIN=$PWD/target/release
+mkdir -p "$OUT"
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_for() { # what, command...
+    local what=$1
+    shift
+    for _ in $(seq 600); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "timed out waiting for $what" >&2
+    return 1
+}
+
+# run NAME LIVE FLAPPING [loadgen options...]
+run() {
+    local name=$1 live=$2 flapping=$3
+    shift 3
+    local dir=$OUT/$BROKER-$name
+    [[ ${FRESH:-0} == 1 ]] && rm -rf "$dir"
+    mkdir -p "$dir"
+    local dir_abs
+    dir_abs=$(cd "$dir" && pwd)
+    cat >"$dir/controller.toml" <<EOF
+state_dir = "$dir_abs/state"
+http_listen = "127.0.0.1:$HTTP_PORT"
+mqtt_listen = "127.0.0.1:$MQTT_PORT"
+status_stale_s = 30
+EOF
+    if [[ $BROKER == mosquitto ]]; then
+        local mq=$dir_abs/mosquitto
+        mkdir -p "$mq"
+        cat >"$mq/mosquitto.conf" <<EOF
+per_listener_settings false
+allow_anonymous false
+password_file $mq/passwd
+listener $MQTT_PORT 127.0.0.1
+persistence false
+max_connections -1
+max_packet_size 1048576
+log_dest file $mq/mosquitto.log
+log_type error
+log_type warning
+user ${USER:-root}
+EOF
+        printf 'controller:controller-pass\n' >"$mq/passwd.plain"
+        cp "$mq/passwd.plain" "$mq/passwd"
+        mosquitto_passwd -U "$mq/passwd"
+        /usr/sbin/mosquitto -c "$mq/mosquitto.conf" &
+        local mqpid=$!
+        PIDS+=("$mqpid")
+        wait_for mosquitto bash -c "exec 3<>/dev/tcp/127.0.0.1/$MQTT_PORT"
+        printf 'broker_url = "mqtt://controller:controller-pass@127.0.0.1:%s"\n' "$MQTT_PORT" >>"$dir/controller.toml"
+    fi
+    RUST_LOG=warn "$BIN/farm-controller" serve --config "$dir/controller.toml" >"$dir/controller.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_for "the controller" curl -sf "http://127.0.0.1:$HTTP_PORT/api/v1/health"
+    wait_for "the admin token" test -s "$dir/state/admin-token"
+    local common=(--controller "http://127.0.0.1:$HTTP_PORT" --broker "127.0.0.1:$MQTT_PORT"
+        --admin-token-file "$dir/state/admin-token" --printers "$live" --flapping "$flapping"
+        --enrolment "$dir/enrolment.json" --enrol-concurrency 32)
+    if [[ $BROKER == mosquitto ]]; then
+        # Mosquitto learns the printers' logins from the enrolment file, then reloads.
+        "$BIN/farm-loadgen" "${common[@]}" --enrol-only
+        python3 - "$dir/enrolment.json" >>"$mq/passwd.plain" <<'EOF'
+import json, sys
+for p in json.load(open(sys.argv[1]))["printers"]:
+    print(f'{p["id"]}:{p["token"]}')
+EOF
+        cp "$mq/passwd.plain" "$mq/passwd"
+        mosquitto_passwd -U "$mq/passwd"
+        kill -HUP "$mqpid"
+        sleep 1
+    fi
+    echo "== $BROKER $name: $live live + $flapping flapping; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$BIN/farm-loadgen" "${common[@]}" --controller-pid "$pid" --json "$dir/report.json" "$@" |
+        tee "$dir/report.txt"
+    echo "controller warnings/errors logged: $(grep -c -E 'WARN|ERROR' "$dir/controller.log" || true)" |
+        tee -a "$dir/report.txt"
+    if ! kill -0 "$pid" 2>/dev/null; then echo "the controller died: see $dir/controller.log" | tee -a "$dir/report.txt"; fi
+    cleanup
+    PIDS=()
+    wait 2>/dev/null || true
+}
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
+for n in $SIZES; do
+    run "$n" "$n" 0 --duration "$DURATION" --storm-at "$STORM_AT" --settle 120s
+done
+if [[ $OFFLINE == 1 ]]; then
+    # Live printers' latency without, then with, 2,000 flapping beside them (no storm).
+    run offline-base 1000 0 --duration "$DURATION"
+    run offline-storm 1000 2000 --duration "$DURATION" --flap-period 2s
+fi
