@@ -3,7 +3,7 @@
 # then minimizes the corpus that is kept in the repository.
 #
 #   scripts/fuzz.sh                 # gcode target, 600 s
-#   scripts/fuzz.sh envelope 120    # another target / duration
+#   scripts/fuzz.sh envelope 120    # another target / duration (gcode, bgcode, envelope)
 #
 # A crash leaves its input in protocol/fuzz/artifacts/<target>/; copy it into
 # protocol/fuzz/corpus/gcode/ once fixed so protocol/tests/fuzz_corpus.rs keeps checking it.

@@ -3,6 +3,8 @@
 #   Debian: mosquitto (external-broker tests), chromium (dashboard test)
 #   PyPI:   OctoPrint 1.11.8 (its REST/push API and its Virtual Printer, also bridged to a pty
 #           as a serial printer) and Moonraker 0.11.0, each in its own venv under .peers/
+#   PyPI:   pybgcode-jneilliii 0.2.1 (libbgcode's Python binding, a cp311 manylinux wheel: the
+#           reference .gcode <-> .bgcode converter protocol/tests/bgcode.rs checks us against)
 #
 #   scripts/install-peers.sh          # install what is missing; print where it is
 #
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 OCTOPRINT_VERSION=1.11.8
 MOONRAKER_VERSION=0.11.0
+PYBGCODE_VERSION=0.2.1
 PEERS="${FARM_PEERS_DIR:-$PWD/.peers}"
 
 say() { printf '== %s\n' "$*"; }
@@ -48,4 +51,5 @@ venv() {
 
 venv octoprint "octoprint==$OCTOPRINT_VERSION"
 venv moonraker "moonraker==$MOONRAKER_VERSION"
+venv bgcode "pybgcode-jneilliii==$PYBGCODE_VERSION"
 say "peers ready in $PEERS"

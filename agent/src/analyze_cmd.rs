@@ -1,10 +1,13 @@
-//! `farm-agent analyze FILE [--plate N]`: what the analyzer makes of a G-code file or of one
-//! plate of a `.gcode.3mf` (read in place), as a table for people or JSON for scripts —
+//! `farm-agent analyze FILE [--plate N]`: what the analyzer makes of a G-code file (ASCII or
+//! Prusa binary `.bgcode`, told apart by its first bytes) or of one plate of a `.gcode.3mf`
+//! (read in place), as a table for people or JSON for scripts —
 //! filament per tool (mm and g), our time estimate beside the slicer's, layers, bounds, and
 //! what was skipped; for a 3MF plate also the slicer's own per-plate figures.
 
 use anyhow::Context;
-use farm_protocol::gcode::{Analysis, Metadata, analyze_seekable, filament_grams, read_metadata};
+use farm_protocol::gcode::{
+    Analysis, Metadata, analyze_seekable, filament_grams, read_metadata, read_metadata_seekable,
+};
 use farm_protocol::threemf::{PlateFacts, ThreeMf, looks_like_zip};
 use std::fmt::Write;
 use std::io::{BufReader, Read};
@@ -32,8 +35,8 @@ pub fn run(file: &Path, plate: Option<u32>, json: bool) -> anyhow::Result<()> {
     let analysis =
         analyze_seekable(BufReader::with_capacity(1 << 16, open()?)).context("reading the file")?;
     let secs = t0.elapsed().as_secs_f64();
-    let meta =
-        read_metadata(BufReader::with_capacity(1 << 16, open()?)).context("reading the file")?;
+    let meta = read_metadata_seekable(BufReader::with_capacity(1 << 16, open()?))
+        .context("reading the file")?;
     print_out(file, &analysis, &meta, None, secs, json)
 }
 

@@ -13,7 +13,14 @@ use std::path::{Path, PathBuf};
 pub const STATUS_INTERVAL_MS: std::ops::RangeInclusive<u32> = 100..=60_000;
 
 /// Back ends this build can drive (the `printer.backend` key).
-pub const BACKENDS: &[&str] = &["sim", "serial", "octoprint", "moonraker", "prusalink"];
+pub const BACKENDS: &[&str] = &[
+    "sim",
+    "serial",
+    "octoprint",
+    "moonraker",
+    "prusalink",
+    "bambu",
+];
 
 /// Everything one agent needs. `Debug` redacts `secret` and `token`.
 #[derive(Clone, Deserialize)]
@@ -61,6 +68,9 @@ pub struct PrinterConfig {
     /// `[printer.moonraker]`, required with `backend = "moonraker"`.
     #[serde(default)]
     pub moonraker: Option<crate::moonraker::MoonrakerConfig>,
+    /// `[printer.bambu]`, required with `backend = "bambu"`.
+    #[serde(default)]
+    pub bambu: Option<Box<crate::bambu::BambuConfig>>,
     /// `[printer.prusalink]`, required with `backend = "prusalink"`. Boxed: it is the
     /// largest section, and `PrinterCommand::Reconfigure` carries the whole config.
     #[serde(default)]
@@ -353,6 +363,7 @@ impl Config {
             "serial" => p.serial.as_ref().map(|c| c.summary()),
             "octoprint" => p.octoprint.as_ref().map(|c| c.summary()),
             "moonraker" => p.moonraker.as_ref().map(|c| c.summary()),
+            "bambu" => p.bambu.as_ref().map(|c| c.summary()),
             "prusalink" => p.prusalink.as_ref().map(|c| c.summary()),
             _ => None,
         };
@@ -383,6 +394,13 @@ impl PrinterConfig {
                 None => Err(missing_section(
                     "printer.moonraker",
                     "url = \"http://127.0.0.1:7125\"",
+                )),
+            },
+            "bambu" => match &self.bambu {
+                Some(c) => c.validate(),
+                None => Err(missing_section(
+                    "printer.bambu",
+                    "host = \"192.168.1.60\", serial = \"01P00A000000000\" and access_code = \"12345678\"",
                 )),
             },
             "prusalink" => match &self.prusalink {

@@ -34,6 +34,7 @@
 //! Entry point: [`run`]. The binary (`src/main.rs`) only parses the CLI, sets up logging and
 //! a Ctrl-C/SIGTERM handler, and calls it.
 
+pub mod bambu;
 pub mod config;
 pub mod fetch;
 pub mod link;

@@ -29,10 +29,11 @@ enum Cmd {
     /// Parse and validate a config file and print a summary (the secret and token are not
     /// shown). Exits non-zero with the reason if the file is not valid.
     CheckConfig(ConfigArg),
-    /// Analyse a G-code file or one plate of a .gcode.3mf: filament per tool (mm and grams),
-    /// print time beside the slicer's own estimate, layers, bounds, thumbnails. Needs no config.
+    /// Analyse a G-code file (ASCII or Prusa binary .bgcode) or one plate of a .gcode.3mf:
+    /// filament per tool (mm and grams), print time beside the slicer's own estimate, layers,
+    /// bounds, thumbnails. Needs no config.
     Analyze {
-        /// The G-code file, or a Bambu Studio / OrcaSlicer .gcode.3mf
+        /// The G-code or .bgcode file, or a Bambu Studio / OrcaSlicer .gcode.3mf
         file: PathBuf,
         /// Which plate of a .gcode.3mf (needed when it has more than one)
         #[arg(long)]

@@ -136,6 +136,10 @@ impl Printer {
                 Some(c) => return Printer::spawn(crate::moonraker::Moonraker::new(c.clone())),
                 None => debug_assert!(false, "validated config without [printer.moonraker]"),
             },
+            "bambu" => match &config.bambu {
+                Some(c) => return Printer::spawn(crate::bambu::Bambu::new((**c).clone())),
+                None => debug_assert!(false, "validated config without [printer.bambu]"),
+            },
             _ => {}
         }
         Printer::spawn(crate::sim::Sim::new(config.sim.clone()))

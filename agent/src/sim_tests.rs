@@ -248,6 +248,7 @@ async fn fail_after_progress_and_emergency_stop() {
             serial: None,
             octoprint: None,
             moonraker: None,
+            bambu: None,
             prusalink: None,
         }))
         .await

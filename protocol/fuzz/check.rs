@@ -10,14 +10,24 @@
 //!   order), and the time at an offset is finite, never more than the total, and grows with
 //!   the offset;
 //! - metadata and thumbnails are read without a panic, within their documented bounds.
+//!
+//! Inputs that start with the `.bgcode` magic go to [`check_bgcode`] (the `bgcode` target's
+//! check): decoding either fails with an error that says what is wrong (and the analyzer
+//! fails the same way), or gives text bounded by the input whose analysis is the `.bgcode`
+//! analysis, and whose extrusion index agrees with the binary-offset index at every block
+//! boundary; the binary-offset index never decreases and ends at the totals.
 
+use farm_protocol::bgcode::{self, Decoder};
 use farm_protocol::gcode::{ExtrusionIndex, Limits, analyze_seekable, analyze_with, read_metadata};
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 
 /// A small stride so that even short inputs get several checkpoints to resume from.
 const STRIDE: u64 = 64;
 
 pub fn check_gcode(data: &[u8]) {
+    if data.starts_with(bgcode::MAGIC) {
+        return check_bgcode(data);
+    }
     let seekable = analyze_seekable(Cursor::new(data)).expect("in-memory reads cannot fail");
     assert_sane(
         &seekable.filament_mm,
@@ -139,4 +149,79 @@ fn counted_prefix(data: &[u8], offset: u64) -> usize {
 
 fn bits(v: &[f64]) -> Vec<u64> {
     v.iter().map(|f| f.to_bits()).collect()
+}
+
+pub fn check_bgcode(data: &[u8]) {
+    let limits = match Decoder::new(data) {
+        Ok(d) => d.limits(Limits::default()),
+        Err(e) => return refused(data, e),
+    };
+    let mut text = vec![];
+    let decoded = Decoder::new(data)
+        .expect("opened once")
+        .read_to_end(&mut text);
+    // Heatshrink can grow a byte ~8 times and MeatPack with its spaces 4 times; the block
+    // limits bound it as well.
+    assert!(
+        text.len() <= 64 * data.len() + (64 << 10),
+        "{} bytes of text from {}",
+        text.len(),
+        data.len()
+    );
+    if let Err(e) = decoded {
+        return refused(data, e);
+    }
+    let a = analyze_seekable(Cursor::new(data)).expect("decoded once");
+    assert_sane(&a.filament_mm, a.estimated_s, &a.layer_times_s);
+    let t = analyze_with(Cursor::new(&text), limits).expect("in-memory");
+    assert_eq!(a, t, "the .bgcode analysis is its text's");
+    bgcode::read_metadata(data).expect("decoded once");
+
+    let bi = bgcode::build_index(data, Limits::default(), STRIDE).expect("decoded once");
+    let ti = ExtrusionIndex::build_with(Cursor::new(&text), limits, STRIDE).expect("in-memory");
+    assert_eq!(bits(&bi.total_mm), bits(&ti.total_mm), "index totals");
+    let map = bi.binary.clone().expect("a binary map");
+    let end = data.len() as u64;
+    assert_eq!(map.bytes, end);
+    assert_eq!(map.text_bytes, text.len() as u64);
+    let spans = map.spans.iter().take(16).chain(map.spans.last());
+    for s in spans {
+        let got = bi.consumed_at(Cursor::new(data), s.bin).expect("in-memory");
+        let want = ti
+            .consumed_at(Cursor::new(&text), s.ascii)
+            .expect("in-memory");
+        assert_eq!(bits(&got), bits(&want), "block at {}", s.bin);
+    }
+    let mut offs = offsets(data);
+    offs.extend(map.spans.iter().take(16).flat_map(|s| [s.bin, s.bin + 1]));
+    offs.sort_unstable();
+    let (mut last_c, mut last_e) = (0.0, 0.0);
+    for off in offs {
+        let c: f64 = bi
+            .consumed_at(Cursor::new(data), off)
+            .expect("in-memory")
+            .iter()
+            .sum();
+        let e = bi.elapsed_at(Cursor::new(data), off).expect("in-memory");
+        assert!(
+            c >= last_c && e >= last_e && e <= bi.total_s,
+            "decreases at {off}"
+        );
+        (last_c, last_e) = (c, e);
+    }
+    let at_end = bi.consumed_at(Cursor::new(data), end).expect("in-memory");
+    assert_eq!(bits(&at_end), bits(&bi.total_mm), "index at end of file");
+}
+
+/// Input the decoder refused: the error says what is wrong, and the analyzer refuses it too
+/// when it has the magic (without it, the analyzer reads it as ASCII G-code).
+fn refused(data: &[u8], e: impl std::fmt::Display) {
+    assert!(
+        e.to_string().len() > 20,
+        "an error that says what is wrong: {e}"
+    );
+    assert!(
+        !data.starts_with(bgcode::MAGIC) || analyze_seekable(Cursor::new(data)).is_err(),
+        "analyzer accepted {e}"
+    );
 }

@@ -11,11 +11,13 @@
 //! | [`topics`] | MQTT topic builders and parsers (`{root}/v1/printers/{id}/{channel}`) |
 //! | [`messages`] | every message kind as a typed struct: status, events, commands, acks, presence |
 //! | [`envelope`] | the envelope (`v`, `printer`, `ts`, `kind`, `seq`/`command_id`, `body`), HMAC-SHA256 sealing and opening, size bounds |
+//! | [`bgcode`] | Prusa binary G-code (`.bgcode`): a streaming decoder to the G-code text the analyzer reads, and binary ↔ text offsets for the extrusion index |
 //! | [`gcode`] | a streaming G-code line parser and machine model: extrusion per tool, move time, layers, bounds |
 //! | [`threemf`] | Bambu Studio / OrcaSlicer `.gcode.3mf`: plates, the slicer's per-plate figures and previews, a plate's G-code streamed from the zip; zip bombs and path tricks refused |
 //!
 //! The contract is written up for outsiders in `protocol/README.md`.
 
+pub mod bgcode;
 pub mod envelope;
 pub mod gcode;
 pub mod ids;

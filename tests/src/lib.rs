@@ -6,6 +6,7 @@
 //! Each process writes its log to a file in the test's directory; [`Farm::logs`] prints them
 //! when a test fails, so a red CI says why.
 
+pub mod bambu;
 pub mod browser;
 pub mod moonraker;
 pub mod octoprint;

@@ -609,6 +609,7 @@ async fn real_auth(m: &RealMoonraker) -> Result<()> {
             url: m.url.clone(),
             api_key: m.api_key.clone(),
         }),
+        bambu: None,
         prusalink: None,
     };
     p.send(PrinterCommand::Reconfigure(cfg.clone()))

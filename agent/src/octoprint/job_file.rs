@@ -9,6 +9,7 @@
 //! time left from that position (the farm's ETA; OctoPrint's own estimate is only a fallback).
 
 use super::state::{Effect, MaterialAt};
+use farm_protocol::bgcode;
 use farm_protocol::gcode::index::DEFAULT_STRIDE;
 use farm_protocol::gcode::{ExtrusionIndex, Limits, limits_from_tail};
 use farm_protocol::messages::Event;
@@ -46,19 +47,27 @@ impl JobFile {
     pub async fn open(path: &Path) -> Result<JobFile, String> {
         let p = path.to_path_buf();
         let built = tokio::task::spawn_blocking(move || {
+            let mut file = std::fs::File::open(&p)?;
+            // A `.bgcode` (PrusaLink) is indexed through its decoded text and then asked by
+            // offsets in the binary file, its slicer's limits read from its metadata.
+            let binary = bgcode::sniff(&mut file)?;
             // The slicer's limits (PrusaSlicer writes them at the end) first, so the index's
             // time is the analyzer's.
-            let limits: Limits = limits_from_tail(&mut std::fs::File::open(&p)?)?;
-            let file = std::fs::File::open(&p)?;
+            let limits: Limits = if binary {
+                Limits::default()
+            } else {
+                limits_from_tail(&mut file)?
+            };
             let mut reader = Hashing {
                 inner: file,
                 hash: Sha256::new(),
             };
-            let index = ExtrusionIndex::build_with(
-                BufReader::with_capacity(64 * 1024, &mut reader),
-                limits,
-                DEFAULT_STRIDE,
-            )?;
+            let r = BufReader::with_capacity(64 * 1024, &mut reader);
+            let index = if binary {
+                bgcode::build_index(r, limits, DEFAULT_STRIDE)?
+            } else {
+                ExtrusionIndex::build_with(r, limits, DEFAULT_STRIDE)?
+            };
             Ok::<_, std::io::Error>((index, hex::encode(reader.hash.finalize())))
         })
         .await
@@ -66,7 +75,8 @@ impl JobFile {
         .map_err(|e| format!("cannot read the job file {}: {e}", path.display()))?;
         let (index, sha256) = built;
         Ok(JobFile {
-            size: index.bytes,
+            // The file's own size: positions (and progress × size) are in its bytes.
+            size: index.binary.as_ref().map_or(index.bytes, |m| m.bytes),
             index: Arc::new(index),
             path: path.to_path_buf(),
             sha256,
@@ -221,6 +231,34 @@ mod tests {
         );
         let mid = f.remaining(first_end).await.expect("readable");
         assert!(mid > 0.0 && mid < all, "{mid} of {all}");
+        assert_eq!(f.remaining(f.size).await, Some(0.0));
+    }
+
+    #[tokio::test]
+    async fn a_bgcode_job_file_is_indexed_by_its_binary_offsets() {
+        let bin = include_bytes!(
+            "../../../protocol/tests/data/bgcode/prusaslicer-2.8.1-mini-cube.bgcode"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.bgcode");
+        std::fs::write(&path, bin).expect("write");
+        let mut f = JobFile::open(&path).await.expect("index");
+        assert_eq!(f.size, bin.len() as u64);
+        assert_eq!(f.sha256, hex::encode(Sha256::digest(bin)));
+        let analysis = farm_protocol::gcode::analyze_seekable(std::io::Cursor::new(&bin[..]))
+            .expect("analyze");
+        assert_eq!(f.whole(), analysis.filament_mm);
+        assert_eq!(f.at(f.size).await, f.whole());
+        // At each G-code block's start in the binary: what the protocol's index says there.
+        let cur = || std::io::Cursor::new(&bin[..]);
+        let index = ExtrusionIndex::build_seekable(cur(), Limits::default(), DEFAULT_STRIDE)
+            .expect("index");
+        let map = index.binary.clone().expect("a binary map");
+        assert!(map.spans.len() >= 2, "{map:?}");
+        for s in &map.spans {
+            let want = index.consumed_at(cur(), s.bin + 1).expect("query");
+            assert_eq!(f.at(s.bin + 1).await, want, "inside the block at {}", s.bin);
+        }
         assert_eq!(f.remaining(f.size).await, Some(0.0));
     }
 }

@@ -4,6 +4,10 @@
 //! G-code (text with commands, not a binary), analysed, and only then renamed into place, so a
 //! half-written or refused upload never appears under a hash. A `.gcode.3mf` is read in place
 //! and refused with its plates and what to upload instead (no back end prints a 3MF plate yet).
+//!
+//! A Prusa binary G-code file (`.bgcode`, told by its magic `GCDE`) is accepted: it is
+//! decoded and checked (CRC32, block sizes) while being analysed, kept as uploaded under
+//! `<sha256>.bgcode`, and served to agents unchanged.
 
 use farm_protocol::gcode::{Analysis, analyze_seekable};
 use sha2::{Digest, Sha256};
@@ -20,6 +24,8 @@ pub enum UploadError {
     Empty,
     #[error("this is not G-code: {0}")]
     NotGcode(String),
+    #[error("this binary G-code (.bgcode) file cannot be read: {0}")]
+    BadBgcode(String),
     /// A Bambu Studio / OrcaSlicer `.gcode.3mf`: read and checked (`farm_protocol::threemf`),
     /// but no back end prints a plate from one yet, so it is refused with what to upload instead.
     #[error("{0}")]
@@ -36,6 +42,7 @@ impl UploadError {
             UploadError::TooLarge { .. } => "too_large",
             UploadError::Empty => "empty",
             UploadError::NotGcode(_) => "not_gcode",
+            UploadError::BadBgcode(_) => "bad_bgcode",
             UploadError::ThreeMf(_) => "gcode_3mf",
             UploadError::Body(_) => "body",
             UploadError::Io(_) => "io",
@@ -92,8 +99,13 @@ impl FileStore {
             && sha256
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        let p = self.dir.join(format!("{sha256}.gcode"));
-        (ok && p.is_file()).then_some(p)
+        if !ok {
+            return None;
+        }
+        [EXT_GCODE, EXT_BGCODE]
+            .into_iter()
+            .map(|ext| self.dir.join(format!("{sha256}.{ext}")))
+            .find(|p| p.is_file())
     }
 
     /// Streams an upload in, verifies it is G-code, and stores it under its hash.
@@ -136,7 +148,8 @@ impl FileStore {
                 .map_err(|e| UploadError::Body(e.to_string()))?;
             return Err(UploadError::ThreeMf(why));
         }
-        if head.contains(&0) {
+        let bgcode = head.starts_with(farm_protocol::bgcode::MAGIC);
+        if !bgcode && head.contains(&0) {
             return Err(UploadError::NotGcode(
                 "it contains NUL bytes (a binary file?)".into(),
             ));
@@ -150,7 +163,12 @@ impl FileStore {
             ))
         })
         .await
-        .map_err(|e| UploadError::Body(e.to_string()))??;
+        .map_err(|e| UploadError::Body(e.to_string()))?
+        .map_err(|e| match e.kind() {
+            // The decoder's errors say what is wrong with the file and what to do.
+            std::io::ErrorKind::InvalidData if bgcode => UploadError::BadBgcode(e.to_string()),
+            _ => UploadError::Io(e),
+        })?;
         if analysis.commands == 0 {
             return Err(UploadError::NotGcode("no G/M/T commands found".into()));
         }
@@ -161,7 +179,8 @@ impl FileStore {
             )));
         }
         let sha256 = hex::encode(hasher.finalize());
-        let dest = self.dir.join(format!("{sha256}.gcode"));
+        let ext = if bgcode { EXT_BGCODE } else { EXT_GCODE };
+        let dest = self.dir.join(format!("{sha256}.{ext}"));
         tokio::fs::rename(&tmp, &dest).await?;
         sync_dir(&self.dir);
         std::mem::forget(guard);
@@ -176,6 +195,9 @@ impl FileStore {
         &self.dir
     }
 }
+
+const EXT_GCODE: &str = "gcode";
+const EXT_BGCODE: &str = "bgcode";
 
 /// How much of a refused upload is still read (and discarded) before answering.
 const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
@@ -287,5 +309,33 @@ mod tests {
             .expect("dir")
             .count();
         assert_eq!(left, 0, "refused uploads must not leave files behind");
+    }
+
+    /// A real PrusaSlicer `.bgcode` (farm-protocol's test data, README there).
+    const BGCODE: &[u8] =
+        include_bytes!("../../../protocol/tests/data/bgcode/prusaslicer-2.8.1-mini-cube.bgcode");
+
+    #[tokio::test]
+    async fn stores_bgcode_as_uploaded_and_analyses_its_gcode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = FileStore::open(dir.path().to_path_buf(), 1 << 20).expect("open");
+        let s = fs.store(stream(vec![BGCODE])).await.expect("store");
+        assert_eq!(s.sha256, hex::encode(Sha256::digest(BGCODE)));
+        assert!(s.analysis.filament_mm[0] > 240.0, "{:?}", s.analysis);
+        let path = fs.path(&s.sha256).expect("stored");
+        assert_eq!(path.extension().and_then(|e| e.to_str()), Some("bgcode"));
+        assert_eq!(
+            std::fs::read(path).expect("read"),
+            BGCODE,
+            "served unchanged"
+        );
+
+        let mut bad = BGCODE.to_vec();
+        let n = bad.len();
+        bad[n - 100] ^= 1;
+        let bad: &'static [u8] = bad.leak();
+        let e = fs.store(stream(vec![bad])).await.expect_err("damaged");
+        assert_eq!(e.reason(), "bad_bgcode");
+        assert!(e.to_string().contains("CRC32"), "{e}");
     }
 }

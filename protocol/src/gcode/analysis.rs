@@ -74,10 +74,16 @@ pub fn analyze_seekable<R: BufRead + Seek>(r: R) -> std::io::Result<Analysis> {
 
 /// [`analyze_seekable`] for a printer whose limits (its firmware profile: motion, retraction,
 /// heater rates) are `base`; the slicer's comments and the file's commands override them.
+///
+/// A `.bgcode` file (magic `GCDE`) is decoded on the fly ([`crate::bgcode::analyze_with`]);
+/// its errors come back as `InvalidData` with a [`crate::bgcode::BgcodeError`] inside.
 pub fn analyze_seekable_with<R: BufRead + Seek>(
     mut r: R,
     base: Limits,
 ) -> std::io::Result<Analysis> {
+    if crate::bgcode::sniff(&mut r)? {
+        return Ok(crate::bgcode::analyze_with(r, base)?);
+    }
     let limits = limits_from_tail_with(&mut r, base)?;
     analyze_with(r, limits)
 }
@@ -137,6 +143,37 @@ pub fn analyze_with(r: impl BufRead, limits: Limits) -> std::io::Result<Analysis
     Ok(a)
 }
 
+/// Filament consumed per tool when each layer begins, mm: element `k` is the cumulative
+/// total (start G-code included) at the start of layer `k + 1`, layers counted as
+/// [`Analysis::layer_times_s`] counts them. A printer that reports only its layer number
+/// (Bambu Lab) is billed from this: exact at each layer boundary, and the whole layer in
+/// progress is billed only once the next one begins.
+pub fn layer_starts_mm(r: impl BufRead, limits: Limits) -> std::io::Result<Vec<Vec<f64>>> {
+    let mut m = Machine::new(limits);
+    let mut starts: Vec<Vec<f64>> = vec![];
+    for_each_line(r, |content, _| {
+        if let Content::Text(text) = content {
+            let before = m.layer();
+            let step = m.step(&parse_line(text));
+            let now = m.layer() as usize;
+            if now != before as usize && now > 0 {
+                // What this line consumed belongs to the new layer.
+                let mut at = m.consumed_mm();
+                if let Some(t) = at.get_mut(step.tool) {
+                    *t -= step.consumed_mm;
+                }
+                // The first layer comment can renumber the layers seen by Z (a purge line
+                // looked like one): keep only the layers before this one.
+                starts.truncate(now - 1);
+                while starts.len() < now {
+                    starts.push(at.clone());
+                }
+            }
+        }
+    })?;
+    Ok(starts)
+}
+
 fn finish_line(m: &mut Machine, a: &mut Analysis, content: Content<'_>, len: u64) {
     a.lines += 1;
     a.bytes += len;
@@ -156,6 +193,20 @@ fn finish_line(m: &mut Machine, a: &mut Analysis, content: Content<'_>, len: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_starts_hold_the_total_at_each_layer_change() {
+        let g = b"M83\nG1 Z5 F600\nG1 E3\n;LAYER_CHANGE\nG1 Z0.2\nG1 X10 E1\n;LAYER_CHANGE\nG1 Z0.4\nG1 X20 E2\n";
+        let starts = layer_starts_mm(&g[..], Limits::default()).expect("read");
+        let a = analyze(&g[..]).expect("analyze");
+        assert_eq!(a.layer_times_s.len(), starts.len());
+        assert_eq!(
+            starts[0], a.start_filament_mm,
+            "layer 1 starts after the start G-code"
+        );
+        assert_eq!(starts[1], vec![4.0]);
+        assert_eq!(a.filament_mm, vec![6.0]);
+    }
 
     #[test]
     fn grams_follow_the_reference_table() {

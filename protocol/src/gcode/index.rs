@@ -48,6 +48,7 @@ use super::line::parse_line;
 use super::lines::{Content, LineSplitter, for_each_line};
 use super::machine::Machine;
 use super::planner::BLOCK_BYTES;
+use crate::bgcode::{self, AsciiView, BinaryMap};
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 
@@ -113,6 +114,12 @@ pub struct ExtrusionIndex {
     /// other limits than the default must be given them again ([`ExtrusionIndex::set_limits`]).
     #[serde(skip)]
     limits: Limits,
+    /// For a `.bgcode` file: where its blocks start in the binary and in the decoded text.
+    /// Offsets given to the queries are then binary offsets (what PrusaLink reports), turned
+    /// into text offsets by [`BinaryMap::text_offset`]'s rule; `bytes`, `lines` and the
+    /// checkpoints are in the decoded text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<BinaryMap>,
 }
 
 /// Builds an [`ExtrusionIndex`] from lines fed in order, e.g. beside the analyzer in one pass.
@@ -212,6 +219,7 @@ impl ExtrusionIndexBuilder {
             checkpoints: self.checkpoints,
             warm: true,
             limits: self.limits,
+            binary: None,
         }
     }
 }
@@ -287,11 +295,17 @@ impl ExtrusionIndex {
     /// Indexes a file with the limits its slicer states at its end, as `analyze_seekable` does,
     /// so that [`ExtrusionIndex::total_s`] is the analyzer's time. `base` are the printer's
     /// limits (its firmware profile), which those comments override.
+    ///
+    /// A `.bgcode` file (magic `GCDE`) is indexed through its decoded text
+    /// ([`bgcode::build_index`]) and then queried by offsets in the binary file.
     pub fn build_seekable<R: BufRead + Seek>(
         mut r: R,
         base: Limits,
         stride: u64,
     ) -> io::Result<Self> {
+        if bgcode::sniff(&mut r)? {
+            return Ok(bgcode::build_index(r, base, stride)?);
+        }
         let limits = limits_from_tail_with(&mut r, base)?;
         Self::build_with(r, limits, stride)
     }
@@ -331,6 +345,13 @@ impl ExtrusionIndex {
     /// `offset`; see the module's line rule. `file` must be the indexed file, unchanged.
     /// The vector has one entry per tool seen so far (at least one).
     pub fn consumed_at(&self, file: impl Read + Seek, offset: u64) -> io::Result<Vec<f64>> {
+        match &self.binary {
+            Some(map) => self.consumed_at_text(AsciiView::new(file, map), map.text_offset(offset)),
+            None => self.consumed_at_text(file, offset),
+        }
+    }
+
+    fn consumed_at_text(&self, file: impl Read + Seek, offset: u64) -> io::Result<Vec<f64>> {
         if offset >= self.bytes && self.warm {
             return Ok(self.total_mm.clone());
         }
@@ -344,6 +365,13 @@ impl ExtrusionIndex {
     /// move's speed only after later moves, so the replay runs on past `offset` until the
     /// moves of those lines are committed (at most a planner batch: 192 moves).
     pub fn elapsed_at(&self, file: impl Read + Seek, offset: u64) -> io::Result<f64> {
+        match &self.binary {
+            Some(map) => self.elapsed_at_text(AsciiView::new(file, map), map.text_offset(offset)),
+            None => self.elapsed_at_text(file, offset),
+        }
+    }
+
+    fn elapsed_at_text(&self, file: impl Read + Seek, offset: u64) -> io::Result<f64> {
         if offset >= self.bytes && self.warm {
             return Ok(self.total_s);
         }
@@ -379,11 +407,15 @@ impl ExtrusionIndex {
     /// Fails with `InvalidData` (and leaves the index cold) when the file no longer matches
     /// the stored size, line boundaries or totals: the cache belongs to another file.
     pub fn warm(&mut self, file: impl Read) -> io::Result<()> {
-        let fresh = Self::build_with(
-            BufReader::with_capacity(64 * 1024, file),
-            self.limits,
-            self.stride,
-        )?;
+        let fresh = if self.binary.is_some() {
+            bgcode::build_index(file, self.limits, self.stride)?
+        } else {
+            Self::build_with(
+                BufReader::with_capacity(64 * 1024, file),
+                self.limits,
+                self.stride,
+            )?
+        };
         // Totals are compared to 1e-9 relative: a text cache (JSON) need not round-trip every
         // bit, and this is an identity check; the answers afterwards come from `fresh`.
         let close = |a: &[f64], b: &[f64]| {
@@ -393,6 +425,7 @@ impl ExtrusionIndex {
                     .all(|(x, y)| (x - y).abs() <= 1e-9 * x.abs().max(1.0))
         };
         let same = self.format == INDEX_FORMAT
+            && fresh.binary == self.binary
             && fresh.bytes == self.bytes
             && fresh.lines == self.lines
             && close(&fresh.total_mm, &self.total_mm)

@@ -167,6 +167,13 @@ impl Machine {
         self.layers
     }
 
+    /// The layer the machine is in now (0 = start G-code, before the first), counted as
+    /// [`Machine::layer_times_s`] counts them: the slicer's layer-change comments when the file
+    /// has them, else extrusion at a new Z.
+    pub fn layer(&self) -> u32 {
+        self.time_layer()
+    }
+
     pub fn bounds(&self) -> Option<Bounds> {
         self.bounds
     }

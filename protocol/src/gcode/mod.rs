@@ -32,10 +32,11 @@ pub mod retraction;
 pub mod thumbnails;
 mod times;
 
+pub use crate::bgcode::read_metadata_seekable;
 pub use allowances::{Allowances, Estimator};
 pub use analysis::{
     Analysis, analyze, analyze_seekable, analyze_seekable_with, analyze_with, filament_grams,
-    limits_from_tail, limits_from_tail_with,
+    layer_starts_mm, limits_from_tail, limits_from_tail_with,
 };
 pub use heaters::Heating;
 pub use index::{ExtrusionIndex, ExtrusionIndexBuilder};
