@@ -609,5 +609,4 @@ impl Shell {
 }
 
 #[cfg(test)]
-#[path = "backend_tests.rs"]
 mod tests;
