@@ -4,12 +4,11 @@
 
 use anyhow::Context;
 use farm_protocol::gcode::{Analysis, Metadata, analyze_seekable, filament_grams, read_metadata};
+use farm_protocol::materials::DEFAULT_DENSITY_G_CM3;
 use std::fmt::Write;
 use std::io::BufReader;
 use std::path::Path;
 
-/// Density used when the file states none (PLA), g/cm³.
-const DEFAULT_DENSITY: f64 = 1.24;
 const DEFAULT_DIAMETER: f64 = 1.75;
 
 pub fn run(file: &Path, json: bool) -> anyhow::Result<()> {
@@ -51,7 +50,7 @@ fn grams(a: &Analysis, m: &Metadata) -> Vec<f64> {
                 .get(t)
                 .or(m.filament_densities_g_cm3.first())
                 .copied()
-                .unwrap_or(DEFAULT_DENSITY);
+                .unwrap_or(DEFAULT_DENSITY_G_CM3);
             filament_grams(*mm, d, rho)
         })
         .collect()

@@ -203,7 +203,7 @@ impl Default for PricingConfig {
             power_w: Default::default(),
             markup: 0.5,
             minimum_price: 5.0,
-            default_density_g_cm3: 1.24,
+            default_density_g_cm3: farm_protocol::materials::DEFAULT_DENSITY_G_CM3,
         }
     }
 }
@@ -249,6 +249,9 @@ impl Config {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "localhost".into())
+        } else if addr.is_ipv6() {
+            // In a URL an IPv6 address goes in brackets.
+            format!("[{}]", addr.ip())
         } else {
             addr.ip().to_string()
         }
@@ -290,6 +293,16 @@ impl Config {
         if self.orders.max_attempts == 0 {
             return Err(bad("[orders] max_attempts must be at least 1".into()));
         }
+        let w = &self.webhooks;
+        if !(w.initial_backoff_s > 0.0
+            && w.max_backoff_s >= w.initial_backoff_s
+            && w.max_backoff_s.is_finite())
+        {
+            return Err(bad(
+                "[webhooks] initial_backoff_s must be above 0 and max_backoff_s at least as large"
+                    .into(),
+            ));
+        }
         for e in &self.webhooks.endpoints {
             if !(e.url.starts_with("http://") || e.url.starts_with("https://"))
                 || e.secret.len() < 16
@@ -330,7 +343,7 @@ impl Config {
             .as_deref()
             .and_then(|u| crate::link::parse_url(u).ok())
         {
-            Some(a) => format!("mqtt://{}:{}", a.host, a.port),
+            Some(a) => format!("mqtt://{}", a.authority()),
             None => format!(
                 "mqtt://{}:{}",
                 Self::host(self.mqtt_listen),

@@ -148,11 +148,12 @@ pub async fn start(
                 b.addr.ip().to_string()
             };
             (
-                link::BrokerAddress {
+                farm_protocol::BrokerUrl {
                     host,
                     port: b.addr.port(),
+                    tls: false,
                     user: Some(b.user),
-                    pass: Some(b.pass),
+                    password: Some(b.pass),
                 },
                 "embedded",
             )
