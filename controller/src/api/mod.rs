@@ -14,6 +14,7 @@
 //! | [`orders`] | orders (the shop's API, idempotent intake), file uploads to order from, webhook log |
 //! | [`catalog`] | SKU → files |
 //! | [`queue`] | the timeline, operators' queue actions, the printer registry |
+//! | [`upload`] | the one G-code upload path (raw body → file store) the three upload routes share |
 //!
 //! Every write answers 2xx only after its store transaction committed. Every route under
 //! `/api/v1` is registered with `routes!` from its `#[utoipa::path]`, so it is documented.
@@ -30,6 +31,7 @@ pub mod problem;
 pub mod queue;
 pub mod quotes;
 pub mod stream;
+pub mod upload;
 
 use crate::auth::Role;
 use crate::farm::Farm;

@@ -313,27 +313,8 @@ pub async fn upload_file(
     req: Request,
 ) -> Result<Response, Problem> {
     scope(&c, true)?;
-    let name = q.name.unwrap_or_else(|| "upload.gcode".into());
-    if name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Bad name",
-            "a file name is at most 128 printable characters",
-        ));
-    }
-    let stored = st
-        .files
-        .store(req.into_body().into_data_stream())
-        .await
-        .map_err(|e| {
-            st.farm.metrics.uploads_rejected.inc(e.reason());
-            let status = match e {
-                crate::files::UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                crate::files::UploadError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            Problem::new(status, "Upload refused", &e.to_string())
-        })?;
+    let name = super::upload::file_name(q.name)?;
+    let stored = super::upload::receive_gcode(&st, req).await?;
     let meta = crate::farm::orders::file_meta(&name, &stored);
     st.farm.record_file(meta.clone())?;
     Ok((StatusCode::CREATED, Json(meta)).into_response())
