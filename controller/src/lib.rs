@@ -2,8 +2,9 @@
 //!
 //! The controller owns everything that spans printers: the broker (embedded or external), the
 //! store, ingest of agent messages, jobs and the scheduler, the REST API, the live stream,
-//! the dashboard and metrics. [`start`] wires it together; the binary is a thin CLI over it (plus
-//! `demo`, which runs a whole farm of simulated agents on one machine).
+//! the dashboard and metrics. [`start`] wires it together; the binary is a thin CLI over it (the
+//! demo, a whole farm of simulated agents on one machine, is the `farm-demo` crate, so this
+//! crate does not link the agent).
 //!
 //! | module | concern |
 //! |---|---|
@@ -20,6 +21,7 @@
 //! | [`ingest`] | one MQTT message from an agent: verify, decode, apply, ack |
 //! | [`broker`] | the embedded rumqttd broker and its login check |
 //! | [`link`] | the controller's MQTT connection: feeds ingest, publishes commands and acks |
+//! | [`logging`] | stderr logging for the binaries, without the broker's per-connection noise |
 //! | [`files`] | content-addressed G-code store with upload checks |
 //! | [`auth`] | roles, tokens (stored as sha256), principals |
 //! | [`enrol`] | the agent config printed when a printer is enrolled |
@@ -47,6 +49,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod learning;
 pub mod link;
+pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod orders;
