@@ -380,6 +380,10 @@ impl Link {
     ) {
         let Link { settings, options } = self;
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+        // No Nagle: an event or a command's answer must not wait for the broker's delayed ACK.
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         // Acks are applied off the poll loop: each is a redb commit (an fsync).
         let (acks, mut ack_rx) = watch::channel(0u64);
         let ack_outbox = outbox.clone();

@@ -6,7 +6,7 @@
 //! PETG/TPU; every print's real duration carries ±10 % noise. Each print's prediction is made
 //! before its outcome is learnt (no peeking).
 
-use farm_controller::learning::Corrections;
+use farm_controller::jobs::learning::Corrections;
 
 fn main() {
     let mut rng = Lcg(42);

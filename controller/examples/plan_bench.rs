@@ -6,8 +6,8 @@
 //! HISTORY = 1: every printer has learnt time corrections from finished prints (an
 //! established farm), so every placed job looks its correction up; 0 (default): none.
 
-use farm_controller::fleet::PrinterState;
-use farm_controller::scheduler::{JobInput, Loaded, PlanInput, PrinterInput, Tool, plan};
+use farm_controller::jobs::scheduler::{JobInput, Loaded, PlanInput, PrinterInput, Tool, plan};
+use farm_controller::printers::fleet::PrinterState;
 use std::time::Instant;
 use time::OffsetDateTime;
 

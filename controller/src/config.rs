@@ -1,6 +1,7 @@
 //! Controller configuration: a TOML file (every key optional), then environment, then flags.
 
 use crate::auth::Role;
+use crate::costing::Pricing;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,14 +31,64 @@ pub struct Config {
     /// Filament stock: margins, low-stock default, defaults for new materials.
     pub inventory: InventoryConfig,
     /// What printing costs and what the farm charges (costs report, quotes).
-    pub pricing: PricingConfig,
+    pub pricing: Pricing,
     pub maintenance: MaintenanceConfig,
     /// `[orders]`: order intake.
     pub orders: OrdersConfig,
     /// `[scheduler]`: placement rules.
     pub scheduler: SchedulerConfig,
     /// `[webhooks]`: shops' endpoints and retry policy.
-    pub webhooks: crate::webhooks::WebhookConfig,
+    pub webhooks: crate::orders::webhooks::WebhookConfig,
+    /// `[broker]`: limits of the embedded broker (unused with `broker_url`).
+    pub broker: BrokerConfig,
+}
+
+/// `[broker]`: the embedded broker's limits and supervision (`broker.rs` says why each is so).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Connections at once: every agent, the controller's two (its link and the broker
+    /// probe), and reconnects whose old connection is not yet noticed gone. A client refused
+    /// at this limit crashes rumqttd 0.20 when it retries (the controller then exits), so keep
+    /// it well above the number of printers.
+    pub max_connections: usize,
+    /// How far each of the controller's subscriptions (status, events, presence) may fall
+    /// behind before the broker skips messages ("jumping to head"), MiB. This much memory per
+    /// subscription stays in use once filled. 10,000 printers × 1 status/s × ~600 B ≈ 6 MB/s,
+    /// so the default holds about 10 s of statuses.
+    pub controller_backlog_mib: usize,
+    /// The broker must pass the controller's probe (a message through its router) and keep
+    /// the controller's own link subscribed within this many seconds, or the controller exits
+    /// (status 1) for its service manager to restart it.
+    pub stall_timeout_s: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            controller_backlog_mib: 64,
+            stall_timeout_s: 60,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The limits, checked.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_connections < 3 {
+            return Err(
+                "[broker] max_connections must be at least 3 (the controller holds two)".into(),
+            );
+        }
+        if !(1..=4096).contains(&self.controller_backlog_mib) {
+            return Err("[broker] controller_backlog_mib must be between 1 and 4096".into());
+        }
+        if self.stall_timeout_s < 5 {
+            return Err("[broker] stall_timeout_s must be at least 5".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[orders]`.
@@ -75,7 +126,7 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        let r = crate::scheduler::Rules::default();
+        let r = crate::jobs::scheduler::Rules::default();
         Self {
             max_heating: r.max_heating,
             heat_s: r.heat_s,
@@ -99,11 +150,12 @@ impl Default for Config {
             anonymous_role: None,
             status_stale_s: 30,
             inventory: InventoryConfig::default(),
-            pricing: PricingConfig::default(),
+            pricing: Pricing::default(),
             maintenance: MaintenanceConfig::default(),
             orders: OrdersConfig::default(),
             scheduler: SchedulerConfig::default(),
-            webhooks: crate::webhooks::WebhookConfig::default(),
+            webhooks: crate::orders::webhooks::WebhookConfig::default(),
+            broker: BrokerConfig::default(),
         }
     }
 }
@@ -114,7 +166,7 @@ impl Default for Config {
 #[derive(Debug, Clone, Default)]
 pub struct ProductionConfig {
     pub inventory: InventoryConfig,
-    pub pricing: PricingConfig,
+    pub pricing: Pricing,
     pub maintenance: MaintenanceConfig,
 }
 
@@ -125,16 +177,6 @@ impl Config {
             pricing: self.pricing.clone(),
             maintenance: self.maintenance.clone(),
         }
-    }
-}
-
-impl PricingConfig {
-    /// A printer's power draw while printing, W: its own value, else the default.
-    pub fn power_w(&self, printer: &str) -> f64 {
-        self.power_w
-            .get(printer)
-            .copied()
-            .unwrap_or(self.printer_power_w)
     }
 }
 
@@ -165,45 +207,6 @@ impl Default for InventoryConfig {
             default_diameter_mm: 1.75,
             max_tools: 8,
             forecast_material: "PLA".into(),
-        }
-    }
-}
-
-/// `[pricing]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PricingConfig {
-    /// Shown with every amount; amounts are plain numbers in this currency.
-    pub currency: String,
-    /// Material price for quotes and jobs with no known material, per kg.
-    pub material_per_kg: f64,
-    /// Machine time (wear, depreciation, floor space), per hour of printing.
-    pub machine_per_hour: f64,
-    /// Electricity, per kWh.
-    pub energy_per_kwh: f64,
-    /// A printer's average power draw while printing, W.
-    pub printer_power_w: f64,
-    /// Per-printer power draw, W, where it differs (`[pricing.power_w]` `p-1 = 350`).
-    pub power_w: std::collections::BTreeMap<String, f64>,
-    /// Price = cost × (1 + markup), but at least `minimum_price`.
-    pub markup: f64,
-    pub minimum_price: f64,
-    /// Density and diameter assumed for quotes that name no material.
-    pub default_density_g_cm3: f64,
-}
-
-impl Default for PricingConfig {
-    fn default() -> Self {
-        Self {
-            currency: "EUR".into(),
-            material_per_kg: 25.0,
-            machine_per_hour: 1.0,
-            energy_per_kwh: 0.30,
-            printer_power_w: 150.0,
-            power_w: Default::default(),
-            markup: 0.5,
-            minimum_price: 5.0,
-            default_density_g_cm3: farm_protocol::materials::DEFAULT_DENSITY_G_CM3,
         }
     }
 }
@@ -270,13 +273,13 @@ impl Config {
     /// The production core's settings, checked.
     pub fn production_settings(
         &self,
-    ) -> Result<crate::farm::production::Settings, crate::StartError> {
+    ) -> Result<crate::jobs::production::Settings, crate::StartError> {
         let bad = |s: String| crate::StartError::Config(s);
         let s = &self.scheduler;
         let working_hours = s
             .working_hours
             .as_deref()
-            .map(crate::scheduler::WorkingHours::parse)
+            .map(crate::jobs::scheduler::WorkingHours::parse)
             .transpose()
             .map_err(|e| bad(format!("[scheduler] {e}")))?;
         if !(s.heat_s >= 0.0 && s.clear_s >= 0.0) {
@@ -313,10 +316,10 @@ impl Config {
                 )));
             }
         }
-        Ok(crate::farm::production::Settings {
+        Ok(crate::jobs::production::Settings {
             manual_release: self.orders.manual_release,
             max_attempts: self.orders.max_attempts,
-            rules: crate::scheduler::Rules {
+            rules: crate::jobs::scheduler::Rules {
                 // One margin for the whole farm: the inventory's.
                 margin_g: inv.spool_margin_g,
                 margin_fraction: inv.spool_margin_fraction,
@@ -341,7 +344,7 @@ impl Config {
         match self
             .broker_url
             .as_deref()
-            .and_then(|u| crate::link::parse_url(u).ok())
+            .and_then(|u| crate::mqtt::link::parse_url(u).ok())
         {
             Some(a) => format!("mqtt://{}", a.authority()),
             None => format!(
@@ -383,6 +386,23 @@ mod tests {
         let example = include_str!("../controller.example.toml");
         let c: Config = toml::from_str(example).expect("the example config parses");
         c.production_settings().expect("and is valid");
+        c.broker.check().expect("and its broker limits too");
+        assert_eq!(
+            c.broker.max_connections,
+            BrokerConfig::default().max_connections
+        );
+    }
+
+    #[test]
+    fn broker_limits_are_checked() {
+        let c: Config = toml::from_str("[broker]\nmax_connections = 20000").expect("config");
+        assert_eq!(c.broker.max_connections, 20_000);
+        c.broker.check().expect("valid");
+        let c: Config = toml::from_str("[broker]\nmax_connections = 1").expect("config");
+        assert!(c.broker.check().is_err());
+        let c: Config = toml::from_str("[broker]\nstall_timeout_s = 1").expect("config");
+        assert!(c.broker.check().is_err());
+        assert!(toml::from_str::<Config>("[broker]\nmax_conections = 5").is_err());
     }
 
     #[test]

@@ -6,61 +6,50 @@
 //! demo, a whole farm of simulated agents on one machine, is the `farm-demo` crate, so this
 //! crate does not link the agent).
 //!
+//! Each farm concept has one folder holding its pure rules (no I/O, no lock, importing neither
+//! the store nor the config), the `impl Farm` writes that apply them to the store, and its
+//! HTTP handlers (`http.rs`), side by side; each folder's `mod.rs` doc lists its files.
+//!
 //! | module | concern |
 //! |---|---|
+//! | [`printers`] | printer records, live state and the printer-state rule; writes from agents; the registry; enrolment |
+//! | [`jobs`] | job lifecycle, the scheduler and time learning (pure); the job table, queue writes, scheduling state |
+//! | [`orders`] | order lifecycle and validation (pure); intake (group commit), follow-up, view, webhook outbox and delivery |
+//! | [`inventory`] | materials, spools, the exactly-once ledger, low stock, shortage forecast (pure); stock writes; printers' loadout |
+//! | [`maintenance`] | per-printer counters, tasks and when they fall due (pure); task writes |
+//! | [`catalog`] | SKU → files and analysed-file facts (pure); the content-addressed G-code store; catalog writes |
+//! | [`costing`] | cost of a job, an order, a period; quotes (pure) |
+//! | [`mqtt`] | the embedded broker, the controller's MQTT link, ingest of agents' messages |
+//! | [`farm`] | the core every write shares: store + in-memory mirror + change stream, loading, reads, tokens |
+//! | [`api`] | the router (`/api/v1/*`, `/metrics`, dashboard fallback), problems, OpenAPI, the live stream, dashboard assets |
+//! | [`store`] | redb tables of every concept (durable before ack) |
 //! | [`config`] | TOML configuration and its defaults |
-//! | [`store`] | redb store: printers, jobs, applied seqs, tokens, commands (durable before ack) |
-//! | [`farm`] | the running farm: store + in-memory mirror + change stream; every write goes here |
-//! | [`fleet`] | printer records, live state, the printer-state rule, diffs for the stream (pure) |
-//! | [`jobs`] | job lifecycle (pure) |
-//! | [`orders`] | order lifecycle, copies, request validation (pure) |
-//! | [`catalog`] | SKU → files, and what is kept about each analysed file |
-//! | [`scheduler`] | hard constraints, queue order, starts now and the timeline of every queued job (pure) |
-//! | [`learning`] | per-printer/material correction of the analyzer's time estimate (pure) |
-//! | [`webhooks`] | signing, backoff, and the task that delivers the outbox to shops |
-//! | [`ingest`] | one MQTT message from an agent: verify, decode, apply, ack |
-//! | [`broker`] | the embedded rumqttd broker and its login check |
-//! | [`link`] | the controller's MQTT connection: feeds ingest, publishes commands and acks |
 //! | [`logging`] | stderr logging for the binaries, without the broker's per-connection noise |
-//! | [`files`] | content-addressed G-code store with upload checks |
 //! | [`auth`] | roles, tokens (stored as sha256), principals |
-//! | [`enrol`] | the agent config printed when a printer is enrolled |
-//! | [`api`] | axum routes: `/api/v1/*`, `/metrics`, dashboard fallback |
-//! | [`dashboard`] | embedded static assets |
 //! | [`metrics`] | counters rendered as Prometheus text |
-//! | [`inventory`] | materials, spools, the exactly-once ledger, low stock, shortage forecast (pure) |
-//! | [`maintenance`] | per-printer counters, maintenance tasks and when they fall due (pure) |
-//! | [`costing`] | cost of a job (material, machine, energy, waste), orders, period reports (pure) |
-//! | [`quotes`] | price and earliest completion of a G-code file before it is ordered (pure) |
 
 pub mod api;
 pub mod auth;
-pub mod broker;
 pub mod catalog;
 pub mod config;
 pub mod costing;
-pub mod dashboard;
-pub mod enrol;
 pub mod farm;
-pub mod files;
-pub mod fleet;
-pub mod ingest;
 pub mod inventory;
 pub mod jobs;
-pub mod learning;
-pub mod link;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
+pub mod mqtt;
 pub mod orders;
-pub mod quotes;
-pub mod scheduler;
+pub mod printers;
 pub mod store;
-pub mod webhooks;
 
+use catalog::files::FileStore;
 use config::Config;
 use farm::{Farm, FarmError};
-use files::FileStore;
+use mqtt::{broker, link};
+use orders::webhooks;
+use printers::enrol;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,6 +86,42 @@ pub struct Controller {
     pub files: Arc<FileStore>,
     pub http_addr: SocketAddr,
     pub enrol: enrol::Endpoints,
+    fatal: watch::Receiver<Option<String>>,
+}
+
+impl Controller {
+    /// Resolves with the reason once the controller cannot go on serving (the embedded
+    /// broker died or stalled; see [`broker`]): the caller must stop, and `serve` exits with
+    /// status 1 so its service manager restarts it. Never resolves with an external broker.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.fatal.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
+/// Raised by whatever finds the controller unable to serve; the first reason is kept.
+#[derive(Clone)]
+pub struct Fatal(Arc<watch::Sender<Option<String>>>);
+
+impl Fatal {
+    pub fn new() -> (Self, watch::Receiver<Option<String>>) {
+        let (tx, rx) = watch::channel(None);
+        (Self(Arc::new(tx)), rx)
+    }
+
+    pub fn raise(&self, why: String) {
+        tracing::error!("{why}");
+        self.0.send_if_modified(|v| {
+            let first = v.is_none();
+            if first {
+                *v = Some(why);
+            }
+            first
+        });
+    }
 }
 
 /// Opens the store without starting anything (for the CLI's offline commands).
@@ -124,12 +149,13 @@ pub async fn start(
 ) -> Result<Controller, StartError> {
     let (farm, outbound) = open_farm(&config)?;
     farm.production.set_settings(config.production_settings()?);
+    let (fatal, fatal_rx) = Fatal::new();
     tokio::spawn(webhooks::run(
         farm.clone(),
         config.webhooks.clone(),
         shutdown.clone(),
     ));
-    let intake = farm::intake::IntakeQueue::start(farm.clone());
+    let intake = orders::intake::IntakeQueue::start(farm.clone());
     let files = Arc::new(
         FileStore::open(config.state_dir.join("files"), config.max_upload_bytes).map_err(
             |err| StartError::StateDir {
@@ -144,7 +170,27 @@ pub async fn start(
             "external",
         ),
         None => {
-            let b = broker::start(config.mqtt_listen, farm.clone())?;
+            config.broker.check().map_err(StartError::Config)?;
+            let enrolled = farm.printers().len();
+            if enrolled + 16 > config.broker.max_connections {
+                tracing::warn!(
+                    enrolled,
+                    max_connections = config.broker.max_connections,
+                    "[broker] max_connections leaves no room for every printer (plus reconnects): raise it, or the broker will refuse and then crash"
+                );
+            }
+            let b = broker::start(
+                config.mqtt_listen,
+                farm.clone(),
+                &config.broker,
+                fatal.clone(),
+            )?;
+            tokio::spawn(broker::watch_link(
+                farm.clone(),
+                Duration::from_secs(config.broker.stall_timeout_s),
+                fatal.clone(),
+                shutdown.clone(),
+            ));
             let host = if b.addr.ip().is_unspecified() {
                 "127.0.0.1".to_string()
             } else {
@@ -196,6 +242,11 @@ pub async fn start(
     let app = api::router(state);
     let mut stop = shutdown.clone();
     tokio::spawn(async move {
+        // No Nagle: a small answer or stream event must not wait for the client's delayed ACK.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(listener, app);
         tokio::select! {
             r = serve => if let Err(e) = r { tracing::error!("HTTP server stopped: {e}") },
@@ -208,6 +259,7 @@ pub async fn start(
         files,
         http_addr,
         enrol,
+        fatal: fatal_rx,
     })
 }
 

@@ -152,7 +152,18 @@ async fn main() -> anyhow::Result<()> {
                     path.display()
                 );
             }
-            wait_for_stop().await;
+            tokio::select! {
+                _ = wait_for_stop() => {}
+                why = ctl.fatal() => {
+                    let _ = stop_tx.send(true);
+                    // Not a return through the runtime's shutdown: a task stuck on the dead
+                    // broker must not hold the exit up. Everything acknowledged is committed.
+                    tracing::error!(
+                        "stopping: {why}; exiting with status 1 for the service manager to restart the controller (agents keep their events and send them again)"
+                    );
+                    std::process::exit(1);
+                }
+            }
             let _ = stop_tx.send(true);
         }
         Cmd::Demo { args } => return Err(run_demo(args)),
@@ -168,14 +179,14 @@ async fn main() -> anyhow::Result<()> {
             let c = common.load()?;
             let farm = farm_controller::open_offline(&c)?;
             let (rec, token) = farm.add_printer(&id, name.as_deref(), auto_eject)?;
-            let endpoints = farm_controller::enrol::Endpoints {
+            let endpoints = farm_controller::printers::enrol::Endpoints {
                 controller_url: c.public_url(),
                 broker_url: c.agent_broker_url(),
                 topic_root: c.topic_root.clone(),
             };
             print!(
                 "{}",
-                farm_controller::enrol::agent_config(&rec, &token, &endpoints)
+                farm_controller::printers::enrol::agent_config(&rec, &token, &endpoints)
             );
             eprintln!(
                 "\nPrinter {} enrolled. Save the config above as /etc/farm-agent/agent.toml on its Pi.",

@@ -6,8 +6,8 @@
 //! Records are JSON values in redb tables: readable with any redb tool, and a schema change is
 //! a serde default or a migration in [`Store::open`].
 
-use crate::fleet::PrinterRecord;
 use crate::jobs::Job;
+use crate::printers::fleet::PrinterRecord;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 use std::path::Path;
@@ -252,7 +252,7 @@ impl Store {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<crate::webhooks::Delivery>, StoreError> {
+    ) -> Result<Vec<crate::orders::webhooks::Delivery>, StoreError> {
         self.all_u64(WEBHOOKS, after, limit)
     }
 
@@ -400,7 +400,10 @@ impl Tx<'_> {
         Ok(())
     }
 
-    pub fn put_delivery(&mut self, d: &crate::webhooks::Delivery) -> Result<(), StoreError> {
+    pub fn put_delivery(
+        &mut self,
+        d: &crate::orders::webhooks::Delivery,
+    ) -> Result<(), StoreError> {
         self.txn
             .open_table(WEBHOOKS)
             .db()?

@@ -71,9 +71,9 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         let (rec, token) = ctl
             .farm
             .add_printer(&id, Some(&format!("Demo printer {i}")), i > 2)?;
-        let mut table: toml::Table = toml::from_str(&farm_controller::enrol::agent_config(
-            &rec, &token, &ctl.enrol,
-        ))?;
+        let mut table: toml::Table = toml::from_str(
+            &farm_controller::printers::enrol::agent_config(&rec, &token, &ctl.enrol),
+        )?;
         table.insert(
             "state_dir".into(),
             dir.join("agents").join(&id).display().to_string().into(),
@@ -117,6 +117,10 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            why = ctl.fatal() => {
+                let _ = stop_tx.send(true);
+                bail!("the demo stopped: {why}");
+            }
             _ = tick.tick() => {
                 if !first_printing && ctl.farm.printers().iter().any(|p| p.activity == Some(farm_protocol::messages::Activity::Printing)) {
                     first_printing = true;

@@ -263,6 +263,24 @@ impl Farm {
         Ok(())
     }
 
+    /// What the next [`Farm::start_controller`] appends to the controller's config file.
+    pub fn set_extra_toml(&mut self, toml: &str) {
+        self.opts.extra_toml = toml.to_string();
+    }
+
+    /// Waits for the controller process to end by itself; its exit status.
+    pub async fn controller_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let c = self
+            .controller
+            .as_mut()
+            .ok_or_else(|| anyhow!("the controller is not running"))?;
+        let status = tokio::time::timeout(limit, c.wait())
+            .await
+            .map_err(|_| anyhow!("the controller still runs after {limit:?}"))??;
+        self.controller = None;
+        Ok(status)
+    }
+
     /// SIGKILL: no chance to flush or say goodbye.
     pub async fn kill_controller(&mut self) -> Result<()> {
         if let Some(mut c) = self.controller.take() {

@@ -1,6 +1,7 @@
-//! Nothing acknowledged is lost: a `kill -9` of the controller mid-print, and a broker that
-//! goes away for 20 s while a printer keeps printing. And an agent far from its broker still
-//! connects.
+//! Nothing acknowledged is lost: a `kill -9` of the controller mid-print, a broker that
+//! goes away for 20 s while a printer keeps printing, and an embedded broker that crashes (the
+//! controller exits non-zero and, restarted, picks up where it was). And an agent far from its
+//! broker still connects.
 
 use anyhow::{Result, ensure};
 use farm_e2e::relay::SlowLink;
@@ -211,5 +212,78 @@ async fn far_agent(farm: &mut Farm) -> Result<()> {
     })
     .await?;
     ensure!(exact_material(&done), "exact material: {done}");
+    outbox_drained(farm, "p-1").await
+}
+
+/// The embedded broker crashes for real, the way it did at 10,000 printers: a client refused at
+/// `[broker] max_connections` retries with the same client id, and rumqttd 0.20 panics (and
+/// poisons its connection lock). The controller must not go on serving over a dead broker: it
+/// exits with status 1. Restarted (as systemd would) with room to spare, it takes the agent's
+/// events from where it was: the job ends applied once, with its exact material, and the
+/// agent's outbox drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_embedded_broker_stops_the_controller_and_a_restart_loses_nothing() {
+    // The controller holds two connections (its link and the broker probe); p-1 is the third.
+    let opts = FarmOptions {
+        extra_toml: "[broker]\nmax_connections = 3\n".into(),
+        ..FarmOptions::default()
+    };
+    let mut farm = Farm::start(opts).await.expect("controller");
+    let r = broker_crash(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn broker_crash(farm: &mut Farm) -> Result<()> {
+    let jobs = farm
+        .upload("long-print.gcode", data("long-print.gcode"), 1)
+        .await?;
+    farm.add_agent("p-1", true, &speed_for(&jobs[0], 20.0))
+        .await?;
+    let id = jobs[0]["id"].as_str().unwrap_or("").to_string();
+    eventually(
+        "the job well under way",
+        Duration::from_secs(60),
+        async || {
+            job(farm, &id)
+                .await
+                .filter(|j| j["state"] == "printing" && j["progress"].as_f64().unwrap_or(0.0) > 0.1)
+        },
+    )
+    .await?;
+
+    // A fourth client with a valid login: refused at the limit, then its retry crashes the broker.
+    farm.enrol("p-2", true, "speed = 1.0").await?;
+    let (_, token) = farm.agent_keys("p-2")?;
+    let first = farm_e2e::mqtt_client(farm.mqtt_port, "p-2", "p-2", &token).await;
+    ensure!(
+        first.is_err(),
+        "the broker refused p-2 at its connection limit"
+    );
+    let _ = farm_e2e::mqtt_client(farm.mqtt_port, "p-2", "p-2", &token).await;
+
+    let status = farm.controller_exit(Duration::from_secs(30)).await?;
+    ensure!(
+        status.code() == Some(1),
+        "the controller exits with status 1 when its broker dies: {status}"
+    );
+    let log = std::fs::read_to_string(farm.dir.path().join("controller.log"))?;
+    ensure!(
+        log.contains("the embedded MQTT broker panicked"),
+        "the controller says why it stopped"
+    );
+
+    // The printer printed on meanwhile; the restarted controller applies all it missed.
+    farm.set_extra_toml("");
+    farm.start_controller().await?;
+    let done = eventually(
+        "the job completed after the restart",
+        Duration::from_secs(120),
+        async || job(farm, &id).await.filter(|j| j["state"] == "completed"),
+    )
+    .await?;
+    ensure!(
+        done["attempts"] == 1 && exact_material(&done),
+        "applied once, exact material: {done}"
+    );
     outbox_drained(farm, "p-1").await
 }

@@ -1,41 +1,38 @@
 //! REST API under `/api/v1`, the live stream, `/metrics` and the dashboard (DESIGN §8).
 //!
-//! | module | routes |
+//! The handlers live with their concept (`printers/http.rs`, `jobs/http.rs`, …); this folder
+//! holds the router that gathers them and what every route shares:
+//!
+//! | module | what |
 //! |---|---|
+//! | `mod.rs` | the router, the 401 layer, health, session, `/metrics` |
 //! | [`problem`] | RFC 9457 errors, the JSON body extractor, and who is calling ([`Caller`]) |
-//! | [`printers`] | printers: list, show, enrol, commands, bed clear |
-//! | [`jobs`] | jobs: upload (content-addressed), list, show, cancel; file download for agents |
-//! | [`stream`] | `/api/v1/stream`: a snapshot, then changes (Server-Sent Events) |
 //! | [`openapi`] | the OpenAPI document (generated from the handlers) and Swagger UI |
-//! | [`inventory`] | materials, spools, loading, adjustments, the ledger, stock, low stock, forecast |
-//! | [`maintenance`] | maintenance tasks, completions, due list, printer counters |
-//! | [`costs`] | cost of a job; the period cost report (JSON, CSV) |
-//! | [`quotes`] | `POST /quotes`: cost, price and earliest completion of a G-code file |
-//! | [`orders`] | orders (the shop's API, idempotent intake), file uploads to order from, webhook log |
-//! | [`catalog`] | SKU → files |
-//! | [`queue`] | the timeline, operators' queue actions, the printer registry |
-//! | [`upload`] | the one G-code upload path (raw body → file store) the three upload routes share |
+//! | [`stream`] | `/api/v1/stream`: a snapshot, then changes (Server-Sent Events) |
+//! | [`dashboard`] | embedded static assets |
 //!
 //! Every write answers 2xx only after its store transaction committed. Every route under
 //! `/api/v1` is registered with `routes!` from its `#[utoipa::path]`, so it is documented.
 
-pub mod catalog;
-pub mod costs;
-pub mod inventory;
-pub mod jobs;
-pub mod maintenance;
+pub mod dashboard;
 pub mod openapi;
-pub mod orders;
-pub mod printers;
 pub mod problem;
-pub mod queue;
-pub mod quotes;
 pub mod stream;
-pub mod upload;
+
+// Each concept's routes live in its own folder; the router only gathers them.
+use crate::catalog::http as catalog;
+use crate::costing::http as costs;
+use crate::costing::quotes_http as quotes;
+use crate::inventory::http as inventory;
+use crate::jobs::http as jobs;
+use crate::jobs::queue_http as queue;
+use crate::maintenance::http as maintenance;
+use crate::orders::http as orders;
+use crate::printers::http as printers;
 
 use crate::auth::Role;
+use crate::catalog::files::FileStore;
 use crate::farm::Farm;
-use crate::files::FileStore;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -57,11 +54,11 @@ pub struct AppState {
     pub anonymous: Option<Role>,
     pub broker: &'static str,
     /// What enrolment tells agents: where to fetch files and which broker to use.
-    pub enrol: crate::enrol::Endpoints,
+    pub enrol: crate::printers::enrol::Endpoints,
     /// `[inventory]`, `[pricing]`, `[maintenance]`.
     pub production: Arc<crate::config::ProductionConfig>,
     /// Order intake (group commit).
-    pub intake: crate::farm::intake::IntakeQueue,
+    pub intake: crate::orders::intake::IntakeQueue,
 }
 
 /// The `/api/v1` routes with their OpenAPI document (paths relative to `/api/v1`).
@@ -114,7 +111,7 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(queue::timeline))
         .routes(routes!(queue::update))
         .routes(routes!(queue::requeue))
-        .routes(routes!(queue::profile))
+        .routes(routes!(printers::profile))
         .routes(routes!(orders::deliveries))
         // Everything above needs a caller; routes added below this line are open.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -169,7 +166,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(docs)
         .route("/metrics", get(metrics))
-        .fallback(crate::dashboard::asset)
+        .fallback(crate::api::dashboard::asset)
         .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

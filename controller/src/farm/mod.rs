@@ -3,39 +3,36 @@
 //! Every write goes through [`Farm`] while holding one lock: commit to the store first, then
 //! update the mirror, then announce the change. So the mirror never shows what is not durable,
 //! and the live stream sees changes in commit order. Reads copy out of the mirror. Order
-//! intake alone commits without the lock (see [`orders`]'s `place_orders`): its new orders are
+//! intake alone commits without the lock (see [`crate::orders::intake`]'s `place_orders`): its new orders are
 //! invisible until the mirror update, so the order holds per job.
 //!
 //! Messages for agents (commands, acks) are queued to the MQTT link as [`Outbound`]; the link
 //! owns the socket.
 //!
+//! This folder holds only that core: [`Farm`] (the store handle, the mirror, the broadcast and
+//! the outbound queue), loading at start, reads, enrolment and tokens. The writes themselves
+//! live with their concept, each an `impl Farm` block beside the rules it applies:
+//!
 //! | file | writes that come from |
 //! |---|---|
-//! | `mod.rs` | loading, reads, enrolment and tokens |
-//! | [`job_table`] | the mirror's jobs; the queued ones kept as the scheduler's input |
-//! | [`agents`] | agents: status, presence, events (exactly once, in order), acks |
-//! | [`queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
-//! | [`inventory`] | materials, spools, loading, adjustments; ledger booking in the event path |
-//! | [`maintenance`] | maintenance tasks and completions; which printers a due task blocks |
-//! | [`orders`] | the shop and operators: order intake (group commit), cancel, release, fulfil; a job's consequences for its order (retry, state, webhooks); the webhook outbox |
-//! | [`production`] | scheduler input and latest plan, learnt time corrections, queue actions, printer registry, catalog, files |
-//! | [`loadout`] | what each printer has loaded, as the scheduler sees it (the seam with the inventory) |
-
-mod agents;
-pub mod intake;
-pub mod inventory;
-mod job_table;
-pub mod loadout;
-pub mod maintenance;
-pub mod orders;
-mod outbox;
-pub mod production;
-mod queue;
+//! | `farm/mod.rs` | loading, reads, enrolment and tokens |
+//! | [`crate::printers::agents`] | agents: status, presence, events (exactly once, in order), acks |
+//! | [`crate::printers::registry`] | operators: a printer's registry profile |
+//! | [`crate::jobs::table`] | the mirror's jobs; the queued ones kept as the scheduler's input |
+//! | [`crate::jobs::queue`] | operators and the scheduler: jobs, cancel, bed clear, commands, assignment |
+//! | [`crate::jobs::production`] | scheduler input and latest plan, learnt time corrections, queue actions |
+//! | [`crate::orders::intake`] | the shop: order intake (group commit) |
+//! | [`crate::orders::follow_up`] | the shop and operators: cancel, release, fulfil; a job's consequences for its order (retry, state, webhooks) |
+//! | [`crate::orders::outbox`] | the webhook outbox |
+//! | [`crate::inventory::writes`] | materials, spools, loading, adjustments; ledger booking in the event path |
+//! | [`crate::inventory::loadout`] | what each printer has loaded, as the scheduler sees it (the seam with the inventory) |
+//! | [`crate::maintenance::writes`] | maintenance tasks and completions; which printers a due task blocks |
+//! | [`crate::catalog::writes`] | analysed files, catalog entries |
 
 use crate::auth::{Principal, Role, new_token, random_hex, token_hash};
-use crate::fleet::{self, Live, PrinterRecord, PrinterState, PrinterView};
 use crate::jobs::{Job, JobState};
 use crate::metrics::{Gauges, Metrics};
+use crate::printers::fleet::{self, Live, PrinterRecord, PrinterState, PrinterView};
 use crate::store::{Store, StoreError, TokenRecord};
 use farm_protocol::{Channel, PrinterId, Topics};
 use serde::Serialize;
@@ -84,31 +81,31 @@ pub enum FarmError {
     Invalid(String),
 }
 
-struct PrinterEntry {
-    rec: PrinterRecord,
-    live: Live,
-    view: PrinterView,
+pub(crate) struct PrinterEntry {
+    pub(crate) rec: PrinterRecord,
+    pub(crate) live: Live,
+    pub(crate) view: PrinterView,
 }
 
 #[derive(Default)]
-struct Mirror {
-    printers: BTreeMap<String, PrinterEntry>,
-    jobs: job_table::JobTable,
-    job_numbers: HashMap<String, u64>,
-    applied: HashMap<String, u64>,
+pub(crate) struct Mirror {
+    pub(crate) printers: BTreeMap<String, PrinterEntry>,
+    pub(crate) jobs: crate::jobs::table::JobTable,
+    pub(crate) job_numbers: HashMap<String, u64>,
+    pub(crate) applied: HashMap<String, u64>,
     /// Token hash → who holds it (API tokens and printers' agent tokens).
-    credentials: HashMap<String, Principal>,
+    pub(crate) credentials: HashMap<String, Principal>,
     /// Materials, spools, ledger sums and job bookings.
-    stock: crate::inventory::Stock,
+    pub(crate) stock: crate::inventory::Stock,
     /// Maintenance tasks by id.
-    tasks: BTreeMap<String, crate::maintenance::Task>,
+    pub(crate) tasks: BTreeMap<String, crate::maintenance::Task>,
     /// Orders, catalog, analysed files, webhook outbox.
-    book: orders::OrderBook,
+    pub(crate) book: crate::orders::follow_up::OrderBook,
 }
 
 impl Mirror {
     /// Adds an enrolled printer (offline until it speaks) and its agent's credential.
-    fn insert_printer(&mut self, rec: PrinterRecord) -> PrinterView {
+    pub(crate) fn insert_printer(&mut self, rec: PrinterRecord) -> PrinterView {
         let agent = Principal {
             role: Role::Agent,
             printer: Some(rec.id.clone()),
@@ -130,13 +127,13 @@ impl Mirror {
 }
 
 pub struct Farm {
-    store: Store,
-    mirror: Mutex<Mirror>,
-    changes: broadcast::Sender<Change>,
-    outbound: mpsc::Sender<Outbound>,
-    topics: Topics,
+    pub(crate) store: Store,
+    pub(crate) mirror: Mutex<Mirror>,
+    pub(crate) changes: broadcast::Sender<Change>,
+    pub(crate) outbound: mpsc::Sender<Outbound>,
+    pub(crate) topics: Topics,
     /// Base URL agents fetch files from.
-    public_url: String,
+    pub(crate) public_url: String,
     pub metrics: Metrics,
     /// Wakes the scheduler when a printer may have become free or a job was queued.
     pub kick: Notify,
@@ -145,7 +142,7 @@ pub struct Farm {
     pub broker_connected: std::sync::atomic::AtomicBool,
     pub started: std::time::Instant,
     /// Settings, latest plan and learnt corrections of the production core.
-    pub production: production::Production,
+    pub production: crate::jobs::production::Production,
     /// Wakes the webhook delivery task when the outbox has something new.
     pub webhook_kick: Notify,
 }
@@ -158,12 +155,12 @@ pub enum Applied {
     Gap { have: u64 },
 }
 
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
 /// Printer names are free text for people, but bounded and printable.
-fn clean_name(name: &str) -> Result<String, FarmError> {
+pub(crate) fn clean_name(name: &str) -> Result<String, FarmError> {
     let n = name.trim();
     if n.is_empty() || n.len() > 128 || n.chars().any(char::is_control) {
         return Err(FarmError::Invalid(
@@ -213,8 +210,8 @@ impl Farm {
             .into_iter()
             .map(|t| (t.id.clone(), t))
             .collect();
-        m.book = orders::OrderBook::load(&store, &m.jobs)?;
-        let corrections = production::learn(&m.jobs);
+        m.book = crate::orders::follow_up::OrderBook::load(&store, &m.jobs)?;
+        let corrections = crate::jobs::production::learn(&m.jobs);
         for (hash, t) in store.tokens()? {
             m.credentials.insert(
                 hash,
@@ -239,13 +236,13 @@ impl Farm {
             sse_clients: Default::default(),
             broker_connected: Default::default(),
             started: std::time::Instant::now(),
-            production: production::Production::new(corrections),
+            production: crate::jobs::production::Production::new(corrections),
             webhook_kick: Notify::new(),
         };
         Ok((Arc::new(farm), rx))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Mirror> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Mirror> {
         // A panic while holding the lock cannot leave the mirror ahead of the store (the store
         // commits first), so a poisoned lock is still safe to use.
         self.mirror.lock().unwrap_or_else(|p| p.into_inner())
@@ -255,7 +252,7 @@ impl Farm {
         &self.topics
     }
 
-    fn announce_printer(&self, e: &mut PrinterEntry) {
+    pub(crate) fn announce_printer(&self, e: &mut PrinterEntry) {
         let new = fleet::view(&e.rec, &e.live);
         if let Some(d) = fleet::diff(Some(&e.view), &new) {
             if new.state == PrinterState::Idle && e.view.state != PrinterState::Idle {
@@ -268,7 +265,7 @@ impl Farm {
 
     /// Puts a job just written to the store into the mirror (indexed by id and by its order)
     /// and on the live stream.
-    fn mirror_new_job(&self, m: &mut Mirror, j: Job) {
+    pub(crate) fn mirror_new_job(&self, m: &mut Mirror, j: Job) {
         if let Some(o) = &j.order {
             m.book
                 .jobs_of
@@ -281,11 +278,11 @@ impl Farm {
         m.jobs.insert(j.number, j);
     }
 
-    fn announce_job(&self, j: &Job) {
+    pub(crate) fn announce_job(&self, j: &Job) {
         let _ = self.changes.send(Change::Job(Box::new(j.clone())));
     }
 
-    fn send(&self, printer: &str, channel: Channel, payload: Vec<u8>) {
+    pub(crate) fn send(&self, printer: &str, channel: Channel, payload: Vec<u8>) {
         let Ok(pid) = PrinterId::new(printer) else {
             return;
         };

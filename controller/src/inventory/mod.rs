@@ -1,19 +1,26 @@
 //! Filament inventory: materials, spools, the ledger, low stock and the shortage forecast.
 //!
-//! Pure domain code: records, validation and arithmetic over plain data. The farm's writes
-//! (`farm/inventory.rs`) call it under the farm lock and commit what it returns.
+//! `mod.rs`, `ledger` and `forecast` are pure domain code: records, validation and arithmetic
+//! over plain data. The farm's writes ([`writes`]) call it under the farm lock and commit what
+//! it returns.
 //!
 //! | file | concern |
 //! |---|---|
 //! | `mod.rs` | materials and spools: records, validation, what the API shows |
 //! | [`ledger`] | ledger rows, exactly-once booking of cumulative material reports, adjustments |
 //! | [`forecast`] | stock per material + colour, low-stock alerts, the shortage forecast |
+//! | [`writes`] | farm writes: materials, spools, loading, adjustments; ledger booking in the event path |
+//! | [`loadout`] | what each printer has loaded, as the scheduler sees it (the seam with jobs) |
+//! | [`http`] | `/api/v1` materials, spools, loading, adjustments, ledger, stock, forecast |
 //!
 //! A spool's remaining filament is never stored: it is `initial_g + Σ ledger rows`, so every
 //! gram can be audited (`GET /api/v1/spools/{id}/ledger`).
 
 pub mod forecast;
+pub mod http;
 pub mod ledger;
+pub mod loadout;
+pub mod writes;
 
 use farm_protocol::gcode::filament_grams;
 use farm_protocol::materials::typical_density;
@@ -30,8 +37,6 @@ pub enum StockError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
 }
 
 /// A filament product the farm stocks: type and colour, with what turns mm into grams and euros.

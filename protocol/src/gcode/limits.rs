@@ -16,6 +16,7 @@
 //!    stops reading configuration comments once the file has issued a limit command, so the
 //!    configuration block PrusaSlicer writes at the end of a file never undoes a command.
 
+use super::allowances::Allowances;
 use super::heaters::Heating;
 use super::line::Line;
 use super::retraction::Retraction;
@@ -67,10 +68,9 @@ pub struct Limits {
     pub min_segment_s: f64,
     /// Klipper `max_accel_to_decel`, mm/s²: caps the peak speed of short moves that never cruise.
     pub accel_to_decel: Option<f64>,
-    /// Time a tool change takes beyond its G-code, s, as unload + load + change
-    /// (Orca / Bambu `machine_unload_filament_time`, `machine_load_filament_time`,
-    /// `machine_tool_change_time`: an AMS swap takes about a minute inside the firmware).
-    pub tool_change_s: [f64; 3],
+    /// Time the slicer's estimator adds beyond motion: filament changes (an AMS swap takes
+    /// about a minute inside the firmware), levelling, chamber heating (see [`Allowances`]).
+    pub allowances: Allowances,
     /// Firmware retraction settings for `G10`/`G11` (not motion limits, but the same sources:
     /// profile, slicer comments, `M207`/`M208`, see [`Retraction`]).
     pub retraction: Retraction,
@@ -95,7 +95,7 @@ impl Default for Limits {
             min_travel_feed: 0.0,
             min_segment_s: 0.0,
             accel_to_decel: None,
-            tool_change_s: [0.0; 3],
+            allowances: Allowances::default(),
             retraction: Retraction::default(),
             heating: Heating::default(),
         }
@@ -236,8 +236,12 @@ impl Limits {
     /// `machine_max_feedrate_*`, Orca / Bambu `machine_max_speed_*`, `machine_max_acceleration_*`
     /// (`x y z e extruding retracting travel`), `machine_max_jerk_*`,
     /// `machine_max_junction_deviation` (Orca; 0 = use jerk), `machine_min_extruding_rate`,
-    /// `machine_min_travel_rate`, `machine_(un)load_filament_time`, `machine_tool_change_time`.
+    /// `machine_min_travel_rate`; and the [`Allowances`] keys (`machine_*_time`,
+    /// `filament_(un)load_time`).
     pub fn apply_config_comment(&mut self, comment: &str) -> bool {
+        if Allowances::is_config_key(comment) {
+            return self.allowances.apply_config_comment(comment);
+        }
         let Some(rest) = comment.strip_prefix("machine_") else {
             return false;
         };
@@ -298,12 +302,6 @@ impl Limits {
             if nonzero {
                 self.corner = Corner::Deviation(v);
             }
-        } else if key == "unload_filament_time" {
-            self.tool_change_s[0] = v;
-        } else if key == "load_filament_time" {
-            self.tool_change_s[1] = v;
-        } else if key == "tool_change_time" {
-            self.tool_change_s[2] = v;
         } else if key == "min_extruding_rate" {
             self.min_feed = v;
         } else if key == "min_travel_rate" {

@@ -9,6 +9,8 @@ pub struct Line<'a> {
     /// Sub-code after a dot (`G29.1` → 1); rare.
     pub sub: Option<u32>,
     params: [Option<f64>; 26],
+    /// Letters written as parameters, with or without a number (`G28 X` names X), bit 0 = A.
+    named: u32,
     /// Text after `;` (or inside the first `( )`), trimmed.
     pub comment: Option<&'a str>,
     /// The first word when it is not a letter+number code, e.g. `PAUSE` or `SET_PRINT_STATS_INFO`.
@@ -26,6 +28,14 @@ impl<'a> Line<'a> {
 
     pub fn has(&self, c: char) -> bool {
         self.get(c).is_some()
+    }
+
+    /// Whether parameter `c` is written at all, even without a number (`G28 X`): what the
+    /// slicers' G-code reader calls `has(axis)`.
+    pub fn names(&self, c: char) -> bool {
+        (c.to_ascii_uppercase() as u32)
+            .checked_sub('A' as u32)
+            .is_some_and(|i| i < 26 && self.named & (1 << i) != 0)
     }
 
     /// True when the line is exactly `letter number` (e.g. `is(b'G', 1)`).
@@ -128,6 +138,7 @@ pub fn parse_line(raw: &[u8]) -> Line<'_> {
         number: None,
         sub: None,
         params: [None; 26],
+        named: 0,
         comment: None,
         macro_name: None,
         macro_args: None,
@@ -222,6 +233,7 @@ pub fn parse_line(raw: &[u8]) -> Line<'_> {
             }
         }
         line.params[(letter - b'A') as usize] = value;
+        line.named |= 1 << (letter - b'A');
     }
     line
 }
@@ -239,6 +251,14 @@ mod tests {
         assert_eq!(l.get('E'), Some(0.25));
         assert_eq!(l.get('F'), Some(1800.0));
         assert_eq!(l.comment, Some("perimeter"));
+    }
+
+    #[test]
+    fn a_bare_letter_is_named_but_has_no_value() {
+        let l = parse_line(b"G28 Z P0 T140 ; home z");
+        assert!(l.names('Z') && l.names('p') && !l.names('X'));
+        assert!(!l.has('Z') && l.get('P') == Some(0.0));
+        assert!(!parse_line(b"G28").names('X'));
     }
 
     #[test]

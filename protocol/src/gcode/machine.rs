@@ -4,6 +4,7 @@
 //! filament it consumes, which heater it asks for). The simulated printer paces itself with
 //! it; the analyzer sums it over a file.
 
+use super::allowances::{Allowances, SlicerState};
 use super::arcs::arc;
 use super::heaters::Heater;
 use super::line::Line;
@@ -30,8 +31,9 @@ pub enum Heat {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Step {
     /// Motion and dwell time that became final with this line, s (from the look-ahead planner,
-    /// so it lags the line a little; see [`Machine::step`]). Heat-up waits are not included:
-    /// they depend on the heater.
+    /// so it lags the line a little; see [`Machine::step`]), with the time the slicer's estimator
+    /// adds for it (tool change, levelling: [`allowances`](super::allowances)). Heat-up waits are
+    /// not included: they depend on the heater.
     pub duration_s: f64,
     /// Filament newly consumed on [`Step::tool`] by this line, mm (high-water increase).
     pub consumed_mm: f64,
@@ -93,6 +95,8 @@ pub struct Machine {
     tool_heaters: Vec<Heater>,
     bed: Heater,
     heat_s: f64,
+    /// What the slicer's estimator tracks for its allowances (filament loaded, Bambu blocks).
+    slicer: SlicerState,
 }
 
 /// Tool numbers above this are treated as junk, not as a reason to allocate.
@@ -149,6 +153,7 @@ impl Machine {
             tool_heaters: vec![Heater::default()],
             bed: Heater::default(),
             heat_s: 0.0,
+            slicer: SlicerState::default(),
         }
     }
 
@@ -304,21 +309,13 @@ impl Machine {
             ..Step::default()
         };
         let (Some(letter), Some(n)) = (l.letter, l.number) else {
-            self.comment_or_macro(l);
+            self.comment_or_macro(l, &mut step);
             return step;
         };
         match (letter, n) {
             (b'G', 0..=3) if l.sub.is_none() => self.motion(l, n, &mut step),
-            (b'G', 4) => {
-                // P in ms, S in s. The machine stops first.
-                let dwell = l
-                    .get('P')
-                    .map(|p| p / 1000.0)
-                    .or(l.get('S'))
-                    .unwrap_or(0.0)
-                    .clamp(0.0, 86_400.0);
-                step.duration_s = self.flush() + dwell;
-                self.times.add(self.time_layer(), dwell);
+            (b'G', 4 | 29) | (b'M', 191 | 400 | 622 | 623 | 702 | 1020) | (b'T', _) => {
+                self.timed_command(letter, n, l, &mut step);
             }
             (b'G', 20) => self.inches = true,
             (b'G', 21) => self.inches = false,
@@ -363,16 +360,6 @@ impl Machine {
                     self.flow = s / 100.0;
                 }
             }
-            (b'M', 400) if l.sub.is_none() => {
-                // Wait for moves to finish; Bambu firmware also dwells with S (s) / P (ms).
-                let dwell = l
-                    .get('S')
-                    .or(l.get('P').map(|p| p / 1000.0))
-                    .unwrap_or(0.0)
-                    .clamp(0.0, 86_400.0);
-                step.duration_s = self.flush() + dwell;
-                self.times.add(self.time_layer(), dwell);
-            }
             (b'M', 104 | 109) => {
                 let tool = l
                     .get('T')
@@ -414,29 +401,21 @@ impl Machine {
                     }
                 }
             }
-            (b'T', t) if (t as usize) < MAX_TOOLS => {
-                if t as usize != self.tool {
-                    // Firmware-internal swap time (unload, load) the slicer config states.
-                    let swap: f64 = self.limits.tool_change_s.iter().sum();
-                    if swap > 0.0 {
-                        step.duration_s += self.flush() + swap;
-                        self.times.add(self.time_layer(), swap);
-                    }
-                }
-                self.tool = t as usize;
-                self.extruder(t as usize);
-                step.tool = self.tool;
-            }
             _ => {}
         }
         step
     }
 
-    /// Layer markers, slicer configuration comments, Klipper `SET_VELOCITY_LIMIT`.
-    fn comment_or_macro(&mut self, l: &Line<'_>) {
+    /// Layer markers, slicer configuration comments, Klipper `SET_VELOCITY_LIMIT`, Bambu
+    /// `SYNC T<s>` (a wait Bambu Studio 2.x times, `process_SYNC`).
+    fn comment_or_macro(&mut self, l: &Line<'_>, step: &mut Step) {
         if let Some(c) = l.comment {
             if is_layer_marker(c) {
                 self.layer_comment();
+            } else if Allowances::is_config_key(c) {
+                self.limits.allowances.apply_config_comment(c);
+            } else if Allowances::is_header_comment(c) {
+                self.limits.allowances.apply_header_comment(c);
             } else if !self.limit_commands && c.starts_with("machine_") {
                 self.limits.apply_config_comment(c);
             } else if !self.retraction_commands && Retraction::is_config_key(c) {
@@ -444,33 +423,20 @@ impl Machine {
             }
         } else if let Some(name) = l.macro_name {
             let args = l.macro_args.unwrap_or_default();
-            if self.limits.apply_macro(name, args) {
+            if name.eq_ignore_ascii_case("SYNC") {
+                let t = args.split_ascii_whitespace().find_map(|w| {
+                    w.strip_prefix(['T', 't'])
+                        .and_then(|v| v.parse::<f64>().ok())
+                });
+                if let Some(t) = t.filter(|t| t.is_finite()) {
+                    self.wait(t, step);
+                }
+            } else if self.limits.apply_macro(name, args) {
                 self.limit_commands = true;
             } else if self.limits.retraction.apply_macro(name, args) {
                 self.retraction_commands = true;
             }
         }
-    }
-
-    /// `G28`: modelled as PrusaSlicer's estimator does, a move of the named axes (all if none)
-    /// to 0 at the current feed rate.
-    fn home(&mut self, l: &Line<'_>, step: &mut Step) {
-        let all = !(l.has('X') || l.has('Y') || l.has('Z'));
-        let mut end = self.xyz;
-        for (i, c) in ['X', 'Y', 'Z'].into_iter().enumerate() {
-            if all || l.has(c) {
-                end[i] = 0.0;
-            }
-        }
-        let d = [
-            end[0] - self.xyz[0],
-            end[1] - self.xyz[1],
-            end[2] - self.xyz[2],
-            0.0,
-        ];
-        self.xyz = end;
-        let mv = Move::line(d, self.feed_mm_s * self.feed_override, self.time_layer());
-        step.duration_s += self.plan(&mv);
     }
 
     /// Hands a move to the planner; returns the time that became final.
@@ -627,6 +593,8 @@ impl Machine {
         }
     }
 }
+
+mod timed;
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@
 //! Filament is counted with the high-water rule (as OctoPrint and Moonraker do): a retraction
 //! followed by its un-retraction costs nothing, and a final retraction is not subtracted.
 
+pub mod allowances;
 pub mod analysis;
 mod arcs;
 pub mod heaters;
@@ -31,6 +32,7 @@ pub mod retraction;
 pub mod thumbnails;
 mod times;
 
+pub use allowances::{Allowances, Estimator};
 pub use analysis::{
     Analysis, analyze, analyze_seekable, analyze_seekable_with, analyze_with, filament_grams,
     limits_from_tail, limits_from_tail_with,

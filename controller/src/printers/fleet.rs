@@ -1,0 +1,453 @@
+//! Printers: what is stored about each, what is live, and the state the farm shows (DESIGN §5).
+//!
+//! The farm's printer state is derived, never stored: it follows from presence (`online`),
+//! the agent's reported activity, and two operator facts kept in the store (bed not yet
+//! cleared, maintenance). [`derive_state`] is that rule, in one place.
+
+use farm_protocol::messages::{Activity, Status};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PrinterState {
+    Offline,
+    Idle,
+    Busy,
+    Paused,
+    Error,
+    AwaitingClear,
+    Maintenance,
+}
+
+impl PrinterState {
+    pub const ALL: [PrinterState; 7] = [
+        PrinterState::Offline,
+        PrinterState::Idle,
+        PrinterState::Busy,
+        PrinterState::Paused,
+        PrinterState::Error,
+        PrinterState::AwaitingClear,
+        PrinterState::Maintenance,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrinterState::Offline => "offline",
+            PrinterState::Idle => "idle",
+            PrinterState::Busy => "busy",
+            PrinterState::Paused => "paused",
+            PrinterState::Error => "error",
+            PrinterState::AwaitingClear => "awaiting_clear",
+            PrinterState::Maintenance => "maintenance",
+        }
+    }
+}
+
+/// What the store keeps about a printer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PrinterRecord {
+    pub id: String,
+    pub name: String,
+    /// HMAC key for this printer's messages (the UTF-8 bytes of this string).
+    pub secret: String,
+    /// sha256 (hex) of the printer's token: its broker password and HTTP bearer token.
+    pub token_sha256: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// The printer clears its own bed (belt printer, auto-eject); it never waits for an operator.
+    #[serde(default)]
+    pub auto_eject: bool,
+    /// A job ended with something on the bed; no new job until an operator confirms it is clear.
+    #[serde(default)]
+    pub awaiting_clear: bool,
+    #[serde(default)]
+    pub maintenance: bool,
+    /// The job assigned to or running on this printer.
+    #[serde(default)]
+    pub current_job: Option<String>,
+    /// Registry facts an operator declares (the scheduler's hard constraints read them).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Printable X, Y, Z, mm. `None`: unknown, no size check.
+    #[serde(default)]
+    pub build_volume_mm: Option<[f64; 3]>,
+    /// One entry per tool (extruder): nozzle and what the operator declared loaded.
+    #[serde(default)]
+    pub tools: Vec<ToolSlot>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Typical draw while printing, W (for power planning and costing).
+    #[serde(default)]
+    pub power_w: Option<f64>,
+}
+
+/// One tool of a printer as the operator declared it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSlot {
+    #[serde(default)]
+    pub nozzle_mm: Option<f64>,
+    #[serde(default)]
+    pub material: Option<String>,
+    #[serde(default)]
+    pub colour: Option<String>,
+}
+
+impl PrinterRecord {
+    /// A newly enrolled printer: nothing declared yet.
+    pub fn new(
+        id: String,
+        name: String,
+        secret: String,
+        token_sha256: String,
+        created_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            secret,
+            token_sha256,
+            created_at,
+            auto_eject: false,
+            awaiting_clear: false,
+            maintenance: false,
+            current_job: None,
+            model: None,
+            build_volume_mm: None,
+            tools: vec![],
+            tags: vec![],
+            location: None,
+            power_w: None,
+        }
+    }
+}
+
+/// What is known of a printer from the wire since the controller started (not stored).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Live {
+    pub online: bool,
+    pub status: Option<Status>,
+    pub last_seen: Option<OffsetDateTime>,
+    /// The firmware's latest messages, oldest first, at most [`FIRMWARE_NOTES_KEPT`].
+    pub notes: std::collections::VecDeque<FirmwareNote>,
+    /// Presence changes held back from the log.
+    pub presence_log: PresenceLog,
+}
+
+/// A printer's presence is logged at most this often; the changes between are counted.
+pub const PRESENCE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The rule that keeps a flapping printer from flooding the log: its first presence change is
+/// logged, then at most one line per [`PRESENCE_LOG_EVERY`], saying how many changes it stands
+/// for. A fixed size per enrolled printer, so it cannot grow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PresenceLog {
+    last_line: Option<std::time::Instant>,
+    held: u32,
+}
+
+/// A presence line to write: how many changes it reports, and since the previous line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PresenceLine {
+    pub changes: u32,
+    pub since_last: Option<std::time::Duration>,
+}
+
+impl PresenceLog {
+    /// A presence change at `now`: the line to write, if one is due.
+    pub fn change(&mut self, now: std::time::Instant) -> Option<PresenceLine> {
+        self.held = self.held.saturating_add(1);
+        self.due(now)
+    }
+
+    /// Changes held back for [`PRESENCE_LOG_EVERY`]: the line that reports them (with the
+    /// state as it is now), so the log ends on the truth once a printer stops flapping.
+    pub fn flush(&mut self, now: std::time::Instant) -> Option<PresenceLine> {
+        if self.held == 0 {
+            return None;
+        }
+        self.due(now)
+    }
+
+    fn due(&mut self, now: std::time::Instant) -> Option<PresenceLine> {
+        let since_last = self.last_line.map(|t| now.saturating_duration_since(t));
+        if since_last.is_some_and(|d| d < PRESENCE_LOG_EVERY) {
+            return None;
+        }
+        let line = PresenceLine {
+            changes: self.held,
+            since_last,
+        };
+        self.last_line = Some(now);
+        self.held = 0;
+        Some(line)
+    }
+}
+
+/// How many firmware messages a printer view keeps.
+pub const FIRMWARE_NOTES_KEPT: usize = 5;
+
+/// Something the firmware or its host said for an operator to read (a host-action
+/// notification, an `M600` prompt and its choices, Klipper's `RESPOND`), as the agent sent it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct FirmwareNote {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub text: String,
+}
+
+impl Live {
+    /// Keeps a firmware message, dropping the oldest beyond [`FIRMWARE_NOTES_KEPT`].
+    pub fn note(&mut self, at: OffsetDateTime, text: &str) {
+        if self.notes.len() == FIRMWARE_NOTES_KEPT {
+            self.notes.pop_front();
+        }
+        self.notes.push_back(FirmwareNote {
+            at,
+            text: text.to_string(),
+        });
+    }
+}
+
+/// The one rule for a printer's farm state.
+pub fn derive_state(rec: &PrinterRecord, live: &Live) -> PrinterState {
+    if rec.maintenance {
+        return PrinterState::Maintenance;
+    }
+    if !live.online {
+        return PrinterState::Offline;
+    }
+    let activity = live.status.as_ref().map(|s| s.state);
+    match activity {
+        Some(Activity::Error) => PrinterState::Error,
+        Some(Activity::Disconnected) => PrinterState::Offline,
+        Some(Activity::Paused) => PrinterState::Paused,
+        Some(Activity::Printing | Activity::Transferring) => PrinterState::Busy,
+        // Assigned but not yet picked up: busy, so nothing else is placed there.
+        _ if rec.current_job.is_some() => PrinterState::Busy,
+        _ if rec.awaiting_clear => PrinterState::AwaitingClear,
+        Some(Activity::Idle) => PrinterState::Idle,
+        // Online but no status yet: do not place work on it.
+        None => PrinterState::Offline,
+    }
+}
+
+/// The printer as the API and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PrinterView {
+    pub id: String,
+    pub name: String,
+    pub state: PrinterState,
+    pub online: bool,
+    /// What the agent reports: `idle`, `transferring`, `printing`, `paused`, `error`, `disconnected`.
+    #[schema(value_type = Option<String>)]
+    pub activity: Option<Activity>,
+    /// Heaters: `{name, actual, target}` (°C).
+    #[schema(value_type = Vec<Object>)]
+    pub temps: Vec<farm_protocol::messages::Heater>,
+    /// The job as the agent sees it: `{job_id, progress, file_pos, file_size, layer, layer_count, elapsed_s, eta_s, extruded_mm}`.
+    #[schema(value_type = Option<Object>)]
+    pub job: Option<farm_protocol::messages::JobProgress>,
+    pub current_job_id: Option<String>,
+    pub message: Option<String>,
+    /// What the firmware said lately (notifications, prompts), oldest first; the last
+    /// five since the controller started.
+    pub firmware_messages: Vec<FirmwareNote>,
+    pub auto_eject: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen: Option<OffsetDateTime>,
+    /// Agent health: version, back end, uptime, outbox depth.
+    #[schema(value_type = Option<Object>)]
+    pub agent: Option<farm_protocol::messages::AgentHealth>,
+    pub maintenance: bool,
+    pub model: Option<String>,
+    pub build_volume_mm: Option<[f64; 3]>,
+    pub tools: Vec<ToolSlot>,
+    pub tags: Vec<String>,
+    pub location: Option<String>,
+    pub power_w: Option<f64>,
+}
+
+pub fn view(rec: &PrinterRecord, live: &Live) -> PrinterView {
+    let status = live.status.as_ref();
+    PrinterView {
+        id: rec.id.clone(),
+        name: rec.name.clone(),
+        state: derive_state(rec, live),
+        online: live.online,
+        activity: status.map(|s| s.state),
+        temps: status.map(|s| s.temps.clone()).unwrap_or_default(),
+        job: status.and_then(|s| s.job.clone()),
+        current_job_id: rec.current_job.clone(),
+        message: status.and_then(|s| s.message.clone()),
+        firmware_messages: live.notes.iter().cloned().collect(),
+        auto_eject: rec.auto_eject,
+        last_seen: live.last_seen,
+        agent: status.map(|s| s.agent.clone()),
+        maintenance: rec.maintenance,
+        model: rec.model.clone(),
+        build_volume_mm: rec.build_volume_mm,
+        tools: rec.tools.clone(),
+        tags: rec.tags.clone(),
+        location: rec.location.clone(),
+        power_w: rec.power_w,
+    }
+}
+
+/// The fields of `new` that differ from `old`, plus `id`: what the live stream sends.
+pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::Value> {
+    let new_v = serde_json::to_value(new).ok()?;
+    let Some(old) = old else { return Some(new_v) };
+    let old_v = serde_json::to_value(old).ok()?;
+    let (serde_json::Value::Object(o), serde_json::Value::Object(n)) = (old_v, new_v) else {
+        return None;
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in n {
+        if o.get(&k) != Some(&v) {
+            out.insert(k, v);
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    out.insert("id".into(), serde_json::Value::String(new.id.clone()));
+    Some(serde_json::Value::Object(out))
+}
+
+#[cfg(test)]
+pub(crate) fn sample(id: &str) -> PrinterRecord {
+    PrinterRecord::new(
+        id.into(),
+        id.into(),
+        "s".into(),
+        String::new(),
+        OffsetDateTime::UNIX_EPOCH,
+    )
+}
+
+#[cfg(test)]
+pub(crate) fn status(state: Activity) -> Status {
+    Status {
+        state,
+        temps: vec![],
+        job: None,
+        message: None,
+        agent: farm_protocol::messages::AgentHealth {
+            version: "t".into(),
+            backend: "sim".into(),
+            uptime_s: 0,
+            outbox_pending: 0,
+        },
+        interval_ms: 1000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(a: Option<Activity>) -> Live {
+        Live {
+            online: true,
+            status: a.map(status),
+            ..Live::default()
+        }
+    }
+
+    #[test]
+    fn state_rule() {
+        let mut r = sample("p");
+        assert_eq!(derive_state(&r, &Live::default()), PrinterState::Offline);
+        assert_eq!(derive_state(&r, &live(None)), PrinterState::Offline);
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Idle))),
+            PrinterState::Idle
+        );
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Printing))),
+            PrinterState::Busy
+        );
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Paused))),
+            PrinterState::Paused
+        );
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Error))),
+            PrinterState::Error
+        );
+        r.awaiting_clear = true;
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Idle))),
+            PrinterState::AwaitingClear
+        );
+        r.current_job = Some("job-1".into());
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Idle))),
+            PrinterState::Busy
+        );
+        r.maintenance = true;
+        assert_eq!(
+            derive_state(&r, &live(Some(Activity::Printing))),
+            PrinterState::Maintenance
+        );
+    }
+
+    #[test]
+    fn diff_carries_only_changes_and_the_id() {
+        let r = sample("p");
+        let a = view(&r, &live(Some(Activity::Idle)));
+        let b = view(&r, &live(Some(Activity::Printing)));
+        let d = diff(Some(&a), &b).expect("a change");
+        let keys: Vec<_> = d.as_object().expect("object").keys().cloned().collect();
+        assert_eq!(keys.len(), 3, "{d}");
+        assert_eq!(d["state"], "busy");
+        assert_eq!(d["activity"], "printing");
+        assert_eq!(d["id"], "p");
+        assert!(diff(Some(&a), &a).is_none());
+    }
+
+    #[test]
+    fn presence_is_logged_once_a_minute_with_the_changes_counted() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let mut log = PresenceLog::default();
+        // The first change is logged at once.
+        let first = log.change(at(0)).expect("first line");
+        assert_eq!((first.changes, first.since_last), (1, None));
+        // A printer flapping every second for a minute: nothing more until 60 s have passed…
+        for s in 1..60 {
+            assert_eq!(log.change(at(s)), None, "second {s}");
+        }
+        // …then one line for the 60 changes since the last one.
+        let line = log.change(at(60)).expect("a line after a minute");
+        assert_eq!(line.changes, 60);
+        assert_eq!(line.since_last, Some(std::time::Duration::from_secs(60)));
+        // Changes held back are reported by the sweep once due, and only once.
+        assert_eq!(log.change(at(61)), None);
+        assert_eq!(log.flush(at(100)), None, "not a minute yet");
+        let held = log.flush(at(120)).expect("the held change");
+        assert_eq!(held.changes, 1);
+        assert_eq!(log.flush(at(500)), None, "nothing held");
+        // A quiet printer's next change is logged at once again.
+        assert_eq!(log.change(at(500)).map(|l| l.changes), Some(1));
+        assert_eq!(
+            std::mem::size_of::<PresenceLog>(),
+            std::mem::size_of_val(&log)
+        );
+    }
+
+    #[test]
+    fn firmware_messages_keep_the_newest_five_oldest_first() {
+        let mut l = Live::default();
+        for i in 0..7 {
+            l.note(OffsetDateTime::UNIX_EPOCH, &format!("m{i}"));
+        }
+        let v = view(&sample("p"), &l);
+        let texts: Vec<&str> = v.firmware_messages.iter().map(|n| &*n.text).collect();
+        assert_eq!(texts, ["m2", "m3", "m4", "m5", "m6"]);
+    }
+}
