@@ -1,12 +1,12 @@
 #!/bin/sh
-# Fills a running `farm-controller demo` with what the dashboard's production views show:
+# Fills a running `farm-demo` with what the dashboard's production views show:
 # materials (two of them low), spools (two mounted), maintenance tasks (one overdue and
 # blocking) and three shop orders. Usage: scripts/demo-seed.sh [http://127.0.0.1:8080]
 # The demo lets loopback in as an operator, so no token is needed.
 set -eu
 FARM=${1:-http://127.0.0.1:8080}
 BASE=$FARM/api/v1
-GCODE=$(dirname "$0")/../controller/samples/cable-clip.gcode
+GCODE=$(dirname "$0")/../demo/samples/cable-clip.gcode
 post() { curl -sSf -o /dev/null -X POST "$BASE$1" -H 'content-type: application/json' -d "$2"; }
 
 post /materials '{"material":"PLA","colour":"Black","cost_per_kg":20,"low_stock_g":500}'

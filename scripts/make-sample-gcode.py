@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the demo's sample G-code (controller/samples/*.gcode).
+"""Writes the demo's sample G-code (demo/samples/*.gcode).
 
 Small but realistic Marlin-style prints: home, heat bed and hot end, relative extrusion
 (M83), 0.2 mm layers of two perimeters plus diagonal infill, retraction on travel, cool
@@ -80,7 +80,7 @@ def cylinder(name, cx, cy, r, h):
 
 
 def main():
-    out = pathlib.Path(__file__).resolve().parent.parent / "controller" / "samples"
+    out = pathlib.Path(__file__).resolve().parent.parent / "demo" / "samples"
     out.mkdir(parents=True, exist_ok=True)
     parts = {
         "calibration-cube.gcode": rect_part("calibration cube 20 mm", 110, 110, 20, 20, 10),

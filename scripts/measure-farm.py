@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Measures the farm's footprint and start-up figures for BENCHMARKS.md.
 
-1. `farm-controller demo`: seconds from launch to the first printer printing (polled every
+1. `farm-demo`: seconds from launch to the first printer printing (polled every
    50 ms through the API), and the demo process's RSS (controller + 12 in-process agents).
 2. `farm-controller serve` + N separate `farm-agent` processes (sim back end): RSS and CPU of
    the controller and of each agent, sampled from /proc while the farm prints.
@@ -44,7 +44,7 @@ def cpu_ticks(pid):
 def demo(bindir, printers):
     port = free_port()
     t0 = time.monotonic()
-    p = subprocess.Popen([f"{bindir}/farm-controller", "demo", "--printers", str(printers), "--http", f"127.0.0.1:{port}"],
+    p = subprocess.Popen([f"{bindir}/farm-demo", "--printers", str(printers), "--http", f"127.0.0.1:{port}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}/api/v1"
@@ -75,7 +75,7 @@ def farm(bindir, printers, seconds):
             (d / f"{pid}.toml").write_text(cfg)
             a = subprocess.Popen([f"{bindir}/farm-agent", "run", "--config", str(d / f"{pid}.toml")], stderr=open(d / f"{pid}.log", "w"))
             procs.append(a); agents.append(a)
-        sample = (pathlib.Path(__file__).resolve().parent.parent / "controller/samples/spool-spacer.gcode").read_bytes()
+        sample = (pathlib.Path(__file__).resolve().parent.parent / "demo/samples/spool-spacer.gcode").read_bytes()
         get(f"{base}/jobs?name=spool-spacer.gcode&copies={printers * 3}", token, sample, "application/octet-stream")
         wait("all printing", lambda: sum(x.get("activity") == "printing" for x in get(f"{base}/printers", token)["items"]) == printers)
         hz = os.sysconf("SC_CLK_TCK")

@@ -9,12 +9,11 @@ use farm_protocol::gcode::{
     Analysis, Metadata, analyze_seekable, filament_grams, read_metadata, read_metadata_seekable,
 };
 use farm_protocol::threemf::{PlateFacts, ThreeMf, looks_like_zip};
+use farm_protocol::materials::DEFAULT_DENSITY_G_CM3;
 use std::fmt::Write;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-/// Density used when the file states none (PLA), g/cm³.
-const DEFAULT_DENSITY: f64 = 1.24;
 const DEFAULT_DIAMETER: f64 = 1.75;
 
 pub fn run(file: &Path, plate: Option<u32>, json: bool) -> anyhow::Result<()> {
@@ -162,7 +161,7 @@ fn grams(a: &Analysis, m: &Metadata) -> Vec<f64> {
                 .get(t)
                 .or(m.filament_densities_g_cm3.first())
                 .copied()
-                .unwrap_or(DEFAULT_DENSITY);
+                .unwrap_or(DEFAULT_DENSITY_G_CM3);
             filament_grams(*mm, d, rho)
         })
         .collect()

@@ -4,7 +4,7 @@
 //! documents every key. Unknown keys are errors so that a typo cannot silently fall back to a
 //! default.
 
-use farm_protocol::{PrinterId, Topics};
+use farm_protocol::{BrokerUrl, PrinterId, Topics};
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -139,72 +139,19 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A parsed `broker_url`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BrokerAddr {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-}
-
-impl BrokerAddr {
-    /// Parses `mqtt://host[:port]` (default 1883) or `mqtts://host[:port]` (default 8883).
-    pub fn parse(url: &str) -> Result<Self, ConfigError> {
-        let bad = |why: &str| {
-            invalid(
-                "broker_url",
-                format!("{url:?} {why}; write it as mqtt://host:1883 or mqtts://host:8883"),
-            )
-        };
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else if let Some(r) = url.strip_prefix("tcp://") {
-            (false, r)
-        } else if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("ssl://") {
-            (true, r)
-        } else {
-            return Err(bad("has no mqtt:// or mqtts:// scheme"));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#', '@']) {
-            return Err(bad("must be only scheme, host and port"));
-        }
-        let default_port = if tls { 8883 } else { 1883 };
-        // `[v6]:port`, `[v6]`, `host:port`, `host`.
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| bad("has an unclosed '['"))?;
-            match after.strip_prefix(':') {
-                Some(p) => (h, Some(p)),
-                None if after.is_empty() => (h, None),
-                None => return Err(bad("has junk after the IPv6 address")),
-            }
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("has no host"));
-        }
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| bad("has an invalid port"))?,
-            None => default_port,
-        };
-        Ok(Self {
-            host: host.into(),
-            port,
-            tls,
-        })
+/// `broker_url` read by the shared parser; the agent logs in as `printer_id` with `token`, so
+/// a user or password in the URL is refused rather than silently ignored.
+fn parse_broker(url: &str) -> Result<BrokerUrl, ConfigError> {
+    let b = BrokerUrl::parse(url).map_err(|e| invalid("broker_url", e.to_string()))?;
+    if b.user.is_some() {
+        return Err(invalid(
+            "broker_url",
+            format!(
+                "{b} names a user; the agent logs in as printer_id with token: write it as mqtt://host:1883 or mqtts://host:8883"
+            ),
+        ));
     }
+    Ok(b)
 }
 
 impl Config {
@@ -282,7 +229,7 @@ impl Config {
                 ),
             ));
         }
-        BrokerAddr::parse(&self.broker_url)?;
+        parse_broker(&self.broker_url)?;
         Topics::new(&self.topic_root).map_err(|e| invalid("topic_root", e.to_string()))?;
         if self.state_dir.as_os_str().is_empty() {
             return Err(invalid(
@@ -321,8 +268,8 @@ impl Config {
     }
 
     /// The parsed `broker_url` (validated at load).
-    pub fn broker(&self) -> Result<BrokerAddr, ConfigError> {
-        BrokerAddr::parse(&self.broker_url)
+    pub fn broker(&self) -> Result<BrokerUrl, ConfigError> {
+        parse_broker(&self.broker_url)
     }
 
     /// A multi-line summary for `check-config`; never contains the secret or token.
@@ -534,13 +481,15 @@ backend = "sim"
 
     #[test]
     fn broker_urls() {
-        let a = BrokerAddr::parse("mqtt://h:1884").expect("ok");
+        let a = parse_broker("mqtt://h:1884").expect("ok");
         assert_eq!((a.host.as_str(), a.port, a.tls), ("h", 1884, false));
-        assert_eq!(BrokerAddr::parse("mqtts://h").expect("ok").port, 8883);
-        assert_eq!(BrokerAddr::parse("mqtt://[::1]:7").expect("ok").host, "::1");
-        for bad in ["h:1883", "http://h", "mqtt://", "mqtt://h:0", "mqtt://u@h"] {
-            assert!(BrokerAddr::parse(bad).is_err(), "{bad}");
-        }
+        assert_eq!(parse_broker("mqtts://[::1]").expect("ok").port, 8883);
+        let e = parse_broker("mqtt://u:p@h").expect_err("user");
+        assert!(
+            e.to_string().contains("token") && !e.to_string().contains(":p@"),
+            "{e}"
+        );
+        assert!(parse_broker("h:1883").is_err());
     }
 
     #[test]

@@ -352,5 +352,4 @@ fn evict_blocking(dir: &Path, keep: &Path, max: u64) -> std::io::Result<usize> {
 }
 
 #[cfg(test)]
-#[path = "fetch_tests.rs"]
 mod tests;

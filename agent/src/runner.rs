@@ -570,5 +570,4 @@ fn kind_of(c: &Command) -> &'static str {
 }
 
 #[cfg(test)]
-#[path = "runner_tests.rs"]
 mod tests;

@@ -622,5 +622,4 @@ impl SimPrinter {
 }
 
 #[cfg(test)]
-#[path = "sim_tests.rs"]
 mod tests;

@@ -252,6 +252,9 @@ impl Config {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "localhost".into())
+        } else if addr.is_ipv6() {
+            // In a URL an IPv6 address goes in brackets.
+            format!("[{}]", addr.ip())
         } else {
             addr.ip().to_string()
         }
@@ -293,6 +296,16 @@ impl Config {
         if self.orders.max_attempts == 0 {
             return Err(bad("[orders] max_attempts must be at least 1".into()));
         }
+        let w = &self.webhooks;
+        if !(w.initial_backoff_s > 0.0
+            && w.max_backoff_s >= w.initial_backoff_s
+            && w.max_backoff_s.is_finite())
+        {
+            return Err(bad(
+                "[webhooks] initial_backoff_s must be above 0 and max_backoff_s at least as large"
+                    .into(),
+            ));
+        }
         for e in &self.webhooks.endpoints {
             if !(e.url.starts_with("http://") || e.url.starts_with("https://"))
                 || e.secret.len() < 16
@@ -333,7 +346,7 @@ impl Config {
             .as_deref()
             .and_then(|u| crate::mqtt::link::parse_url(u).ok())
         {
-            Some(a) => format!("mqtt://{}:{}", a.host, a.port),
+            Some(a) => format!("mqtt://{}", a.authority()),
             None => format!(
                 "mqtt://{}:{}",
                 Self::host(self.mqtt_listen),

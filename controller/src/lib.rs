@@ -2,8 +2,9 @@
 //!
 //! The controller owns everything that spans printers: the broker (embedded or external), the
 //! store, ingest of agent messages, jobs and the scheduler, the REST API, the live stream,
-//! the dashboard and metrics. [`start`] wires it together; the binary is a thin CLI over it (plus
-//! `demo`, which runs a whole farm of simulated agents on one machine).
+//! the dashboard and metrics. [`start`] wires it together; the binary is a thin CLI over it (the
+//! demo, a whole farm of simulated agents on one machine, is the `farm-demo` crate, so this
+//! crate does not link the agent).
 //!
 //! Each farm concept has one folder holding its pure rules (no I/O, no lock, importing neither
 //! the store nor the config), the `impl Farm` writes that apply them to the store, and its
@@ -23,6 +24,7 @@
 //! | [`api`] | the router (`/api/v1/*`, `/metrics`, dashboard fallback), problems, OpenAPI, the live stream, dashboard assets |
 //! | [`store`] | redb tables of every concept (durable before ack) |
 //! | [`config`] | TOML configuration and its defaults |
+//! | [`logging`] | stderr logging for the binaries, without the broker's per-connection noise |
 //! | [`auth`] | roles, tokens (stored as sha256), principals |
 //! | [`metrics`] | counters rendered as Prometheus text |
 
@@ -34,6 +36,7 @@ pub mod costing;
 pub mod farm;
 pub mod inventory;
 pub mod jobs;
+pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod mqtt;
@@ -194,11 +197,12 @@ pub async fn start(
                 b.addr.ip().to_string()
             };
             (
-                link::BrokerAddress {
+                farm_protocol::BrokerUrl {
                     host,
                     port: b.addr.port(),
+                    tls: false,
                     user: Some(b.user),
-                    pass: Some(b.pass),
+                    password: Some(b.pass),
                 },
                 "embedded",
             )

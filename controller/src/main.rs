@@ -1,7 +1,5 @@
 //! `farm-controller`: the CLI over the controller library.
 
-mod demo;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use farm_controller::auth::Role;
@@ -18,7 +16,7 @@ use std::path::PathBuf;
     after_help = "Logging: set RUST_LOG (default `info`), e.g. RUST_LOG=farm_controller=debug. \
         The embedded broker's per-connection lines are left out unless RUST_LOG is set \
         (RUST_LOG=info,rumqttd=debug shows them).\n\
-        Try it: `farm-controller demo` runs a whole farm of simulated printers."
+        Try it: `cargo run --release -p farm-demo` (or `farm-demo`) runs a whole farm of simulated printers."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -68,23 +66,12 @@ enum Cmd {
         #[arg(long, env = "FARM_PUBLIC_URL")]
         public_url: Option<String>,
     },
-    /// Run a whole demo farm on this machine: controller + simulated printers + sample jobs
+    /// Run a whole demo farm on this machine: runs `farm-demo` (installed beside this binary) with these arguments
+    #[command(disable_help_flag = true)]
     Demo {
-        /// Number of simulated printers
-        #[arg(long, default_value_t = 12)]
-        printers: usize,
-        /// Simulation speed (10 = ten times faster than a real printer)
-        #[arg(long, default_value_t = 10.0)]
-        speed: f64,
-        /// Dashboard and API address
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        http: SocketAddr,
-        /// Keep the demo's state here (must be empty) instead of a temporary directory
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Chance that a simulated print fails (the printer recovers by itself)
-        #[arg(long, default_value_t = 0.05)]
-        fail_probability: f64,
+        /// Passed to farm-demo as they are (`farm-controller demo --help` shows its options)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Enrol and list printers (works on the store directly: stop `serve` first, or use POST /api/v1/printers)
     Printer {
@@ -135,53 +122,11 @@ enum TokenCmd {
     },
 }
 
-/// Logging unless `RUST_LOG` says otherwise.
-const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttc=warn";
-
-/// Logs to stderr. Without `RUST_LOG`, rumqttd's per-connection lines (its `remote_link`
-/// span) are dropped: it logs the end of every connection as an ERROR, a clean disconnect and
-/// a socket closed before its login included, and in a farm those are agents restarting. The
-/// farm logs presence changes itself; the broker's listener errors still show.
-/// `RUST_LOG=info,rumqttd=debug` brings the per-connection lines back.
-fn logging() {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let explicit = std::env::var_os("RUST_LOG").is_some();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    const BROKER: &str = "rumqttd::server::broker";
-    let broker_connections = tracing_subscriber::filter::dynamic_filter_fn(|meta, cx| {
-        !(meta.is_event()
-            && meta.target() == BROKER
-            && cx
-                .lookup_current()
-                .is_some_and(|s| s.name() == "remote_link"))
-    })
-    // Only the broker's own call sites are looked at per event; every other one keeps the
-    // level filter's cached verdict.
-    .with_callsite_filter(move |meta| {
-        if !explicit && meta.target() == BROKER {
-            tracing::subscriber::Interest::sometimes()
-        } else {
-            tracing::subscriber::Interest::always()
-        }
-    });
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter)
-                .with_filter(broker_connections),
-        )
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    logging();
+    farm_controller::logging::init();
     match cli.command {
         Cmd::Serve {
             common,
@@ -221,30 +166,7 @@ async fn main() -> anyhow::Result<()> {
             }
             let _ = stop_tx.send(true);
         }
-        Cmd::Demo {
-            printers,
-            speed,
-            http,
-            state_dir,
-            fail_probability,
-        } => {
-            anyhow::ensure!(
-                (1..=1000).contains(&printers),
-                "--printers must be between 1 and 1000"
-            );
-            anyhow::ensure!(
-                speed > 0.0 && speed <= 1000.0,
-                "--speed must be above 0 and at most 1000"
-            );
-            demo::run(demo::Options {
-                printers,
-                speed,
-                http,
-                state_dir,
-                fail_probability,
-            })
-            .await?;
-        }
+        Cmd::Demo { args } => return Err(run_demo(args)),
         Cmd::Printer {
             command:
                 PrinterCmd::Add {
@@ -320,6 +242,26 @@ fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     writeln!(f, "{secret}")?;
     Ok(())
+}
+
+/// `farm-controller demo`: becomes the `farm-demo` binary next to this one. The demo's
+/// in-process agents (serial, OctoPrint, Moonraker back ends) live in that crate so the server
+/// binary does not link them; this keeps the old command working wherever both are installed.
+/// Returns only on failure.
+fn run_demo(args: Vec<std::ffi::OsString>) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join("farm-demo")))
+        .filter(|p| p.is_file());
+    let Some(demo) = beside else {
+        return anyhow::anyhow!(
+            "the demo is its own binary, farm-demo, and it is not installed beside farm-controller; \
+             from the source tree run: cargo run --release -p farm-demo"
+        );
+    };
+    let err = std::process::Command::new(&demo).args(args).exec();
+    anyhow::anyhow!("could not run {}: {err}", demo.display())
 }
 
 async fn wait_for_stop() {

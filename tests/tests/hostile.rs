@@ -256,6 +256,27 @@ async fn bad_input(farm: &mut Farm) -> Result<()> {
                 .body("--x--"),
             415,
         ),
+        // The same upload path behind every route that takes a file.
+        (
+            "multipart to /files",
+            http.post(url("/api/v1/files"))
+                .header("content-type", "multipart/form-data; boundary=x")
+                .body("--x--"),
+            415,
+        ),
+        (
+            "multipart to /quotes",
+            http.post(url("/api/v1/quotes"))
+                .header("content-type", "multipart/form-data; boundary=x")
+                .body("--x--"),
+            415,
+        ),
+        (
+            "a name with a newline",
+            http.post(url("/api/v1/jobs?name=a%0Ab.gcode"))
+                .body("G1 X1 E1\n"),
+            422,
+        ),
         (
             "zero copies",
             http.post(url("/api/v1/jobs?name=a.gcode&copies=0"))
@@ -323,6 +344,11 @@ async fn bad_input(farm: &mut Farm) -> Result<()> {
         farm.metric("farm_uploads_rejected_total{reason=\"too_large\"}")
             .await?
             >= 1.0
+    );
+    ensure!(
+        farm.metric("farm_uploads_rejected_total{reason=\"multipart\"}")
+            .await?
+            >= 3.0
     );
     ensure!(
         farm.get("/api/v1/jobs").await?["items"]

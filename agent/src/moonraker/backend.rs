@@ -16,6 +16,7 @@ use super::job::{JobChange, JobWatch};
 use super::rpc::{self, Notification, Rpc, RpcError};
 use super::state::{self, Klippy, Link, Objects};
 use crate::printer::{Envelope, Port, PrinterCommand, Reply, Snapshot};
+use farm_protocol::Backoff;
 use farm_protocol::gcode::ExtrusionIndex;
 use farm_protocol::messages::{Event, JobProgress, Outcome};
 use serde_json::{Value, json};
@@ -27,9 +28,11 @@ use tokio::time::Instant;
 
 /// `server.info` poll while Klippy is not ready (a missed `notify_klippy_ready` costs this).
 pub const KLIPPY_POLL: Duration = Duration::from_secs(5);
-/// Reconnect delays: doubling from the first to the last.
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Reconnects: 1 s doubling to 30 s, no jitter (one agent per Moonraker, on its LAN; a
+/// Klipper host restart takes tens of seconds, so 30 s between tries costs little).
+const RECONNECT: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// A session that lasted this long was a success: the next loss starts the schedule over.
+const SESSION_OK: Duration = Duration::from_secs(30);
 /// After Moonraker refused our credentials: retrying sooner would only fill its log.
 pub const AUTH_RETRY: Duration = Duration::from_secs(30);
 
@@ -90,7 +93,7 @@ pub(super) async fn run(cfg: MoonrakerConfig, port: Port) {
         job: None,
         error_reported: false,
     };
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = RECONNECT;
     loop {
         sh.publish();
         let began = Instant::now();
@@ -98,17 +101,13 @@ pub(super) async fn run(cfg: MoonrakerConfig, port: Port) {
             Ended::Stop => return,
             Ended::Lost { reason, wait } => (reason, wait),
         };
-        if began.elapsed() > BACKOFF_MAX {
-            backoff = BACKOFF_FIRST;
+        if began.elapsed() > SESSION_OK {
+            backoff.reset();
         }
         let delay = match wait {
             Wait::Now => Duration::ZERO,
             Wait::Auth => AUTH_RETRY,
-            Wait::Backoff => {
-                let d = backoff;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                d
-            }
+            Wait::Backoff => backoff.next(0.0),
         };
         tracing::warn!(reason, retry_in_s = delay.as_secs(), "Moonraker link down");
         sh.link_down(format!("{reason}; retrying in {} s", delay.as_secs()));
@@ -609,5 +608,4 @@ impl Shell {
 }
 
 #[cfg(test)]
-#[path = "backend_tests.rs"]
 mod tests;

@@ -176,5 +176,4 @@ impl JobWatch {
 }
 
 #[cfg(test)]
-#[path = "job_tests.rs"]
 mod tests;

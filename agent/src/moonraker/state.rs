@@ -251,5 +251,4 @@ pub fn first_line(s: &str) -> &str {
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;

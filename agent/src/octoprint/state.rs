@@ -516,5 +516,4 @@ fn resume(j: &mut FarmJob, out: &mut Vec<Effect>) {
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
 mod tests;

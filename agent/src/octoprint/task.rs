@@ -15,6 +15,7 @@ use super::push::{Incoming, Push, PushError};
 use super::state::{Effect, Reach, Tracker};
 use super::wire::{Frame, Phase, observation_from_rest, parse_frame};
 use crate::printer::{Port, PrinterCommand, Reply, Snapshot};
+use farm_protocol::Backoff;
 use farm_protocol::gcode::parse_line;
 use farm_protocol::messages::{Event, Outcome};
 use serde_json::json;
@@ -30,23 +31,22 @@ const PONG_TIMEOUT: Duration = Duration::from_secs(10);
 /// Nothing due: wake up anyway this often (cheap; keeps the loop simple).
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
-/// Reconnect delays: `attempt` failures in a row.
-#[derive(Debug, Default)]
-struct Backoff {
-    attempt: u32,
-}
+/// OctoPrint unreachable: 1 s doubling to 15 s, no jitter (one agent per OctoPrint, usually
+/// on the same Pi or LAN; one `/api/version` per step is cheap and a restarted OctoPrint is
+/// found within 15 s).
+const UNREACHABLE: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(15));
+/// OctoPrint refused the API key: 5 s doubling to 60 s, since a person must fix the key and
+/// quicker retries would only fill OctoPrint's log.
+const REFUSED: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
 
-impl Backoff {
-    fn next(&mut self, refused: bool) -> Duration {
-        let (base, cap) = if refused { (5, 60) } else { (1, 15) };
-        let d = (base as u64)
-            .saturating_mul(1 << self.attempt.min(8))
-            .min(cap);
-        self.attempt += 1;
-        Duration::from_secs(d)
-    }
-    fn reset(&mut self) {
-        self.attempt = 0;
+/// Counts one more failure on `retries` (an [`UNREACHABLE`] schedule) and returns the wait,
+/// on the [`REFUSED`] schedule when the key was refused: one count for both.
+fn retry_delay(retries: &mut Backoff, refused: bool) -> Duration {
+    let unreachable = retries.next(0.0);
+    if refused {
+        REFUSED.delay_after(retries.failures(), 0.0)
+    } else {
+        unreachable
     }
 }
 
@@ -118,7 +118,7 @@ impl Shell {
             file: None,
             next_connect: Some(now),
             next_poll: None,
-            backoff: Backoff::default(),
+            backoff: UNREACHABLE,
             estop: false,
         };
         loop {
@@ -198,7 +198,7 @@ impl Shell {
     /// OctoPrint cannot be used now: say why, stop polling, try again after a backoff step.
     async fn unavailable(&mut self, e: &ApiError) {
         let refused = matches!(e, ApiError::Refused { .. });
-        let delay = self.backoff.next(refused);
+        let delay = retry_delay(&mut self.backoff, refused);
         tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "OctoPrint not available; retrying");
         if let Some(p) = self.push.take() {
             p.close().await;
@@ -269,7 +269,7 @@ impl Shell {
             }
             Err(PushError::Api(e)) => self.unavailable(&e).await,
             Err(e) => {
-                let delay = self.backoff.next(false);
+                let delay = retry_delay(&mut self.backoff, false);
                 tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "no push channel; polling OctoPrint's status meanwhile");
                 self.next_poll = Some(Instant::now());
                 self.next_connect = Some(Instant::now() + delay);
@@ -281,7 +281,7 @@ impl Shell {
         if let Some(p) = self.push.take() {
             p.close().await;
         }
-        let delay = self.backoff.next(false);
+        let delay = retry_delay(&mut self.backoff, false);
         // Poll at once: if OctoPrint itself is gone this says so; if only the socket is, the
         // status keeps flowing.
         self.next_poll = Some(Instant::now());
@@ -531,17 +531,17 @@ mod tests {
     #[test]
     fn backoff_doubles_to_a_cap_and_a_refused_key_waits_longer() {
         let secs = |refused: bool| {
-            let mut b = Backoff::default();
+            let mut b = UNREACHABLE;
             (0..7)
-                .map(|_| b.next(refused).as_secs())
+                .map(|_| retry_delay(&mut b, refused).as_secs())
                 .collect::<Vec<_>>()
         };
         assert_eq!(secs(false), [1, 2, 4, 8, 15, 15, 15]);
         assert_eq!(secs(true), [5, 10, 20, 40, 60, 60, 60]);
-        let mut b = Backoff::default();
-        b.next(false);
-        b.next(false);
+        let mut b = UNREACHABLE;
+        retry_delay(&mut b, false);
+        retry_delay(&mut b, true);
         b.reset();
-        assert_eq!(b.next(false), Duration::from_secs(1));
+        assert_eq!(retry_delay(&mut b, false), Duration::from_secs(1));
     }
 }

@@ -10,13 +10,16 @@ use super::handshake;
 use super::session::{End, Session};
 use crate::config::ConfigError;
 use crate::printer::{Backend, Port, PrinterCommand, Snapshot};
+use farm_protocol::Backoff;
 use farm_protocol::messages::{Activity, Event};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Wait between connection attempts.
-pub const RETRY: Duration = Duration::from_secs(2);
+/// Between connection attempts: a fixed 2 s, no growth and no jitter. The port is a local
+/// device (opening it costs nothing and disturbs nobody), and a printer switched on or
+/// plugged back in should be found within seconds however long it was away.
+pub const RETRY: Backoff = Backoff::fixed(Duration::from_secs(2));
 
 /// `[printer.serial]`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -189,7 +192,8 @@ impl Backend for Serial {
                 }
             }
             // Wait before the next attempt, answering commands meanwhile.
-            let retry_at = tokio::time::Instant::now() + RETRY;
+            let wait = RETRY.delay_after(1, 0.0);
+            let retry_at = tokio::time::Instant::now() + wait;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(retry_at) => break,
@@ -206,7 +210,7 @@ impl Backend for Serial {
                             let _ = reply.send(Err(format!(
                                 "the printer is not connected ({}); the agent retries every {} s",
                                 lost.as_deref().unwrap_or("unknown"),
-                                RETRY.as_secs()
+                                wait.as_secs()
                             )));
                         }
                     },

@@ -576,5 +576,4 @@ pub fn load_override(dir: &Path) -> Result<ProfileSet, ProfileError> {
 }
 
 #[cfg(test)]
-#[path = "profile_tests.rs"]
 mod tests;

@@ -655,5 +655,4 @@ fn parse_prusa_progress(line: &str) -> Option<PrusaProgress> {
 }
 
 #[cfg(test)]
-#[path = "reply_tests.rs"]
 mod tests;

@@ -565,5 +565,4 @@ impl Session {
     }
 }
 
-#[path = "control.rs"]
 mod control;

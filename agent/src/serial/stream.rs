@@ -491,5 +491,4 @@ impl Streamer {
 }
 
 #[cfg(test)]
-#[path = "stream_tests.rs"]
 mod tests;

@@ -8,10 +8,12 @@
 //! |---|---|
 //! | `mod.rs` | SKU → files, what is kept about each analysed file (pure) |
 //! | [`files`] | content-addressed G-code store with upload checks |
+//! | [`files_http`] | the one G-code upload path (`POST /jobs`, `/files`, `/quotes`): refuses multipart, then the store's checks |
 //! | [`writes`] | farm writes: analysed files, catalog entries |
 //! | [`http`] | `/api/v1/catalog` |
 
 pub mod files;
+pub mod files_http;
 pub mod http;
 pub mod writes;
 

@@ -63,7 +63,7 @@ impl Default for Pricing {
             power_w: Default::default(),
             markup: 0.5,
             minimum_price: 5.0,
-            default_density_g_cm3: 1.24,
+            default_density_g_cm3: farm_protocol::materials::DEFAULT_DENSITY_G_CM3,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::costing::{Breakdown, default_grams_per_mm, price};
 use crate::inventory::StockError;
 use axum::Json;
 use axum::extract::{Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use farm_protocol::gcode::Analysis;
 use serde::{Deserialize, Serialize};
@@ -123,35 +123,7 @@ pub async fn quote(
             (sha, a)
         }
         None => {
-            let ctype = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if ctype.starts_with("multipart/") {
-                return Err(Problem::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "Send the file as the body",
-                    "POST the raw G-code (Content-Type: application/octet-stream), e.g. curl --data-binary @part.gcode, or ?sha256= of an uploaded file",
-                ));
-            }
-            let stored = st
-                .files
-                .store(req.into_body().into_data_stream())
-                .await
-                .map_err(|e| {
-                    st.farm.metrics.uploads_rejected.inc(e.reason());
-                    let status = match e {
-                        crate::catalog::files::UploadError::TooLarge { .. } => {
-                            StatusCode::PAYLOAD_TOO_LARGE
-                        }
-                        crate::catalog::files::UploadError::Io(_) => {
-                            StatusCode::INTERNAL_SERVER_ERROR
-                        }
-                        _ => StatusCode::UNPROCESSABLE_ENTITY,
-                    };
-                    Problem::new(status, "Cannot quote this file", &e.to_string())
-                })?;
+            let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
             (stored.sha256, stored.analysis)
         }
     };

@@ -9,28 +9,19 @@
 use crate::inventory::LoadedSpool;
 use crate::jobs::scheduler::{Loaded, Tool};
 use crate::printers::fleet::PrinterRecord;
+use farm_protocol::materials::density_or_default;
 
 /// Filament diameter assumed when turning the analyzer's millimetres into grams, mm.
 pub const DIAMETER_MM: f64 = 1.75;
 
-/// Density by material type, g/cm³ (common datasheet values); PLA's for anything unknown.
-pub fn density(material: &str) -> f64 {
-    match material.trim().to_ascii_uppercase().as_str() {
-        "PETG" | "PET" => 1.27,
-        "ABS" => 1.04,
-        "ASA" => 1.07,
-        "TPU" | "FLEX" => 1.21,
-        "PC" => 1.20,
-        "NYLON" | "PA" | "PA6" | "PA12" => 1.14,
-        "PVA" => 1.23,
-        "HIPS" => 1.04,
-        _ => 1.24,
-    }
-}
-
-/// Grams of `length_mm` of `material` at [`DIAMETER_MM`].
+/// Grams of `length_mm` of `material` at [`DIAMETER_MM`], at its density in the shared table
+/// (PLA's for a type not in it).
 pub fn grams(length_mm: f64, material: &str) -> f64 {
-    farm_protocol::gcode::filament_grams(length_mm.max(0.0), DIAMETER_MM, density(material))
+    farm_protocol::gcode::filament_grams(
+        length_mm.max(0.0),
+        DIAMETER_MM,
+        density_or_default(material),
+    )
 }
 
 /// The scheduler's view of a printer's tools: the inventory's loaded spools (index = tool)

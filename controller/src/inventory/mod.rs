@@ -23,6 +23,7 @@ pub mod loadout;
 pub mod writes;
 
 use farm_protocol::gcode::filament_grams;
+use farm_protocol::materials::typical_density;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -62,23 +63,6 @@ impl Material {
     pub fn grams_per_mm(&self) -> f64 {
         filament_grams(1.0, self.diameter_mm, self.density_g_cm3)
     }
-}
-
-/// Densities of common types (g/cm³), used when a new material does not state its own.
-pub fn typical_density(material: &str) -> Option<f64> {
-    let d = match material.to_ascii_uppercase().as_str() {
-        "PLA" | "PLA+" => 1.24,
-        "PETG" | "PET" => 1.27,
-        "ABS" => 1.04,
-        "ASA" => 1.07,
-        "TPU" => 1.21,
-        "PA" | "NYLON" => 1.14,
-        "PC" => 1.20,
-        "HIPS" => 1.04,
-        "PVA" => 1.23,
-        _ => return None,
-    };
-    Some(d)
 }
 
 /// A material as the API receives it.
@@ -162,6 +146,7 @@ pub fn new_material(n: NewMaterial, default_diameter_mm: f64) -> Result<Material
             "diameter_mm must be between 0.5 and 5 (1.75 or 2.85 for most filament); got {diameter_mm}"
         )));
     }
+    // The shared table of typical densities, when the material states none.
     let density_g_cm3 = match n.density_g_cm3.or_else(|| typical_density(&material)) {
         Some(d) if d.is_finite() && (0.5..=3.0).contains(&d) => d,
         Some(d) => {

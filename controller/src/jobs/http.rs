@@ -9,7 +9,7 @@ use crate::jobs::JobState;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower::ServiceExt;
@@ -97,34 +97,8 @@ pub async fn upload(
     req: Request,
 ) -> Result<Response, Problem> {
     require(&c, Role::Operator)?;
-    let ctype = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if ctype.starts_with("multipart/") {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Send the file as the body",
-            "POST the raw G-code (Content-Type: application/octet-stream or text/x-gcode), e.g. curl --data-binary @part.gcode",
-        ));
-    }
-    let name = q.name.unwrap_or_else(|| "upload.gcode".into());
-    let stored = st
-        .files
-        .store(req.into_body().into_data_stream())
-        .await
-        .map_err(|e| {
-            st.farm.metrics.uploads_rejected.inc(e.reason());
-            let status = match e {
-                crate::catalog::files::UploadError::TooLarge { .. } => {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                }
-                crate::catalog::files::UploadError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            Problem::new(status, "Upload refused", &e.to_string())
-        })?;
+    let name = crate::catalog::files_http::file_name(q.name)?;
+    let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
     let jobs = st.farm.add_jobs(
         &name,
         &stored,

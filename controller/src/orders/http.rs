@@ -314,29 +314,8 @@ pub async fn upload_file(
     req: Request,
 ) -> Result<Response, Problem> {
     scope(&c, true)?;
-    let name = q.name.unwrap_or_else(|| "upload.gcode".into());
-    if name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Bad name",
-            "a file name is at most 128 printable characters",
-        ));
-    }
-    let stored = st
-        .files
-        .store(req.into_body().into_data_stream())
-        .await
-        .map_err(|e| {
-            st.farm.metrics.uploads_rejected.inc(e.reason());
-            let status = match e {
-                crate::catalog::files::UploadError::TooLarge { .. } => {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                }
-                crate::catalog::files::UploadError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            Problem::new(status, "Upload refused", &e.to_string())
-        })?;
+    let name = crate::catalog::files_http::file_name(q.name)?;
+    let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
     let meta = crate::orders::follow_up::file_meta(&name, &stored);
     st.farm.record_file(meta.clone())?;
     Ok((StatusCode::CREATED, Json(meta)).into_response())

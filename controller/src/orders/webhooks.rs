@@ -14,6 +14,7 @@
 //! The receiver recomputes it over the raw body and rejects old timestamps (replays).
 
 use crate::farm::Farm;
+use farm_protocol::Backoff;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -103,12 +104,20 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Delay before attempt `attempts + 1`: exponential, capped, with `jitter` in [-1, 1] spreading
-/// it by ±20 % so many failed deliveries do not retry in lockstep.
+impl WebhookConfig {
+    /// The retry schedule: `initial_backoff_s` doubling to `max_backoff_s` (1 s to an hour by
+    /// default, so about two days of retries over `max_attempts`), ±20 % so deliveries that
+    /// failed together (a shop's outage) do not all retry in the same second.
+    pub fn schedule(&self) -> Backoff {
+        let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::from_secs(3600));
+        Backoff::new(secs(self.initial_backoff_s), secs(self.max_backoff_s)).with_jitter(0.2)
+    }
+}
+
+/// Delay before attempt `attempts + 1`, a pure function of the attempt count (the next due
+/// time is stored with the delivery); `jitter` in [-1, 1] is where in the ±20 % band it falls.
 pub fn backoff(attempts: u32, cfg: &WebhookConfig, jitter: f64) -> Duration {
-    let exp = cfg.initial_backoff_s * 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
-    let base = exp.min(cfg.max_backoff_s).max(0.0);
-    Duration::from_secs_f64(base * (1.0 + 0.2 * jitter.clamp(-1.0, 1.0)))
+    cfg.schedule().delay_after(attempts, jitter)
 }
 
 /// What one attempt came to.

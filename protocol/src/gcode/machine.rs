@@ -604,5 +604,4 @@ impl Machine {
 mod timed;
 
 #[cfg(test)]
-#[path = "machine_tests.rs"]
 mod tests;

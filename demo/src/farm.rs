@@ -1,6 +1,6 @@
-//! `farm-controller demo`: the whole farm on one machine — the controller on its embedded
-//! broker and store, plus simulated printers (real agents, over MQTT on loopback) working
-//! through sample jobs. What a newcomer runs first.
+//! The demo farm: the controller on its embedded broker and store, plus simulated printers
+//! (real agents, over MQTT on loopback) working through sample jobs. What a newcomer runs
+//! first.
 
 use anyhow::{Context, bail};
 use farm_controller::auth::Role;

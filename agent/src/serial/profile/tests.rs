@@ -218,7 +218,7 @@ fn motion_becomes_the_analyzers_starting_limits() {
 
 #[test]
 fn bad_heating_or_retraction_is_refused_with_the_key() {
-    let text = include_str!("../../../firmware-profiles/marlin2.toml");
+    let text = include_str!("../../../../firmware-profiles/marlin2.toml");
     for (from, to, key) in [
         ("bed_up = 0.4", "bed_up = 0.0", "motion.heating"),
         (
