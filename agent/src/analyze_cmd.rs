@@ -8,8 +8,8 @@ use anyhow::Context;
 use farm_protocol::gcode::{
     Analysis, Metadata, analyze_seekable, filament_grams, read_metadata, read_metadata_seekable,
 };
-use farm_protocol::threemf::{PlateFacts, ThreeMf, looks_like_zip};
 use farm_protocol::materials::DEFAULT_DENSITY_G_CM3;
+use farm_protocol::threemf::{PlateFacts, ThreeMf, looks_like_zip};
 use std::fmt::Write;
 use std::io::{BufReader, Read};
 use std::path::Path;

@@ -20,8 +20,8 @@
 //!
 //! The contract is written up for outsiders in `protocol/README.md`.
 
-pub mod bgcode;
 pub mod backoff;
+pub mod bgcode;
 pub mod broker_url;
 pub mod envelope;
 pub mod gcode;
