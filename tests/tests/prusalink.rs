@@ -301,8 +301,11 @@ async fn a_binary_gcode_job_goes_to_the_printer_byte_for_byte_under_its_own_exte
     // The agent's file cache names every file `.gcode`; the bytes say it is binary G-code.
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("cached.gcode");
-    let mut bytes = b"GCDE\x01\x00\x00\x00\x01\x00".to_vec();
-    bytes.extend(0..=255u8);
+    // A real PrusaSlicer `.bgcode`: the agent decodes it to index the job, so it must be whole.
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../protocol/tests/data/bgcode/prusaslicer-2.8.1-mini-cube.bgcode"
+    ))?;
     std::fs::write(&path, &bytes)?;
     let start = PrinterCommand::Start {
         job_id: "j-b".into(),
