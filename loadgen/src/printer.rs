@@ -18,7 +18,7 @@ use farm_protocol::messages::{
     AckMessage, Activity, AgentHealth, Command, Event, Heater, JobProgress, OnlineMessage, Status,
     StatusMessage,
 };
-use farm_protocol::{Channel, Envelope, PrinterId, Topics};
+use farm_protocol::{Backoff, Channel, Envelope, PrinterId, Topics};
 use rumqttc::mqttbytes::QoS;
 use rumqttc::mqttbytes::v4::Packet;
 use rustc_hash::FxHashSet;
@@ -145,16 +145,12 @@ fn heater(name: &str, actual: f64, target: f64) -> Heater {
     }
 }
 
-/// The agent's reconnect backoff.
-struct Backoff(Duration);
+/// The agent's reconnect schedule (`agent/src/link.rs` `RECONNECT`): 0.5 s doubling to 30 s, ±25 %.
+const RECONNECT: Backoff =
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30)).with_jitter(0.25);
 
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    fn next(&mut self) -> Duration {
-        let d = self.0;
-        self.0 = (d * 2).min(Duration::from_secs(30));
-        d.mul_f64(rand::random_range(0.75..1.25))
-    }
+fn spread() -> f64 {
+    rand::random_range(-1.0..=1.0)
 }
 
 /// The memory outbox: events not yet acked, oldest first.
@@ -194,7 +190,7 @@ pub async fn live(
     let mut event_tick = tokio::time::interval_at(Instant::now() + spec.event_phase, period);
     event_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
-    let mut backoff = Backoff(Backoff::FIRST);
+    let mut backoff = RECONNECT;
     let mut permit = Some(first_connect.acquire_owned().await);
     let mut storm_seen = ctl.borrow().storm;
     let (id, token) = (spec.keys.id.clone(), spec.keys.token.clone());
@@ -225,11 +221,11 @@ pub async fn live(
                 if c.connect_failures.fetch_add(1, Relaxed) < 5 {
                     eprintln!("{id}: connect failed: {e}");
                 }
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next(spread())).await;
                 continue;
             }
         };
-        backoff = Backoff(Backoff::FIRST);
+        backoff.reset();
         c.connected.fetch_add(1, Relaxed);
         let end = async {
             conn.publish(&will.0, QoS::AtLeastOnce, true, spec.online(true))
@@ -304,13 +300,13 @@ pub async fn live(
             Ok(End::Storm) => {
                 // As after a controller restart: the agent's first backoff, then reconnect.
                 shared.slots[spec.index].fresh_from.store(u32::MAX, Relaxed);
-                tokio::time::sleep(Backoff(Backoff::FIRST).next()).await;
+                tokio::time::sleep(RECONNECT.delay_after(1, spread())).await;
             }
             Err(e) => {
                 if c.live_disconnects.fetch_add(1, Relaxed) < 5 {
                     eprintln!("{id}: live connection lost: {e}");
                 }
-                tokio::time::sleep(backoff.next()).await;
+                tokio::time::sleep(backoff.next(spread())).await;
             }
         }
     }

@@ -14,6 +14,7 @@ use super::report::{Incoming, Report};
 use super::tls::{PrinterVerifier, TlsMode, bambu_client_config};
 use super::{BambuConfig, ftps};
 use crate::printer::{Envelope, Port, PrinterCommand, Reply, Snapshot};
+use farm_protocol::Backoff;
 use farm_protocol::messages::{Activity, Event, JobProgress, Outcome};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, Transport};
 use std::collections::HashMap;
@@ -23,8 +24,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const RECONNECT: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// A session that lasted this long was a working one: the next outage starts the schedule over.
+const SESSION_OK: Duration = Duration::from_secs(30);
 /// Silence after which the printer is asked to restart its pushes.
 const QUIET: Duration = Duration::from_secs(60);
 /// How long a command waits for the printer's reply before it is answered "sent".
@@ -122,7 +124,7 @@ pub(super) async fn run(cfg: BambuConfig, port: Port) {
         error_reported: false,
         hinted: false,
     };
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = RECONNECT;
     loop {
         sh.publish();
         let began = Instant::now();
@@ -130,11 +132,10 @@ pub(super) async fn run(cfg: BambuConfig, port: Port) {
             None => return,
             Some(r) => r,
         };
-        if began.elapsed() > BACKOFF_MAX {
-            backoff = BACKOFF_FIRST;
+        if began.elapsed() > SESSION_OK {
+            backoff.reset();
         }
-        let delay = backoff;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        let delay = backoff.next(0.0);
         sh.link_down(format!("{reason}; retrying in {} s", delay.as_secs()));
         let until = Instant::now() + delay;
         loop {

@@ -22,7 +22,7 @@ pub mod client;
 pub mod job_file;
 pub mod push;
 pub mod state;
-mod task;
+pub(crate) mod task;
 pub mod wire;
 
 use crate::config::ConfigError;

@@ -34,14 +34,15 @@ const IDLE_WAKE: Duration = Duration::from_secs(60);
 /// OctoPrint unreachable: 1 s doubling to 15 s, no jitter (one agent per OctoPrint, usually
 /// on the same Pi or LAN; one `/api/version` per step is cheap and a restarted OctoPrint is
 /// found within 15 s).
-const UNREACHABLE: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(15));
+pub(crate) const UNREACHABLE: Backoff =
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(15));
 /// OctoPrint refused the API key: 5 s doubling to 60 s, since a person must fix the key and
 /// quicker retries would only fill OctoPrint's log.
-const REFUSED: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
+pub(crate) const REFUSED: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
 
 /// Counts one more failure on `retries` (an [`UNREACHABLE`] schedule) and returns the wait,
 /// on the [`REFUSED`] schedule when the key was refused: one count for both.
-fn retry_delay(retries: &mut Backoff, refused: bool) -> Duration {
+pub(crate) fn retry_delay(retries: &mut Backoff, refused: bool) -> Duration {
     let unreachable = retries.next(0.0);
     if refused {
         REFUSED.delay_after(retries.failures(), 0.0)

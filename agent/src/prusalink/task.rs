@@ -12,36 +12,15 @@ use super::client::{Api, ApiError};
 use super::state::{Effect, Reach, Tracker};
 use super::wire::choose_storage;
 use crate::octoprint::job_file::{JobFile, event_for, upload_name};
+use crate::octoprint::task::{UNREACHABLE, retry_delay};
 use crate::printer::{Port, PrinterCommand, Reply, Snapshot};
+use farm_protocol::Backoff;
 use farm_protocol::messages::{Activity, Event, Outcome};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-
-/// Reconnect delays: `first`, doubling to `max`. Kept in this one place so that the farm's
-/// shared backoff type can replace it.
-#[derive(Debug)]
-struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    /// PrusaLink unreachable: 1 s doubling to 15 s; login refused: 5 s doubling to 60 s (a
-    /// person must fix it; quicker retries would only fill the printer's log).
-    fn next(&mut self, refused: bool) -> Duration {
-        let (first, max) = if refused { (5, 60) } else { (1, 15) };
-        let d = (first as u64)
-            .saturating_mul(1 << self.failures.min(8))
-            .min(max);
-        self.failures += 1;
-        Duration::from_secs(d)
-    }
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
 
 /// The first bytes of a binary G-code (`.bgcode`) file.
 const BGCODE_MAGIC: &[u8; 4] = b"GCDE";
@@ -91,7 +70,9 @@ impl Shell {
             file: None,
             up: false,
             next: Instant::now(),
-            backoff: Backoff { failures: 0 },
+            // OctoPrint's schedule: the same kind of host (one HTTP server per printer, a key
+            // or password a person must fix when refused).
+            backoff: UNREACHABLE,
             poll_failing: false,
         };
         loop {
@@ -145,7 +126,7 @@ impl Shell {
     /// PrusaLink cannot be used now: say why, stop polling, try again after a backoff step.
     async fn unavailable(&mut self, e: &ApiError) {
         let refused = matches!(e, ApiError::Refused { .. });
-        let delay = self.backoff.next(refused);
+        let delay = retry_delay(&mut self.backoff, refused);
         tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "PrusaLink not available; retrying");
         let reach = if refused {
             Reach::Refused(e.to_string())
@@ -401,9 +382,9 @@ mod tests {
     #[test]
     fn backoff_doubles_to_a_cap_and_a_refused_login_waits_longer() {
         let secs = |refused: bool| {
-            let mut b = Backoff { failures: 0 };
+            let mut b = UNREACHABLE;
             (0..7)
-                .map(|_| b.next(refused).as_secs())
+                .map(|_| retry_delay(&mut b, refused).as_secs())
                 .collect::<Vec<_>>()
         };
         assert_eq!(secs(false), [1, 2, 4, 8, 15, 15, 15]);
