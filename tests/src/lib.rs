@@ -466,6 +466,21 @@ impl Farm {
     }
 }
 
+/// Points an enrolled agent's config (`<farm dir>/<id>.toml`, as [`Farm::enrol`] wrote it)
+/// at a real back end: `backend = "<backend>"` and a `[printer.<backend>]` table of `settings`
+/// (TOML lines).
+pub fn use_backend(farm_dir: &Path, id: &str, backend: &str, settings: &str) -> Result<()> {
+    let path = farm_dir.join(format!("{id}.toml"));
+    let text = std::fs::read_to_string(&path)?;
+    if !text.contains("backend = \"sim\"") {
+        bail!("{} does not look like an enrolment config", path.display());
+    }
+    let text = text.replace("backend = \"sim\"", &format!("backend = {backend:?}"))
+        + &format!("\n[printer.{backend}]\n{settings}\n");
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
 /// Unwraps a test body's result; on failure, prints every process log first.
 pub fn or_logs<T>(r: Result<T>, farm: &Farm) -> T {
     match r {
