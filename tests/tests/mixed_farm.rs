@@ -291,21 +291,14 @@ async fn one_queue(farm: &Farm) -> Result<()> {
     let stream = farm.stream().await?;
     let spools = load_spools(farm).await?;
     // A filament the API cannot take is refused before the file is read, saying what to send.
-    let r = farm
-        .client
-        .post(format!(
-            "{}/api/v1/jobs?name=x.gcode&material=P%0ALA",
-            farm.http
-        ))
-        .bearer_auth(&farm.admin)
-        .header("content-type", "application/octet-stream")
-        .body("G28\n")
-        .send()
+    let (status, body) = farm
+        .post_file(
+            "/api/v1/jobs?name=x.gcode&material=P%0ALA",
+            b"G28\n".to_vec(),
+        )
         .await?;
-    let status = r.status().as_u16();
-    let body = r.text().await?;
     ensure!(
-        status == 400 && body.contains("material must be"),
+        status == 400 && body.to_string().contains("material must be"),
         "a material with a line break: {status} {body}"
     );
     let browser = Browser::launch().await?;
