@@ -347,6 +347,12 @@ async fn one_queue(farm: &Farm) -> Result<()> {
         let log = page.eval("JSON.stringify(window.cardLog)").await;
         return Err(e.context(format!("the cards showed {log:?}")));
     }
+    page.wait_for(
+        "five jobs Done in the queue's recent list",
+        "Array.from(document.querySelectorAll('#recent tr[data-state=\"completed\"]')).filter(tr => tr.querySelector('.jstate').textContent === 'Done').length === 5",
+        Duration::from_secs(10),
+    )
+    .await?;
     shot(&mut page, "mixed-farm.png").await?;
 
     // Every job completed on its own printer, billed the file's filament.
