@@ -255,6 +255,10 @@
     } catch (e2) {
       return;
     }
+    // Unchanged: leave the list alone (replacing it would close a picker being opened).
+    const key = items.map((m) => `${m.id}\u0000${m.material}\u0000${m.colour}`).join('\u0001');
+    if (uploadFilament.dataset.key === key) return;
+    uploadFilament.dataset.key = key;
     const keep = uploadFilament.value;
     const opts = [uploadFilament.options[0]];
     for (const m of items) {
