@@ -77,10 +77,6 @@ fn bambu_limits_are_those_the_slicer_wrote_for_that_printer() {
         ("bambu-p1", "bambustudio-02.05.00.66-p1s-single.gcode.3mf"),
         (
             "bambu-a1-mini",
-            "bambustudio-02.04.00.70-a1mini-one-layer-m83.gcode.gz",
-        ),
-        (
-            "bambu-a1-mini",
             "bambustudio-02.01.01.52-a1mini-m83.gcode.gz",
         ),
     ] {
