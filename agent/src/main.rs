@@ -39,7 +39,8 @@ enum Cmd {
         #[arg(long)]
         plate: Option<u32>,
         /// Start from this printer model's limits and allowances (bambu-x1, bambu-p1, bambu-a1,
-        /// bambu-a1-mini, prusa-mk4, prusa-core-one, or a model code such as C12 or MK4S);
+        /// bambu-a1-mini, bambu-h2d, prusa-mk4, prusa-core-one, or a model code such as C12 or
+        /// MK4S);
         /// the file's own settings still win
         #[arg(long)]
         printer_model: Option<String>,

@@ -1,5 +1,5 @@
 //! Printer-model profiles: motion limits and slicer allowances for printers the agent drives over
-//! the network (Bambu Lab X1 / P1 / A1 / A1 mini, Prusa MK4 / CORE One), where the serial
+//! the network (Bambu Lab X1 / P1 / A1 / A1 mini / H2D, Prusa MK4 / CORE One), where the serial
 //! profiles' framing and buffers mean nothing.
 //!
 //! One TOML file per model family in `firmware-profiles/printers/`, embedded at build time. Each
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// The embedded profiles: (name, TOML text). The name is also the file stem.
-const BUILTIN: [(&str, &str); 6] = [
+const BUILTIN: [(&str, &str); 7] = [
     (
         "bambu-x1",
         include_str!("../../firmware-profiles/printers/bambu-x1.toml"),
@@ -35,6 +35,10 @@ const BUILTIN: [(&str, &str); 6] = [
     (
         "bambu-a1-mini",
         include_str!("../../firmware-profiles/printers/bambu-a1-mini.toml"),
+    ),
+    (
+        "bambu-h2d",
+        include_str!("../../firmware-profiles/printers/bambu-h2d.toml"),
     ),
     (
         "prusa-mk4",

@@ -132,7 +132,7 @@ fn printer_model_profile_sets_the_starting_limits() {
     // First change loads (29 s), the second unloads and loads (28 + 29 s).
     assert!((p1 - plain - 86.0).abs() < 1.0, "{plain} s vs {p1} s");
 
-    let out = analyze(&[f, "--printer-model", "H2D"]);
+    let out = analyze(&[f, "--printer-model", "H2C"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

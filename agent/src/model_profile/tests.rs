@@ -43,7 +43,8 @@ fn models_are_found_by_code_slicer_name_or_profile_name() {
     assert_eq!(name("MK4S").as_deref(), Some("prusa-mk4"));
     assert_eq!(name("COREONE").as_deref(), Some("prusa-core-one"));
     assert_eq!(name("prusa-core-one").as_deref(), Some("prusa-core-one"));
-    assert_eq!(name("H2D"), None);
+    assert_eq!(name("O1D").as_deref(), Some("bambu-h2d"));
+    assert_eq!(name("H2C"), None);
     assert_eq!(name("Bambu Lab"), None);
 }
 
