@@ -370,11 +370,9 @@ async fn a_job_goes_through_the_farm_to_the_simulated_printer_and_is_billed_exac
     or_logs(r, &farm);
 }
 
-async fn through_the_farm(farm: &mut Farm) -> Result<()> {
-    let (sim, dir, cfg) = sim(SimOptions::default()).await?;
-    let stream = farm.stream().await?;
-    farm.enrol("bambu-1", true, "speed = 1.0").await?;
-    let path = farm.dir.path().join("bambu-1.toml");
+/// Turns an enrolled sim agent's config into one for the simulated Bambu printer.
+fn bambu_config(farm: &Farm, id: &str, cfg: &BambuConfig) -> Result<()> {
+    let path = farm.dir.path().join(format!("{id}.toml"));
     let text = std::fs::read_to_string(&path)?.replace("backend = \"sim\"", "backend = \"bambu\"")
         + &format!(
             "\n[printer.bambu]\nhost = \"127.0.0.1\"\nserial = {:?}\naccess_code = {:?}\nca_file = {:?}\nmqtt_port = {}\nftps_port = {}\n",
@@ -388,6 +386,14 @@ async fn through_the_farm(farm: &mut Farm) -> Result<()> {
             cfg.ftps_port
         );
     std::fs::write(&path, text)?;
+    Ok(())
+}
+
+async fn through_the_farm(farm: &mut Farm) -> Result<()> {
+    let (sim, dir, cfg) = sim(SimOptions::default()).await?;
+    let stream = farm.stream().await?;
+    farm.enrol("bambu-1", true, "speed = 1.0").await?;
+    bambu_config(farm, "bambu-1", &cfg)?;
     farm.start_agent("bambu-1").await?;
     stream
         .wait_for("bambu-1 idle", LONG, |_| {
@@ -594,20 +600,7 @@ async fn routed_by_trays(farm: &mut Farm) -> Result<()> {
     // A simulated FDM printer with black PLA declared, and the Bambu.
     farm.enrol("mk4", true, "speed = 1.0").await?;
     farm.enrol("bambu-1", true, "speed = 1.0").await?;
-    let path = farm.dir.path().join("bambu-1.toml");
-    let text = std::fs::read_to_string(&path)?.replace("backend = \"sim\"", "backend = \"bambu\"")
-        + &format!(
-            "\n[printer.bambu]\nhost = \"127.0.0.1\"\nserial = {:?}\naccess_code = {:?}\nca_file = {:?}\nmqtt_port = {}\nftps_port = {}\n",
-            cfg.serial,
-            cfg.access_code,
-            cfg.ca_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            cfg.mqtt_port,
-            cfg.ftps_port
-        );
-    std::fs::write(&path, text)?;
+    bambu_config(farm, "bambu-1", &cfg)?;
     let (s, v) = farm
         .request(
             "PATCH",
