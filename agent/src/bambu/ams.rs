@@ -258,4 +258,26 @@ mod tests {
         assert!(e.contains("1 PETG #000000") && e.contains("2 empty"), "{e}");
         assert!(!e.contains("filament 1"), "{e}");
     }
+
+    /// A real Bambu Studio 02.05 two-colour plate (`protocol/tests/data/slicers/`, README
+    /// there): filaments 1 (white PLA) and 4 (#161616 PLA) of the project.
+    #[test]
+    fn a_real_two_colour_plate_maps_its_filaments_by_id() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../protocol/tests/data/slicers/bambustudio-02.05.00.66-p1s-two-colour.gcode.3mf",
+        );
+        let trays = [
+            tray(0, Some("PLA"), "#FFFFFF", false),
+            tray(1, Some("PETG"), "#161616", false),
+            tray(2, Some("PLA"), "#161616", true),
+        ];
+        assert_eq!(
+            mapping_for_plate(&path, 1, &Filament::default(), &trays, &[]),
+            Ok(vec![0, -1, -1, 2])
+        );
+        let e = mapping_for_plate(&path, 1, &Filament::default(), &trays[..2], &[])
+            .expect_err("no black PLA");
+        assert!(e.contains("filament 4 (PLA #161616)"), "{e}");
+        assert!(mapping_for_plate(&path, 9, &Filament::default(), &trays, &[]).is_err());
+    }
 }
