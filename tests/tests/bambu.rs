@@ -13,7 +13,7 @@ use anyhow::{Result, anyhow, ensure};
 use farm_agent::bambu::{Bambu, BambuConfig, Storage, TlsMode};
 use farm_agent::printer::{Filament, Printer, PrinterCommand, Snapshot};
 use farm_e2e::bambu::{SimOptions, SimPrinter, fixture_print};
-use farm_e2e::{Farm, FarmOptions, eventually, or_logs};
+use farm_e2e::{Farm, FarmOptions, eventually, or_logs, use_backend};
 use farm_protocol::messages::{Activity, Event, Outcome};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -371,29 +371,16 @@ async fn a_job_goes_through_the_farm_to_the_simulated_printer_and_is_billed_exac
 }
 
 /// Turns an enrolled sim agent's config into one for the simulated Bambu printer.
-fn bambu_config(farm: &Farm, id: &str, cfg: &BambuConfig) -> Result<()> {
-    let path = farm.dir.path().join(format!("{id}.toml"));
-    let text = std::fs::read_to_string(&path)?.replace("backend = \"sim\"", "backend = \"bambu\"")
-        + &format!(
-            "\n[printer.bambu]\nhost = \"127.0.0.1\"\nserial = {:?}\naccess_code = {:?}\nca_file = {:?}\nmqtt_port = {}\nftps_port = {}\n",
-            cfg.serial,
-            cfg.access_code,
-            cfg.ca_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            cfg.mqtt_port,
-            cfg.ftps_port
-        );
-    std::fs::write(&path, text)?;
-    Ok(())
+fn bambu_config(farm: &Farm, id: &str, sim: &SimPrinter, dir: &Path) -> Result<()> {
+    let ca = dir.join("sim-ca.pem");
+    use_backend(farm.dir.path(), id, "bambu", &sim.agent_settings(&ca)?)
 }
 
 async fn through_the_farm(farm: &mut Farm) -> Result<()> {
-    let (sim, dir, cfg) = sim(SimOptions::default()).await?;
+    let (sim, dir, _cfg) = sim(SimOptions::default()).await?;
     let stream = farm.stream().await?;
     farm.enrol("bambu-1", true, "speed = 1.0").await?;
-    bambu_config(farm, "bambu-1", &cfg)?;
+    bambu_config(farm, "bambu-1", &sim, dir.path())?;
     farm.start_agent("bambu-1").await?;
     stream
         .wait_for("bambu-1 idle", LONG, |_| {
@@ -591,7 +578,7 @@ async fn the_farm_routes_a_job_by_the_ams_trays_and_says_why_another_waits() {
 }
 
 async fn routed_by_trays(farm: &mut Farm) -> Result<()> {
-    let (sim, dir, cfg) = sim(SimOptions {
+    let (sim, dir, _cfg) = sim(SimOptions {
         ams: Some(ams()),
         ..SimOptions::default()
     })
@@ -600,7 +587,7 @@ async fn routed_by_trays(farm: &mut Farm) -> Result<()> {
     // A simulated FDM printer with black PLA declared, and the Bambu.
     farm.enrol("mk4", true, "speed = 1.0").await?;
     farm.enrol("bambu-1", true, "speed = 1.0").await?;
-    bambu_config(farm, "bambu-1", &cfg)?;
+    bambu_config(farm, "bambu-1", &sim, dir.path())?;
     let (s, v) = farm
         .request(
             "PATCH",
