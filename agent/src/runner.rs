@@ -388,12 +388,18 @@ impl Runner {
             return;
         };
         let (job_id, name) = (job.record.job_id.clone(), job.assignment.name.clone());
+        let filament = crate::printer::Filament {
+            material: job.assignment.material.clone(),
+            colour: job.assignment.colour.clone(),
+            trays: job.assignment.trays.clone(),
+        };
         let failure = match res {
             Ok(Ok(path)) => {
                 let start = PrinterCommand::Start {
                     job_id: job_id.clone(),
                     name,
                     path,
+                    filament,
                 };
                 match self.printer.send(start).await {
                     Ok(_) => None,

@@ -116,6 +116,7 @@ impl Spec {
                 outbox_pending: 0,
             },
             interval_ms: u32::try_from(self.status_interval.as_millis()).unwrap_or(u32::MAX),
+            trays: vec![],
         };
         self.seal(&Envelope::new(
             self.printer.clone(),

@@ -7,13 +7,14 @@
 //! first report arrives again). If nothing arrives for a minute the printer is asked to
 //! restart its pushes (`pushing.start`, as pybambu does: older firmware stopped silently).
 
+use super::ams;
 use super::commands::{self, Request, Sequence};
 use super::hms::{DEVELOPER_MODE_HINT, UNSIGNED_REFUSED};
 use super::job::{JobChange, JobWatch};
 use super::report::{Incoming, Report};
 use super::tls::{PrinterVerifier, TlsMode, bambu_client_config};
 use super::{BambuConfig, ftps};
-use crate::printer::{Envelope, Port, PrinterCommand, Reply, Snapshot};
+use crate::printer::{Envelope, Filament, Port, PrinterCommand, Reply, Snapshot};
 use farm_protocol::Backoff;
 use farm_protocol::messages::{Activity, Event, JobProgress, Outcome};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, Transport};
@@ -410,8 +411,15 @@ impl Shell {
         }
         let activity = self.report.activity();
         match cmd {
-            PrinterCommand::Start { job_id, name, path } => {
-                let r = self.start(client, tls, job_id, &name, &path).await;
+            PrinterCommand::Start {
+                job_id,
+                name,
+                path,
+                filament,
+            } => {
+                let r = self
+                    .start(client, tls, job_id, &name, &path, &filament)
+                    .await;
                 let _ = reply.send(r);
             }
             PrinterCommand::Pause if self.job.is_none() => {
@@ -466,6 +474,7 @@ impl Shell {
         job_id: String,
         name: &str,
         path: &Path,
+        filament: &Filament,
     ) -> Reply {
         if let Some(j) = &self.job {
             return Err(format!("printer busy with job {}", j.job_id));
@@ -481,6 +490,23 @@ impl Shell {
             ));
         }
         let is_3mf = name.ends_with(".3mf");
+        // Which tray feeds each filament, decided before anything is uploaded or sent.
+        let ams_mapping = if is_3mf {
+            let (p, plate, job, trays, configured) = (
+                path.to_path_buf(),
+                self.cfg.plate,
+                filament.clone(),
+                self.report.trays(),
+                self.cfg.ams_mapping.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                ams::mapping_for_plate(&p, plate, &job, &trays, &configured)
+            })
+            .await
+            .map_err(|e| format!("reading the plate stopped: {e}"))??
+        } else {
+            vec![]
+        };
         let (layer_starts, total, file_size) = if is_3mf {
             let size = tokio::fs::metadata(path)
                 .await
@@ -524,7 +550,7 @@ impl Shell {
                 self.cfg.storage,
                 &remote,
                 self.cfg.plate,
-                &self.cfg.ams_mapping,
+                &ams_mapping,
             )
         } else {
             commands::gcode_file(&mut self.seq, &remote)
@@ -582,6 +608,7 @@ impl Shell {
                 temps: vec![],
                 job: None,
                 message: Some(why.clone()),
+                trays: vec![],
             };
         }
         if !self.report.complete {
@@ -590,6 +617,7 @@ impl Shell {
                 temps: vec![],
                 job: None,
                 message: Some("connected; waiting for the printer's first report".into()),
+                trays: vec![],
             };
         }
         let r = &self.report;
@@ -619,6 +647,7 @@ impl Shell {
             temps: r.temps(),
             job,
             message: r.problems(),
+            trays: r.trays(),
         }
     }
 

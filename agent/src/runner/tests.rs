@@ -146,6 +146,9 @@ impl Rig {
             url: format!("{}/{name}", self.base),
             sha256: hex::encode(Sha256::digest(body.as_bytes())),
             size: body.len() as u64,
+            material: None,
+            colour: None,
+            trays: vec![],
         };
         (a, total)
     }

@@ -223,6 +223,7 @@ impl Farm {
                     let f = corrections.factor(&e.rec.id, j.material.as_deref().unwrap_or(""));
                     j.estimated_s * f * (1.0 - j.progress.clamp(0.0, 1.0))
                 });
+                let spools = m.stock.loaded_spools(&e.rec.id);
                 PrinterInput {
                     id: e.rec.id.clone(),
                     state: e.view.state,
@@ -232,9 +233,10 @@ impl Farm {
                     ),
                     auto_eject: e.rec.auto_eject,
                     build_volume_mm: e.rec.build_volume_mm,
-                    tools: crate::inventory::loadout::tools(
-                        &e.rec,
-                        &m.stock.loaded_spools(&e.rec.id),
+                    tools: crate::inventory::loadout::tools(&e.rec, &spools),
+                    trays: crate::inventory::loadout::changer(
+                        e.live.status.as_ref().map_or(&[][..], |s| &s.trays),
+                        &spools,
                     ),
                     busy_remaining_s,
                 }

@@ -2,7 +2,7 @@
 //! commands, and placing queued jobs on idle printers.
 
 use crate::auth::random_hex;
-use crate::farm::{Farm, FarmError, clean_name, now};
+use crate::farm::{Farm, FarmError, Mirror, clean_name, now};
 use crate::jobs::{self, Job, JobState, Needs};
 use crate::printers::fleet::{PrinterState, PrinterView};
 use crate::store::CommandRecord;
@@ -157,13 +157,39 @@ impl Farm {
         Ok(id)
     }
 
-    fn assignment(&self, j: &Job) -> JobAssignment {
+    /// The assignment of `j` to `printer`: its file, its material and colour, and the changer
+    /// trays of the printer that hold them (the agent maps the job onto them).
+    fn assignment(&self, m: &Mirror, j: &Job, printer: &str) -> JobAssignment {
+        let trays = m
+            .printers
+            .get(printer)
+            .map(|e| {
+                let spools = m.stock.loaded_spools(printer);
+                let p = crate::jobs::scheduler::PrinterInput {
+                    id: printer.into(),
+                    state: e.view.state,
+                    blocked: false,
+                    auto_eject: e.rec.auto_eject,
+                    build_volume_mm: None,
+                    tools: vec![],
+                    trays: crate::inventory::loadout::changer(
+                        e.live.status.as_ref().map_or(&[][..], |s| &s.trays),
+                        &spools,
+                    ),
+                    busy_remaining_s: 0.0,
+                };
+                crate::jobs::scheduler::matching_trays(&p, &crate::jobs::production::job_input(j))
+            })
+            .unwrap_or_default();
         JobAssignment {
             job_id: j.id.clone(),
             name: j.name.clone(),
             url: format!("{}/api/v1/files/{}", self.public_url, j.sha256),
             sha256: j.sha256.clone(),
             size: j.size,
+            material: j.material.clone(),
+            colour: j.colour.clone(),
+            trays,
         }
     }
 
@@ -205,7 +231,7 @@ impl Farm {
             let command_id = format!("c-{}", random_hex(8));
             jobs::assign(&mut j, &rec.id, command_id.clone(), now());
             rec.current_job = Some(j.id.clone());
-            let assignment = self.assignment(&j);
+            let assignment = self.assignment(&m, &j, &rec.id);
             let pid =
                 PrinterId::new(rec.id.as_str()).map_err(|e| FarmError::Invalid(e.to_string()))?;
             let env = Envelope::new(pid, Command::AssignJob(assignment))
@@ -248,7 +274,7 @@ impl Farm {
     /// receive it runs it once.
     pub fn resend_assignments(&self, older_than: time::Duration) {
         let cutoff = now() - older_than;
-        let pending: Vec<(Job, String)> = {
+        let pending: Vec<(Job, String, JobAssignment)> = {
             let m = self.lock();
             m.jobs
                 .values()
@@ -256,12 +282,19 @@ impl Farm {
                     j.state == JobState::Assigned && j.assigned_at.is_some_and(|t| t < cutoff)
                 })
                 .filter_map(|j| {
-                    let p = m.printers.get(j.printer_id.as_deref()?)?;
-                    p.live.online.then(|| (j.clone(), p.rec.secret.clone()))
+                    let printer = j.printer_id.as_deref()?;
+                    let p = m.printers.get(printer)?;
+                    p.live.online.then(|| {
+                        (
+                            j.clone(),
+                            p.rec.secret.clone(),
+                            self.assignment(&m, j, printer),
+                        )
+                    })
                 })
                 .collect()
         };
-        for (j, secret) in pending {
+        for (j, secret, assignment) in pending {
             let (Some(printer), Some(cid)) = (j.printer_id.clone(), j.assign_command_id.clone())
             else {
                 continue;
@@ -269,8 +302,7 @@ impl Farm {
             let Ok(pid) = PrinterId::new(printer.as_str()) else {
                 continue;
             };
-            let env =
-                Envelope::new(pid, Command::AssignJob(self.assignment(&j))).with_command_id(cid);
+            let env = Envelope::new(pid, Command::AssignJob(assignment)).with_command_id(cid);
             if let Ok(p) = seal(&env, secret.as_bytes()) {
                 tracing::debug!(job = %j.id, %printer, "resending assignment");
                 self.send(&printer, Channel::Commands, p);
