@@ -9,6 +9,15 @@
 #   BROKER=mosquitto scripts/bench-floor.sh     # Mosquitto (apt's) in front of the controller
 #   OFFLINE=0 DURATION=60s STORM_AT=30s scripts/bench-floor.sh
 #   SKIP_BUILD=1 ...                          # use the release binaries already in target/release
+#   STORM_AT= ...                             # no reconnect storm
+#
+# Beside the printers (BENCHMARKS.md "Order intake under load", "Dashboards on the stream",
+# "Dispatch fan-out"): LOADGEN_ARGS adds farm-loadgen options to the size runs, TAG names
+# their reports, PRISTINE=1 starts every run from the same freshly enrolled state:
+#   PRISTINE=1 OFFLINE=0 SIZES=5000 STORM_AT= TAG=-orders LOADGEN_ARGS="--orders-per-s 2000" scripts/bench-floor.sh
+#   PRISTINE=1 OFFLINE=0 SIZES=5000 STORM_AT= TAG=-dash50 LOADGEN_ARGS="--dashboards 50" scripts/bench-floor.sh
+#   OFFLINE=0 SIZES=100 STORM_AT= TAG=-fanout LOADGEN_ARGS="--fanout-mb 20" scripts/bench-floor.sh
+# A shop token for the orders is made with `farm-controller token add` before each serve.
 #
 # Each size keeps its controller state and enrolment file under $OUT (target/bench-floor), so
 # a second run does not enrol thousands of printers again; FRESH=1 starts from nothing.
@@ -19,7 +28,7 @@ cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"1000 5000 10000"}
 BROKER=${BROKER:-embedded}
 DURATION=${DURATION:-60s}
-STORM_AT=${STORM_AT:-30s}
+STORM_AT=${STORM_AT-30s}
 OFFLINE=${OFFLINE:-1}
 OUT=${OUT:-target/bench-floor}
 HTTP_PORT=${HTTP_PORT:-18080}
@@ -57,6 +66,7 @@ run() {
     mkdir -p "$dir"
     local dir_abs
     dir_abs=$(cd "$dir" && pwd)
+    local report=$dir/report${TAG:-}
     cat >"$dir/controller.toml" <<EOF
 state_dir = "$dir_abs/state"
 http_listen = "127.0.0.1:$HTTP_PORT"
@@ -88,14 +98,33 @@ EOF
         wait_for mosquitto bash -c "exec 3<>/dev/tcp/127.0.0.1/$MQTT_PORT"
         printf 'broker_url = "mqtt://controller:controller-pass@127.0.0.1:%s"\n' "$MQTT_PORT" >>"$dir/controller.toml"
     fi
-    RUST_LOG=warn "$BIN/farm-controller" serve --config "$dir/controller.toml" >"$dir/controller.log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    wait_for "the controller" curl -sf "http://127.0.0.1:$HTTP_PORT/api/v1/health"
-    wait_for "the admin token" test -s "$dir/state/admin-token"
     local common=(--controller "http://127.0.0.1:$HTTP_PORT" --broker "127.0.0.1:$MQTT_PORT"
         --admin-token-file "$dir/state/admin-token" --printers "$live" --flapping "$flapping"
         --enrolment "$dir/enrolment.json" --enrol-concurrency 32)
+    local pid
+    serve() {
+        RUST_LOG=warn "$BIN/farm-controller" serve --config "$dir/controller.toml" >>"$dir/controller.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        wait_for "the controller" curl -sf "http://127.0.0.1:$HTTP_PORT/api/v1/health"
+        wait_for "the admin token" test -s "$dir/state/admin-token"
+    }
+    if [[ ${PRISTINE:-0} == 1 ]]; then
+        if [[ ! -d $dir/state.base ]]; then
+            rm -rf "$dir/state" "$dir/enrolment.json"
+            serve
+            "$BIN/farm-loadgen" "${common[@]}" --enrol-only
+            kill "$pid"
+            wait "$pid" 2>/dev/null || true
+            cp -a "$dir/state" "$dir/state.base"
+        fi
+        rm -rf "$dir/state"
+        cp -a "$dir/state.base" "$dir/state"
+    fi
+    mkdir -p "$dir/state"
+    "$BIN/farm-controller" token add --role shop --name loadgen --config "$dir/controller.toml" >"$dir/shop-token"
+    : >"$dir/controller.log"
+    serve
     if [[ $BROKER == mosquitto ]]; then
         # Mosquitto learns the printers' logins from the enrolment file, then reloads.
         "$BIN/farm-loadgen" "${common[@]}" --enrol-only
@@ -110,11 +139,13 @@ EOF
         sleep 1
     fi
     echo "== $BROKER $name: $live live + $flapping flapping; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$BIN/farm-loadgen" "${common[@]}" --controller-pid "$pid" --json "$dir/report.json" "$@" |
-        tee "$dir/report.txt"
+    # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of options
+    "$BIN/farm-loadgen" "${common[@]}" --controller-pid "$pid" --json "$report.json" \
+        --shop-token-file "$dir/shop-token" "$@" ${LOADGEN_ARGS:-} |
+        tee "$report.txt"
     echo "controller warnings/errors logged: $(grep -c -E 'WARN|ERROR' "$dir/controller.log" || true)" |
-        tee -a "$dir/report.txt"
-    if ! kill -0 "$pid" 2>/dev/null; then echo "the controller died: see $dir/controller.log" | tee -a "$dir/report.txt"; fi
+        tee -a "$report.txt"
+    if ! kill -0 "$pid" 2>/dev/null; then echo "the controller died: see $dir/controller.log" | tee -a "$report.txt"; fi
     cleanup
     PIDS=()
     wait 2>/dev/null || true
@@ -122,7 +153,9 @@ EOF
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p')"
 for n in $SIZES; do
-    run "$n" "$n" 0 --duration "$DURATION" --storm-at "$STORM_AT" --settle 120s
+    storm=()
+    [[ -n $STORM_AT ]] && storm=(--storm-at "$STORM_AT" --settle 120s)
+    run "$n" "$n" 0 --duration "$DURATION" "${storm[@]}"
 done
 if [[ $OFFLINE == 1 ]]; then
     # Live printers' latency without, then with, 2,000 flapping beside them (no storm).
