@@ -3,7 +3,7 @@
 
 use crate::auth::random_hex;
 use crate::farm::{Farm, FarmError, clean_name, now};
-use crate::jobs::{self, Job, JobState};
+use crate::jobs::{self, Job, JobState, Needs};
 use crate::printers::fleet::{PrinterState, PrinterView};
 use crate::store::CommandRecord;
 use farm_protocol::messages::{Body, Command, JobAssignment};
@@ -17,6 +17,18 @@ impl Farm {
         stored: &crate::catalog::files::Stored,
         copies: u32,
         priority: i32,
+    ) -> Result<Vec<Job>, FarmError> {
+        self.add_jobs_needing(name, stored, copies, priority, &Needs::default())
+    }
+
+    /// [`Farm::add_jobs`] for jobs that only a printer with `needs` loaded may print.
+    pub fn add_jobs_needing(
+        &self,
+        name: &str,
+        stored: &crate::catalog::files::Stored,
+        copies: u32,
+        priority: i32,
+        needs: &Needs,
     ) -> Result<Vec<Job>, FarmError> {
         let name = clean_name(name)?;
         if !(1..=1000).contains(&copies) {
@@ -34,6 +46,8 @@ impl Farm {
                 let number = tx.next_job_number()?;
                 let mut j = Job::new(number, name.clone(), stored.sha256.clone(), stored.size, t);
                 j.priority = priority;
+                j.material.clone_from(&needs.material);
+                j.colour.clone_from(&needs.colour);
                 j.filament_mm = stored.analysis.filament_mm.clone();
                 j.estimated_s = stored.analysis.estimated_s;
                 j.size_mm = crate::orders::follow_up::extent(&stored.analysis);
