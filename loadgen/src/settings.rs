@@ -203,34 +203,41 @@ pub struct Settings {
 impl Settings {
     /// The admin token from --admin-token or --admin-token-file.
     pub fn token(&self) -> anyhow::Result<String> {
-        if let Some(t) = &self.admin_token {
-            return Ok(t.clone());
-        }
-        let Some(f) = &self.admin_token_file else {
-            anyhow::bail!(
-                "no admin token: pass --admin-token, FARM_ADMIN_TOKEN or --admin-token-file <state_dir>/admin-token"
-            );
-        };
-        let t = std::fs::read_to_string(f).map_err(|e| {
-            anyhow::anyhow!("cannot read the admin token from {}: {e}", f.display())
-        })?;
-        Ok(t.trim().to_string())
+        read_token(
+            &self.admin_token,
+            &self.admin_token_file,
+            "no admin token: pass --admin-token, FARM_ADMIN_TOKEN or --admin-token-file <state_dir>/admin-token",
+            "admin",
+        )
     }
 
     /// The shop token from --shop-token or --shop-token-file.
     pub fn shop(&self) -> anyhow::Result<String> {
-        if let Some(t) = &self.shop_token {
-            return Ok(t.clone());
-        }
-        let Some(f) = &self.shop_token_file else {
-            anyhow::bail!(
-                "--orders-per-s needs a shop token: create one with `farm-controller token add --role shop --name loadgen` (serve stopped) and pass --shop-token or --shop-token-file"
-            );
-        };
-        let t = std::fs::read_to_string(f)
-            .map_err(|e| anyhow::anyhow!("cannot read the shop token from {}: {e}", f.display()))?;
-        Ok(t.trim().to_string())
+        read_token(
+            &self.shop_token,
+            &self.shop_token_file,
+            "--orders-per-s needs a shop token: create one with `farm-controller token add --role shop --name loadgen` (serve stopped) and pass --shop-token or --shop-token-file",
+            "shop",
+        )
     }
+}
+
+/// A token given on the command line, or read from a file.
+fn read_token(
+    given: &Option<String>,
+    file: &Option<PathBuf>,
+    missing: &str,
+    which: &str,
+) -> anyhow::Result<String> {
+    if let Some(t) = given {
+        return Ok(t.clone());
+    }
+    let Some(f) = file else {
+        anyhow::bail!("{missing}");
+    };
+    let t = std::fs::read_to_string(f)
+        .map_err(|e| anyhow::anyhow!("cannot read the {which} token from {}: {e}", f.display()))?;
+    Ok(t.trim().to_string())
 }
 
 #[cfg(test)]

@@ -15,40 +15,55 @@ use std::time::Duration;
 
 const PRINTERS: usize = 500;
 
+/// The load generator's settings for `printers` against `farm`, plus `more` options.
+fn loadgen_against(farm: &Farm, printers: usize, more: &[&str]) -> Settings {
+    let (broker, n) = (
+        format!("127.0.0.1:{}", farm.mqtt_port),
+        printers.to_string(),
+    );
+    let base = [
+        "farm-loadgen",
+        "--controller",
+        &farm.http,
+        "--broker",
+        &broker,
+        "--admin-token",
+        &farm.admin,
+        "--printers",
+        &n,
+    ];
+    Settings::parse_from(base.iter().chain(more))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_printers_through_a_reconnect_storm_lose_nothing() {
     let farm = Farm::start(FarmOptions::default())
         .await
         .expect("controller");
-    let settings = Settings::parse_from([
-        "farm-loadgen",
-        "--controller",
-        &farm.http,
-        "--broker",
-        &format!("127.0.0.1:{}", farm.mqtt_port),
-        "--admin-token",
-        &farm.admin,
-        "--printers",
-        &PRINTERS.to_string(),
-        "--duration",
-        "15s",
-        "--settle",
-        "30s",
-        // The debug controller on a loaded CI machine: 100 statuses/s and ~8 events/s, so
-        // the run checks what must hold, not how fast a debug build is.
-        "--status-interval",
-        "5s",
-        "--event-every",
-        "60s",
-        "--storm-at",
-        "5s",
-        "--connect-concurrency",
-        "64",
-        "--connect-timeout",
-        "30s",
-        "--drain",
-        "30s",
-    ]);
+    let settings = loadgen_against(
+        &farm,
+        PRINTERS,
+        &[
+            "--duration",
+            "15s",
+            "--settle",
+            "30s",
+            // The debug controller on a loaded CI machine: 100 statuses/s and ~8 events/s, so
+            // the run checks what must hold, not how fast a debug build is.
+            "--status-interval",
+            "5s",
+            "--event-every",
+            "60s",
+            "--storm-at",
+            "5s",
+            "--connect-concurrency",
+            "64",
+            "--connect-timeout",
+            "30s",
+            "--drain",
+            "30s",
+        ],
+    );
     let run = tokio::spawn(farm_loadgen::run(settings));
 
     // A command from the controller, answered as an agent answers: a command_result event.
@@ -102,30 +117,25 @@ async fn kill_9_while_events_stream_loses_nothing_acknowledged() {
     let mut farm = Farm::start(FarmOptions::default())
         .await
         .expect("controller");
-    let settings = Settings::parse_from([
-        "farm-loadgen",
-        "--controller",
-        &farm.http,
-        "--broker",
-        &format!("127.0.0.1:{}", farm.mqtt_port),
-        "--admin-token",
-        &farm.admin,
-        "--printers",
-        &STREAMING.to_string(),
-        // 20 printers × one event per 50 ms: ~400 events/s in flight when the kill comes.
-        "--event-every",
-        "50ms",
-        "--event-kind",
-        "printer-ready",
-        "--duration",
-        "10s",
-        "--drain",
-        "30s",
-        "--settle",
-        "30s",
-        "--connect-timeout",
-        "30s",
-    ]);
+    let settings = loadgen_against(
+        &farm,
+        STREAMING,
+        &[
+            // 20 printers × one event per 50 ms: ~400 events/s in flight when the kill comes.
+            "--event-every",
+            "50ms",
+            "--event-kind",
+            "printer-ready",
+            "--duration",
+            "10s",
+            "--drain",
+            "30s",
+            "--settle",
+            "30s",
+            "--connect-timeout",
+            "30s",
+        ],
+    );
     let (probe, shared) = tokio::sync::oneshot::channel();
     let run = tokio::spawn(farm_loadgen::run_with(settings, Some(probe)));
     let shared = shared.await.expect("the load generator started");
