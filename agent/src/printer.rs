@@ -51,6 +51,9 @@ pub enum PrinterCommand {
         job_id: String,
         name: String,
         path: PathBuf,
+        /// For a `.gcode.3mf`: the plate to print. Only a back end that prints 3MF archives
+        /// (Bambu) sees one; for the others the runner extracts the plate's G-code first.
+        plate: Option<u32>,
     },
     Pause,
     Resume,

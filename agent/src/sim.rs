@@ -406,7 +406,9 @@ impl SimPrinter {
 
     async fn handle(&mut self, cmd: PrinterCommand) -> Reply {
         match cmd {
-            PrinterCommand::Start { job_id, name, path } => self.start(job_id, &name, &path).await,
+            PrinterCommand::Start {
+                job_id, name, path, ..
+            } => self.start(job_id, &name, &path).await,
             PrinterCommand::Pause => match (&self.job, self.state) {
                 (Some(job), Activity::Printing) => {
                     let job_id = job.job_id.clone();

@@ -10,6 +10,7 @@ pub mod bambu;
 pub mod browser;
 pub mod moonraker;
 pub mod octoprint;
+pub mod plates;
 pub mod prusalink;
 pub mod relay;
 pub mod vprinter;
@@ -380,6 +381,20 @@ impl Farm {
             .send()
             .await?;
         Ok((r.status().as_u16(), r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// POSTs a file as the raw body (`POST /api/v1/jobs?…`, `/files`, `/quotes`).
+    pub async fn post_file(&self, path: &str, bytes: Vec<u8>) -> Result<(u16, Value)> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.http))
+            .bearer_auth(&self.admin)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await?;
+        let s = r.status().as_u16();
+        Ok((s, r.json().await?))
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> Result<(u16, Value)> {

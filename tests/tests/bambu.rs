@@ -6,7 +6,8 @@
 //! Most tests run the back end in-process (as in the Moonraker tests) through the agent's
 //! `Printer` interface: upload, start, progress and layers, pause, resume, cancel, an HMS
 //! failure, billing by layer and exactly at completion, the certificate check, Developer Mode
-//! off. One runs a job through the real controller and agent binaries.
+//! off. Two run a job through the real controller and agent binaries: a G-code file, and plate 2
+//! of a `.gcode.3mf` (sent as the archive, started with `project_file` naming that plate).
 
 use anyhow::{Result, anyhow, ensure};
 use farm_agent::bambu::{Bambu, BambuConfig, Storage, TlsMode};
@@ -102,6 +103,7 @@ async fn start(p: &Printer, file: &Path, job: &str) -> Result<()> {
         job_id: job.into(),
         name: "cube.gcode".into(),
         path: file.to_path_buf(),
+        plate: None,
     })
     .await
     .map_err(|e| anyhow!("start: {e}"))?;
@@ -368,7 +370,8 @@ async fn a_job_goes_through_the_farm_to_the_simulated_printer_and_is_billed_exac
     or_logs(r, &farm);
 }
 
-async fn through_the_farm(farm: &mut Farm) -> Result<()> {
+/// The Bambu printer's agent `bambu-1` on the simulated printer, idle in the farm.
+async fn bambu_in_farm(farm: &mut Farm) -> Result<(SimPrinter, tempfile::TempDir)> {
     let (sim, dir, cfg) = sim(SimOptions::default()).await?;
     let stream = farm.stream().await?;
     farm.enrol("bambu-1", true, "speed = 1.0").await?;
@@ -393,24 +396,87 @@ async fn through_the_farm(farm: &mut Farm) -> Result<()> {
                 .then_some(())
         })
         .await?;
-    let file = job_file(dir.path())?;
-    let jobs = farm.upload("cube.gcode", std::fs::read(&file)?, 1).await?;
+    Ok((sim, dir))
+}
+
+async fn completed(farm: &Farm, jobs: &[serde_json::Value]) -> Result<serde_json::Value> {
     let id = jobs
         .first()
         .and_then(|j| j["id"].as_str())
         .ok_or_else(|| anyhow!("no job created"))?
         .to_string();
-    let job = eventually("the job completed", Duration::from_secs(120), async || {
+    eventually("the job completed", Duration::from_secs(120), async || {
         let j = farm.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
         (j["state"] == "completed").then_some(j)
     })
-    .await?;
+    .await
+}
+
+async fn through_the_farm(farm: &mut Farm) -> Result<()> {
+    let (sim, dir) = bambu_in_farm(farm).await?;
+    let file = job_file(dir.path())?;
+    let jobs = farm.upload("cube.gcode", std::fs::read(&file)?, 1).await?;
+    let job = completed(farm, &jobs).await?;
     let got: Vec<f64> = serde_json::from_value(job["extruded_mm"].clone())?;
     ensure!(got == vec![12.0], "billed {got:?}: the file extrudes 12 mm");
     ensure!(
         sim.commands().contains(&"gcode_file".to_string()),
         "{:?}",
         sim.commands()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcode_3mf_plate_goes_to_the_printer_as_a_project_and_bills_that_plate() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = plate_through_the_farm(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn plate_through_the_farm(farm: &mut Farm) -> Result<()> {
+    let (sim, dir) = bambu_in_farm(farm).await?;
+    // Plate 1: a real OrcaSlicer file (never printed here); plate 2: the four-layer job.
+    let orca = farm_e2e::plates::slicer_gcode("orcaslicer-2.3.1-gridfinity-m83")?;
+    let cube = std::fs::read(job_file(dir.path())?)?;
+    let archive =
+        farm_e2e::plates::gcode_3mf(&[(1, orca.as_slice(), 3000.0, 20.0), (2, &cube, 60.0, 0.04)])?;
+    // Two plates and none named: refused, and the answer lists them.
+    let (status, refusal) = farm
+        .post_file("/api/v1/jobs?name=two.gcode.3mf", archive.clone())
+        .await?;
+    ensure!(
+        status == 422
+            && refusal["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("(1, 2)")),
+        "{status} {refusal}"
+    );
+    let (status, up) = farm
+        .post_file("/api/v1/jobs?name=two.gcode.3mf&plate=2", archive)
+        .await?;
+    ensure!(status == 201, "{status} {up}");
+    ensure!(
+        up["plates"][1]["slicer_estimated_s"] == 60.0 && up["jobs"][0]["plate"] == 2,
+        "{up}"
+    );
+    let jobs = up["jobs"].as_array().cloned().unwrap_or_default();
+    let job = completed(farm, &jobs).await?;
+    let got: Vec<f64> = serde_json::from_value(job["extruded_mm"].clone())?;
+    ensure!(got == vec![12.0], "billed {got:?}: plate 2 extrudes 12 mm");
+    let project = sim
+        .requests()
+        .into_iter()
+        .find(|r| r["print"]["command"] == "project_file")
+        .ok_or_else(|| anyhow!("no project_file among {:?}", sim.commands()))?;
+    ensure!(
+        project["print"]["param"] == "Metadata/plate_2.gcode"
+            && project["print"]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(".gcode.3mf")),
+        "{project}"
     );
     Ok(())
 }

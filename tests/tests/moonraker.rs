@@ -92,6 +92,7 @@ async fn start(printer: &Printer, job: &str, file: &str) -> Result<String> {
             job_id: job.into(),
             name: file.into(),
             path: data_dir().join(file),
+            plate: None,
         })
         .await
         .map_err(|e| anyhow!("start refused: {e}"))

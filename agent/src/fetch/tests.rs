@@ -24,6 +24,7 @@ impl Server {
             url: format!("{}/{name}", self.base),
             sha256: hex::encode(Sha256::digest(body)),
             size: body.len() as u64,
+            plate: None,
         }
     }
 

@@ -412,7 +412,9 @@ impl Shell {
         };
         use farm_protocol::messages::Activity as A;
         match cmd {
-            PrinterCommand::Start { job_id, name, path } => {
+            PrinterCommand::Start {
+                job_id, name, path, ..
+            } => {
                 let r = self.start(rpc, job_id, &name, &path).await;
                 let _ = reply.send(r);
             }

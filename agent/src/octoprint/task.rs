@@ -371,7 +371,9 @@ impl Shell {
 
     async fn handle(&mut self, cmd: PrinterCommand) -> Reply {
         match cmd {
-            PrinterCommand::Start { job_id, name, path } => self.start(&job_id, &name, &path).await,
+            PrinterCommand::Start {
+                job_id, name, path, ..
+            } => self.start(&job_id, &name, &path).await,
             PrinterCommand::Pause => {
                 let j = self.tracker.job().ok_or("nothing is printing")?;
                 if j.paused {

@@ -192,7 +192,9 @@ impl Shell {
 
     async fn handle(&mut self, cmd: PrinterCommand) -> Reply {
         match cmd {
-            PrinterCommand::Start { job_id, name, path } => self.start(&job_id, &name, &path).await,
+            PrinterCommand::Start {
+                job_id, name, path, ..
+            } => self.start(&job_id, &name, &path).await,
             PrinterCommand::Pause => {
                 let id = self.tracker.printer_job()?;
                 if self.tracker.job().is_some_and(|j| j.paused) {

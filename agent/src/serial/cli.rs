@@ -52,6 +52,7 @@ pub async fn stream(cfg: SerialConfig, file: &Path) -> anyhow::Result<Summary> {
             job_id: "stream".into(),
             name,
             path: file.to_path_buf(),
+            plate: None,
         })
         .await
         .map_err(|e| anyhow::anyhow!("the printer refused the file: {e}"))?;

@@ -40,6 +40,10 @@ impl Farm {
                 )));
             };
             f.name.get_or_insert_with(|| meta.name.clone());
+            f.plate = meta
+                .for_plate(f.plate)
+                .map_err(|e| FarmError::Invalid(format!("file {}: {e}", f.sha256)))?
+                .0;
         }
         self.store.write(|tx| tx.put_catalog(&e))?;
         m.book.catalog.insert(e.sku.clone(), e.clone());

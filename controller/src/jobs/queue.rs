@@ -10,7 +10,7 @@ use farm_protocol::messages::{Body, Command, JobAssignment};
 use farm_protocol::{Channel, Envelope, PrinterId, seal};
 
 impl Farm {
-    /// Queues `copies` jobs for a stored file.
+    /// Queues `copies` jobs for a stored file (not a `.gcode.3mf` with several plates).
     pub fn add_jobs(
         &self,
         name: &str,
@@ -18,7 +18,21 @@ impl Farm {
         copies: u32,
         priority: i32,
     ) -> Result<Vec<Job>, FarmError> {
+        self.add_plate_jobs(name, stored, None, copies, priority)
+    }
+
+    /// Queues `copies` jobs for a stored file; for a `.gcode.3mf`, of `plate` (which may be
+    /// left out if it has one plate) with that plate's figures.
+    pub fn add_plate_jobs(
+        &self,
+        name: &str,
+        stored: &crate::catalog::files::Stored,
+        plate: Option<u32>,
+        copies: u32,
+        priority: i32,
+    ) -> Result<Vec<Job>, FarmError> {
         let name = clean_name(name)?;
+        let (plate, analysis) = stored.plate(plate).map_err(FarmError::Invalid)?;
         if !(1..=1000).contains(&copies) {
             return Err(FarmError::Invalid(
                 "copies must be between 1 and 1000".into(),
@@ -34,9 +48,10 @@ impl Farm {
                 let number = tx.next_job_number()?;
                 let mut j = Job::new(number, name.clone(), stored.sha256.clone(), stored.size, t);
                 j.priority = priority;
-                j.filament_mm = stored.analysis.filament_mm.clone();
-                j.estimated_s = stored.analysis.estimated_s;
-                j.size_mm = crate::orders::follow_up::extent(&stored.analysis);
+                j.filament_mm = analysis.filament_mm.clone();
+                j.estimated_s = analysis.estimated_s;
+                j.size_mm = crate::orders::follow_up::extent(analysis);
+                j.plate = plate;
                 tx.put_job(&j)?;
                 out.push(j);
             }
@@ -150,6 +165,7 @@ impl Farm {
             url: format!("{}/api/v1/files/{}", self.public_url, j.sha256),
             sha256: j.sha256.clone(),
             size: j.size,
+            plate: j.plate,
         }
     }
 

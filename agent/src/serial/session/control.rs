@@ -94,7 +94,9 @@ impl Session {
 
     pub(super) async fn command(&mut self, c: PrinterCommand) -> CmdReply {
         match c {
-            PrinterCommand::Start { job_id, name, path } => {
+            PrinterCommand::Start {
+                job_id, name, path, ..
+            } => {
                 if self.state == Activity::Error {
                     return Err(format!(
                         "the printer is in error ({}); send M999 to reconnect and reset it",
