@@ -480,3 +480,50 @@ async fn plate_through_the_farm(farm: &mut Farm) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_two_colour_bambu_studio_plate_prints_and_bills_each_filament_exactly() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = real_plate(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn real_plate(farm: &mut Farm) -> Result<()> {
+    let (sim, _dir) = bambu_in_farm(farm).await?;
+    // One plate: it need not be named.
+    let archive = farm_e2e::plates::real_3mf("bambustudio-02.05.00.66-p1s-two-colour")?;
+    let (status, up) = farm
+        .post_file("/api/v1/jobs?name=two-colour.gcode.3mf", archive)
+        .await?;
+    ensure!(
+        status == 201 && up["jobs"][0]["plate"] == 1,
+        "{status} {up}"
+    );
+    let plate = &up["plates"][0];
+    ensure!(
+        plate["slicer_estimated_s"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0)
+            && plate["slots"].as_array().is_some_and(|s| s.len() == 2),
+        "the slicer's figures: {plate}"
+    );
+    let want: Vec<f64> = serde_json::from_value(plate["filament_mm"].clone())?;
+    // Two colours, on the slicer's filaments 1 and 4.
+    ensure!(want.iter().filter(|mm| **mm > 0.0).count() == 2, "{want:?}");
+    let jobs = up["jobs"].as_array().cloned().unwrap_or_default();
+    let job = completed(farm, &jobs).await?;
+    let got: Vec<f64> = serde_json::from_value(job["extruded_mm"].clone())?;
+    ensure!(got == want, "billed {got:?}, the plate extrudes {want:?}");
+    let project = sim
+        .requests()
+        .into_iter()
+        .find(|r| r["print"]["command"] == "project_file")
+        .ok_or_else(|| anyhow!("no project_file among {:?}", sim.commands()))?;
+    ensure!(
+        project["print"]["param"] == "Metadata/plate_1.gcode",
+        "{project}"
+    );
+    Ok(())
+}
