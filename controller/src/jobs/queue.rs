@@ -3,7 +3,7 @@
 
 use crate::auth::random_hex;
 use crate::farm::{Farm, FarmError, clean_name, now};
-use crate::jobs::{self, Job, JobState};
+use crate::jobs::{self, Job, JobState, Needs};
 use crate::printers::fleet::{PrinterState, PrinterView};
 use crate::store::CommandRecord;
 use farm_protocol::messages::{Body, Command, JobAssignment};
@@ -18,18 +18,19 @@ impl Farm {
         copies: u32,
         priority: i32,
     ) -> Result<Vec<Job>, FarmError> {
-        self.add_plate_jobs(name, stored, None, copies, priority)
+        self.add_jobs_needing(name, stored, None, copies, priority, &Needs::default())
     }
 
-    /// Queues `copies` jobs for a stored file; for a `.gcode.3mf`, of `plate` (which may be
-    /// left out if it has one plate) with that plate's figures.
-    pub fn add_plate_jobs(
+    /// [`Farm::add_jobs`] for jobs that only a printer with `needs` loaded may print; for a
+    /// `.gcode.3mf`, of `plate` (which may be left out if it has one plate) with its figures.
+    pub fn add_jobs_needing(
         &self,
         name: &str,
         stored: &crate::catalog::files::Stored,
         plate: Option<u32>,
         copies: u32,
         priority: i32,
+        needs: &Needs,
     ) -> Result<Vec<Job>, FarmError> {
         let name = clean_name(name)?;
         let (plate, analysis) = stored.plate(plate).map_err(FarmError::Invalid)?;
@@ -48,6 +49,8 @@ impl Farm {
                 let number = tx.next_job_number()?;
                 let mut j = Job::new(number, name.clone(), stored.sha256.clone(), stored.size, t);
                 j.priority = priority;
+                j.material.clone_from(&needs.material);
+                j.colour.clone_from(&needs.colour);
                 j.filament_mm = analysis.filament_mm.clone();
                 j.estimated_s = analysis.estimated_s;
                 j.size_mm = crate::orders::follow_up::extent(analysis);
