@@ -11,6 +11,7 @@
 //! | [`link`] | the MQTT connection: presence and last will, subscriptions, resends, backoff |
 //! | [`runner`] | commands → fetch → verify → hand to printer; printer events → outbox |
 //! | [`fetch`] | HTTP download with `Range` resume, sha256 check, bounded cache |
+//! | [`plate`] | a `.gcode.3mf` job's plate extracted (streamed) for back ends that print plain G-code |
 //! | [`printer`] | the back-end interface every printer type implements |
 //! | [`sim`] | the simulated printer back end |
 //! | [`octoprint`] | the OctoPrint back end: REST + push websocket |
@@ -44,6 +45,7 @@ pub mod model_profile;
 pub mod moonraker;
 pub mod octoprint;
 pub mod outbox;
+pub mod plate;
 pub mod printer;
 pub mod prusalink;
 pub mod runner;

@@ -66,6 +66,9 @@ pub enum PrinterCommand {
         /// What the job asks to be printed in, for back ends that choose the feed
         /// (Bambu's AMS mapping).
         filament: Filament,
+        /// For a `.gcode.3mf`: the plate to print. Only a back end that prints 3MF archives
+        /// (Bambu) sees one; for the others the runner extracts the plate's G-code first.
+        plate: Option<u32>,
     },
     Pause,
     Resume,

@@ -393,19 +393,24 @@ impl Runner {
             colour: job.assignment.colour.clone(),
             trays: job.assignment.trays.clone(),
         };
+        let plate = job.assignment.plate;
         let failure = match res {
-            Ok(Ok(path)) => {
-                let start = PrinterCommand::Start {
-                    job_id: job_id.clone(),
-                    name,
-                    path,
-                    filament,
-                };
-                match self.printer.send(start).await {
-                    Ok(_) => None,
-                    Err(reason) => Some(format!("the printer refused the job: {reason}")),
+            Ok(Ok(path)) => match self.plate_file(path, plate).await {
+                Ok((path, plate)) => {
+                    let start = PrinterCommand::Start {
+                        job_id: job_id.clone(),
+                        name,
+                        path,
+                        filament,
+                        plate,
+                    };
+                    match self.printer.send(start).await {
+                        Ok(_) => None,
+                        Err(reason) => Some(format!("the printer refused the job: {reason}")),
+                    }
                 }
-            }
+                Err(reason) => Some(reason),
+            },
             Ok(Err(e)) => Some(format!("file transfer failed: {e}")),
             Err(e) if e.is_cancelled() => return,
             Err(e) => Some(format!("file transfer stopped: {e}")),
@@ -428,6 +433,26 @@ impl Runner {
             })
             .await;
         }
+    }
+
+    /// The file to print and the plate to name: a `.gcode.3mf` goes as it is to a back end
+    /// that prints archives, else its plate's G-code is extracted ([`crate::plate`]).
+    async fn plate_file(
+        &self,
+        path: PathBuf,
+        plate: Option<u32>,
+    ) -> Result<(PathBuf, Option<u32>), String> {
+        let Some(n) = plate else {
+            return Ok((path, None));
+        };
+        if crate::plate::prints_archives(self.printer.backend) {
+            return Ok((path, Some(n)));
+        }
+        let extracted = tokio::task::spawn_blocking(move || crate::plate::extract(&path, n))
+            .await
+            .map_err(|e| format!("extracting plate {n} stopped: {e}"))?
+            .map_err(|e| format!("cannot read plate {n} of the job's .gcode.3mf: {e}"))?;
+        Ok((extracted, None))
     }
 
     async fn on_printer_event(&mut self, ev: Event) {

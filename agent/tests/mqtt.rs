@@ -298,6 +298,7 @@ async fn the_agent_speaks_the_v1_contract_over_a_real_broker() {
         material: None,
         colour: None,
         trays: vec![],
+        plate: None,
     };
     ctl.command("c-1", Command::AssignJob(job), KEY).await;
     let extruded = ctl

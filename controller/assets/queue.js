@@ -39,6 +39,18 @@
   const uploadCopies = $('#upload-copies');
   const uploadSubmit = $('#upload-submit');
   const uploadFilament = $('#upload-filament');
+  const uploadPlate = $('#upload-plate');
+  const showPlates = (plates) => {
+    uploadPlate.replaceChildren(...plates.map((p) => {
+      const o = document.createElement('option');
+      const mins = Math.round((p.slicer_estimated_s || p.estimated_s) / 60);
+      o.value = p.plate;
+      o.textContent = `${p.plate}${p.name ? ` ${p.name}` : ''} (${mins} min)`;
+      return o;
+    }));
+    uploadPlate.hidden = uploadPlate.previousElementSibling.hidden = plates.length < 2;
+  };
+  uploadFile.addEventListener('change', () => showPlates([]));
 
   /** id -> {tr, f, last, where: 'queue' | 'recent'} */
   const jobRows = new Map();
@@ -227,17 +239,27 @@
     }
     uploadSubmit.disabled = true;
     uploadSubmit.textContent = 'Uploading…';
+    const raw = { body: file, headers: { 'Content-Type': 'application/octet-stream' } };
+    const name = encodeURIComponent(file.name);
     try {
-      const res = await api(
-        'POST',
-        `/jobs?name=${encodeURIComponent(file.name)}&copies=${copies}${needs}`,
-        { body: file, headers: { 'Content-Type': 'application/octet-stream' } },
-      );
+      // A .gcode.3mf with several plates: store it, let the operator pick one, then queue it.
+      const plate = uploadPlate.hidden ? '' : `&plate=${uploadPlate.value}`;
+      if (!plate && /\.3mf$/i.test(file.name)) {
+        const meta = await api('POST', `/files?name=${name}`, raw);
+        const plates = (meta && meta.plates) || [];
+        if (plates.length > 1) {
+          showPlates(plates);
+          toast('ok', `${file.name} has ${plates.length} plates`, ': choose one and press Upload');
+          return;
+        }
+      }
+      const res = await api('POST', `/jobs?name=${name}&copies=${copies}${plate}${needs}`, raw);
       const added = (res && Array.isArray(res.jobs) && res.jobs) || [];
       // app.js (loaded after this file) owns the model; the stream will repeat these.
       for (const j of added) farm.onJob(j);
       toast('ok', `Added ${file.name}`, ` — ${added.length || copies} job${(added.length || copies) === 1 ? '' : 's'} queued`);
       uploadForm.reset();
+      showPlates([]);
     } catch (e2) {
       if (e2.status !== 401) toast('error', `Upload of ${file.name} failed: `, e2.message);
     } finally {

@@ -275,6 +275,11 @@ pub struct JobAssignment {
     /// material and colour, best first (its inventory knows names the printer does not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trays: Vec<u32>,
+    /// For a `.gcode.3mf` (Bambu Studio / OrcaSlicer sliced plates): the plate to print, N of
+    /// `Metadata/plate_<N>.gcode`. Absent for plain G-code and `.bgcode`, and from controllers
+    /// older than plates, so older agents and controllers still understand each other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plate: Option<u32>,
 }
 
 /// `commands` channel: controller → agent, QoS 1, each with a unique `command_id`
@@ -331,4 +336,30 @@ pub enum AckMessage {
 
 impl Body for AckMessage {
     const KINDS: &'static [&'static str] = &["ack"];
+}
+
+#[cfg(test)]
+mod plate_tests {
+    use super::*;
+
+    /// An assignment without a plate reads as before, and one without a plate is written
+    /// without the key, so agents and controllers from before plates understand both ways.
+    #[test]
+    fn the_plate_is_optional_on_the_wire() {
+        let old =
+            r#"{"job_id":"job-1","name":"a.gcode","url":"http://c/f","sha256":"ab","size":3}"#;
+        let a: JobAssignment = serde_json::from_str(old).expect("old assignment");
+        assert_eq!(a.plate, None);
+        assert_eq!(serde_json::to_string(&a).expect("json"), old);
+        let with = JobAssignment {
+            plate: Some(2),
+            ..a
+        };
+        let json = serde_json::to_string(&with).expect("json");
+        assert!(json.ends_with(r#""size":3,"plate":2}"#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<JobAssignment>(&json).expect("back"),
+            with
+        );
+    }
 }

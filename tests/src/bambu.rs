@@ -261,6 +261,14 @@ impl SimPrinter {
         self.state.lock().ok()?.files.get(path).cloned()
     }
 
+    /// The requests received so far, as sent.
+    pub fn requests(&self) -> Vec<Value> {
+        self.state
+            .lock()
+            .map(|s| s.requests.clone())
+            .unwrap_or_default()
+    }
+
     /// The `command`s of the requests received so far.
     pub fn commands(&self) -> Vec<String> {
         self.state
@@ -278,14 +286,6 @@ impl SimPrinter {
                     })
                     .collect()
             })
-            .unwrap_or_default()
-    }
-
-    /// The requests received so far, as sent (`{"print": {...}}`, …).
-    pub fn requests(&self) -> Vec<Value> {
-        self.state
-            .lock()
-            .map(|s| s.requests.clone())
             .unwrap_or_default()
     }
 
@@ -451,6 +451,18 @@ fn on_request(state: &Arc<Mutex<State>>, v: Value) {
             let Some(file) = s.files.get(&path) else {
                 reply(&mut s, body, true);
                 return;
+            };
+            // A project prints the plate `param` names, read from the archive as the printer does.
+            let file = if command == "project_file" {
+                match plate_gcode(file, body["param"].as_str().unwrap_or("")) {
+                    Some(g) => g,
+                    None => {
+                        reply(&mut s, body, true);
+                        return;
+                    }
+                }
+            } else {
+                file.clone()
             };
             let layers = file
                 .split(|b| *b == b'\n')
@@ -622,4 +634,18 @@ async fn ftp_session<S: AsyncRead + AsyncWrite + Unpin>(
             .write_all(format!("{answer}\r\n").as_bytes())
             .await?;
     }
+}
+
+/// The G-code of `Metadata/plate_<N>.gcode` (`param`) in a `.gcode.3mf`; `None` if it has none.
+fn plate_gcode(archive: &[u8], param: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let n = param
+        .strip_prefix("Metadata/plate_")?
+        .strip_suffix(".gcode")?
+        .parse()
+        .ok()?;
+    let mut zip = farm_protocol::threemf::ThreeMf::open(std::io::Cursor::new(archive)).ok()?;
+    let mut out = vec![];
+    zip.plate(n).ok()?.read_to_end(&mut out).ok()?;
+    Some(out)
 }

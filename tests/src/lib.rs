@@ -10,6 +10,7 @@ pub mod bambu;
 pub mod browser;
 pub mod moonraker;
 pub mod octoprint;
+pub mod plates;
 pub mod prusalink;
 pub mod relay;
 pub mod vprinter;

@@ -6,8 +6,10 @@
 //! Most tests run the back end in-process (as in the Moonraker tests) through the agent's
 //! `Printer` interface: upload, start, progress and layers, pause, resume, cancel, an HMS
 //! failure, billing by layer and exactly at completion, the certificate check, Developer Mode
-//! off, AMS trays and the `ams_mapping` of a plate. Two run jobs through the real controller
-//! and agent binaries: one billed exactly, one routed by the AMS trays.
+//! off, AMS trays and the `ams_mapping` of a plate. Four run jobs through the real controller
+//! and agent binaries: a G-code file billed exactly, plate 2 of a `.gcode.3mf` (sent as the
+//! archive, started with `project_file` naming that plate), a real two-colour plate, and one
+//! routed by the AMS trays.
 
 use anyhow::{Result, anyhow, ensure};
 use farm_agent::bambu::{Bambu, BambuConfig, Storage, TlsMode};
@@ -104,6 +106,7 @@ async fn start(p: &Printer, file: &Path, job: &str) -> Result<()> {
         name: "cube.gcode".into(),
         path: file.to_path_buf(),
         filament: Default::default(),
+        plate: None,
     })
     .await
     .map_err(|e| anyhow!("start: {e}"))?;
@@ -376,11 +379,21 @@ fn bambu_config(farm: &Farm, id: &str, sim: &SimPrinter, dir: &Path) -> Result<(
     use_backend(farm.dir.path(), id, "bambu", &sim.agent_settings(&ca)?)
 }
 
-async fn through_the_farm(farm: &mut Farm) -> Result<()> {
-    let (sim, dir, _cfg) = sim(SimOptions::default()).await?;
+/// The Bambu printer's agent `bambu-1` on the simulated printer, idle in the farm.
+async fn bambu_in_farm(farm: &mut Farm) -> Result<(SimPrinter, tempfile::TempDir)> {
+    let (sim, dir, cfg) = sim(SimOptions::default()).await?;
     let stream = farm.stream().await?;
     farm.enrol("bambu-1", true, "speed = 1.0").await?;
-    bambu_config(farm, "bambu-1", &sim, dir.path())?;
+    let ca = cfg
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| dir.path().join("sim-ca.pem"));
+    use_backend(
+        farm.dir.path(),
+        "bambu-1",
+        "bambu",
+        &sim.agent_settings(&ca)?,
+    )?;
     farm.start_agent("bambu-1").await?;
     stream
         .wait_for("bambu-1 idle", LONG, |_| {
@@ -388,24 +401,134 @@ async fn through_the_farm(farm: &mut Farm) -> Result<()> {
                 .then_some(())
         })
         .await?;
-    let file = job_file(dir.path())?;
-    let jobs = farm.upload("cube.gcode", std::fs::read(&file)?, 1).await?;
+    Ok((sim, dir))
+}
+
+async fn completed(farm: &Farm, jobs: &[serde_json::Value]) -> Result<serde_json::Value> {
     let id = jobs
         .first()
         .and_then(|j| j["id"].as_str())
         .ok_or_else(|| anyhow!("no job created"))?
         .to_string();
-    let job = eventually("the job completed", Duration::from_secs(120), async || {
+    eventually("the job completed", Duration::from_secs(120), async || {
         let j = farm.get(&format!("/api/v1/jobs/{id}")).await.ok()?;
         (j["state"] == "completed").then_some(j)
     })
-    .await?;
+    .await
+}
+
+async fn through_the_farm(farm: &mut Farm) -> Result<()> {
+    let (sim, dir) = bambu_in_farm(farm).await?;
+    let file = job_file(dir.path())?;
+    let jobs = farm.upload("cube.gcode", std::fs::read(&file)?, 1).await?;
+    let job = completed(farm, &jobs).await?;
     let got: Vec<f64> = serde_json::from_value(job["extruded_mm"].clone())?;
     ensure!(got == vec![12.0], "billed {got:?}: the file extrudes 12 mm");
     ensure!(
         sim.commands().contains(&"gcode_file".to_string()),
         "{:?}",
         sim.commands()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcode_3mf_plate_goes_to_the_printer_as_a_project_and_bills_that_plate() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = plate_through_the_farm(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn plate_through_the_farm(farm: &mut Farm) -> Result<()> {
+    let (sim, dir) = bambu_in_farm(farm).await?;
+    // Plate 1: a real OrcaSlicer file (never printed here); plate 2: the four-layer job.
+    let orca = farm_e2e::plates::slicer_gcode("orcaslicer-2.3.1-gridfinity-m83")?;
+    let cube = std::fs::read(job_file(dir.path())?)?;
+    let archive =
+        farm_e2e::plates::gcode_3mf(&[(1, orca.as_slice(), 3000.0, 20.0), (2, &cube, 60.0, 0.04)])?;
+    // Two plates and none named: refused, and the answer lists them.
+    let (status, refusal) = farm
+        .post_file("/api/v1/jobs?name=two.gcode.3mf", archive.clone())
+        .await?;
+    ensure!(
+        status == 422
+            && refusal["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("(1, 2)")),
+        "{status} {refusal}"
+    );
+    let (status, up) = farm
+        .post_file("/api/v1/jobs?name=two.gcode.3mf&plate=2", archive)
+        .await?;
+    ensure!(status == 201, "{status} {up}");
+    ensure!(
+        up["plates"][1]["slicer_estimated_s"] == 60.0 && up["jobs"][0]["plate"] == 2,
+        "{up}"
+    );
+    let jobs = up["jobs"].as_array().cloned().unwrap_or_default();
+    let job = completed(farm, &jobs).await?;
+    let got: Vec<f64> = serde_json::from_value(job["extruded_mm"].clone())?;
+    ensure!(got == vec![12.0], "billed {got:?}: plate 2 extrudes 12 mm");
+    let project = sim
+        .requests()
+        .into_iter()
+        .find(|r| r["print"]["command"] == "project_file")
+        .ok_or_else(|| anyhow!("no project_file among {:?}", sim.commands()))?;
+    ensure!(
+        project["print"]["param"] == "Metadata/plate_2.gcode"
+            && project["print"]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with(".gcode.3mf")),
+        "{project}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_two_colour_bambu_studio_plate_prints_and_bills_each_filament_exactly() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = real_plate(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn real_plate(farm: &mut Farm) -> Result<()> {
+    let (sim, _dir) = bambu_in_farm(farm).await?;
+    // One plate: it need not be named.
+    let archive = farm_e2e::plates::real_3mf("bambustudio-02.05.00.66-p1s-two-colour")?;
+    let (status, up) = farm
+        .post_file("/api/v1/jobs?name=two-colour.gcode.3mf", archive)
+        .await?;
+    ensure!(
+        status == 201 && up["jobs"][0]["plate"] == 1,
+        "{status} {up}"
+    );
+    let plate = &up["plates"][0];
+    ensure!(
+        plate["slicer_estimated_s"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0)
+            && plate["slots"].as_array().is_some_and(|s| s.len() == 2),
+        "the slicer's figures: {plate}"
+    );
+    let want: Vec<f64> = serde_json::from_value(plate["filament_mm"].clone())?;
+    // Two colours, on the slicer's filaments 1 and 4.
+    ensure!(want.iter().filter(|mm| **mm > 0.0).count() == 2, "{want:?}");
+    let jobs = up["jobs"].as_array().cloned().unwrap_or_default();
+    let job = completed(farm, &jobs).await?;
+    let got: Vec<f64> = serde_json::from_value(job["extruded_mm"].clone())?;
+    ensure!(got == want, "billed {got:?}, the plate extrudes {want:?}");
+    let project = sim
+        .requests()
+        .into_iter()
+        .find(|r| r["print"]["command"] == "project_file")
+        .ok_or_else(|| anyhow!("no project_file among {:?}", sim.commands()))?;
+    ensure!(
+        project["print"]["param"] == "Metadata/plate_1.gcode",
+        "{project}"
     );
     Ok(())
 }
@@ -509,6 +632,7 @@ async fn ams_trays_are_reported_and_a_plate_is_mapped_onto_the_trays_holding_its
             colour: Some("white".into()),
             trays: vec![0],
         },
+        plate: None,
     })
     .await
     .map_err(|e| anyhow!("start: {e}"))?;
@@ -546,6 +670,7 @@ async fn ams_trays_are_reported_and_a_plate_is_mapped_onto_the_trays_holding_its
             name: "abs.gcode.3mf".into(),
             path: abs,
             filament: Filament::default(),
+            plate: None,
         })
         .await
         .expect_err("no tray holds ABS");

@@ -93,6 +93,7 @@ async fn start(printer: &Printer, job: &str, file: &str) -> Result<String> {
             name: file.into(),
             path: data_dir().join(file),
             filament: Default::default(),
+            plate: None,
         })
         .await
         .map_err(|e| anyhow!("start refused: {e}"))

@@ -550,3 +550,77 @@ async fn polled_temperatures(farm: &mut Farm) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gcode_3mf_plate_prints_as_its_own_gcode_and_bills_that_plates_grams() {
+    in_farm(async |farm| plate_print(farm).await).await;
+}
+
+async fn plate_print(farm: &mut Farm) -> Result<()> {
+    let vp = serial_printer(farm, &[]).await?;
+    wait_idle(farm).await?;
+    // Plate 1: a real OrcaSlicer file (analysed, not printed); plate 2: what this printer prints.
+    let orca = farm_e2e::plates::slicer_gcode("orcaslicer-2.3.1-gridfinity-m83")?;
+    let plate2 = short_segments(400, false, &[]);
+    let archive = farm_e2e::plates::gcode_3mf(&[
+        (1, orca.as_slice(), 3000.0, 20.0),
+        (2, plate2.as_bytes(), 120.0, 0.01),
+    ])?;
+    let (status, file) = farm
+        .post_file("/api/v1/files?name=two.gcode.3mf", archive.clone())
+        .await?;
+    ensure!(status == 201, "{status} {file}");
+    let plates = file["plates"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        plates.len() == 2 && plates[0]["slicer_estimated_s"] == 3000.0,
+        "{file}"
+    );
+    let plate_mm = plates[1]["filament_mm"][0].as_f64().unwrap_or(0.0);
+    let other_mm = plates[0]["filament_mm"][0].as_f64().unwrap_or(0.0);
+    ensure!(
+        (plate_mm - 400.0 * 0.01047).abs() < 1e-6 && other_mm > 100.0,
+        "plate figures {plate_mm} / {other_mm}"
+    );
+    // A quote of the uploaded file needs its plate; with it, the plate's own figures.
+    let sha = file["sha256"].as_str().unwrap_or_default().to_string();
+    let (status, q) = farm
+        .post_file(&format!("/api/v1/quotes?sha256={sha}"), vec![])
+        .await?;
+    ensure!(
+        status == 422,
+        "a quote of two plates without one: {status} {q}"
+    );
+    let (status, q) = farm
+        .post_file(&format!("/api/v1/quotes?sha256={sha}&plate=2"), vec![])
+        .await?;
+    ensure!(status == 200 && q["plate"] == 2, "{status} {q}");
+    ensure!(
+        q["grams"].as_f64().is_some_and(|g| g > 0.0 && g < 1.0),
+        "{q}"
+    );
+
+    let (status, up) = farm
+        .post_file("/api/v1/jobs?name=two.gcode.3mf&plate=2", archive)
+        .await?;
+    ensure!(
+        status == 201 && up["jobs"][0]["plate"] == 2,
+        "{status} {up}"
+    );
+    let id = job_id(up["jobs"].as_array().map(Vec::as_slice).unwrap_or_default());
+    let job = wait_job(farm, &id, "completed", Duration::from_secs(120)).await?;
+    // The printer took plate 2's G-code, whole and once, and the job billed exactly it.
+    let sessions = vp.sessions()?;
+    ensure!(sessions.len() == 1, "one session: {}", sessions.len());
+    assert_whole(&sessions[0], &file_commands(&plate2))?;
+    let moves = billed_exactly(&job, &accepted(&vp))?;
+    ensure!(moves == 400, "{moves} extruding moves billed");
+    let cost = farm.get(&format!("/api/v1/jobs/{id}/cost")).await?;
+    let grams = cost["grams"].as_f64().unwrap_or(-1.0);
+    // The quote priced plate 2's grams at the same default material: the bill is that figure.
+    let want = q["grams"].as_f64().unwrap_or(-2.0);
+    ensure!(
+        (grams - want).abs() < 1e-6,
+        "billed {grams} g, plate 2 is {want} g: {cost}"
+    );
+    Ok(())
+}

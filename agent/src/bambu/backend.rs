@@ -39,8 +39,8 @@ const MAX_PACKET: usize = 1 << 20;
 struct ActiveJob {
     job_id: String,
     watch: JobWatch,
-    /// Filament per tool when each layer begins, and the analyzer's total (plain `.gcode`
-    /// jobs; empty for a `.gcode.3mf` until the 3MF reader can give us its plate's G-code).
+    /// Filament per tool when each layer begins, and the analyzer's total (of the plate's
+    /// G-code, read in place, for a `.gcode.3mf`).
     layer_starts: Vec<Vec<f64>>,
     total: Vec<f64>,
     extruded: Vec<f64>,
@@ -155,6 +155,15 @@ pub(super) async fn run(cfg: BambuConfig, port: Port) {
             }
         }
     }
+}
+
+/// What a `Start` command asks of the printer, taken apart once.
+struct StartJob {
+    job_id: String,
+    name: String,
+    path: std::path::PathBuf,
+    filament: Filament,
+    plate: Option<u32>,
 }
 
 impl Shell {
@@ -416,10 +425,16 @@ impl Shell {
                 name,
                 path,
                 filament,
+                plate,
             } => {
-                let r = self
-                    .start(client, tls, job_id, &name, &path, &filament)
-                    .await;
+                let job = StartJob {
+                    job_id,
+                    name,
+                    path,
+                    filament,
+                    plate,
+                };
+                let r = self.start(client, tls, job).await;
                 let _ = reply.send(r);
             }
             PrinterCommand::Pause if self.job.is_none() => {
@@ -471,11 +486,16 @@ impl Shell {
         &mut self,
         client: &AsyncClient,
         tls: &Arc<rustls::ClientConfig>,
-        job_id: String,
-        name: &str,
-        path: &Path,
-        filament: &Filament,
+        job: StartJob,
     ) -> Reply {
+        let StartJob {
+            job_id,
+            name,
+            path,
+            filament,
+            plate,
+        } = job;
+        let path = path.as_path();
         if let Some(j) = &self.job {
             return Err(format!("printer busy with job {}", j.job_id));
         }
@@ -489,44 +509,33 @@ impl Shell {
                     .unwrap_or_default()
             ));
         }
-        let is_3mf = name.ends_with(".3mf");
+        // A job that names a plate is a `.gcode.3mf` (the file name is only a label); the
+        // config's plate is for one queued without (a controller from before plates).
+        let plate = plate.or_else(|| name.ends_with(".3mf").then_some(self.cfg.plate));
+        let is_3mf = plate.is_some();
         // Which tray feeds each filament, decided before anything is uploaded or sent.
-        let ams_mapping = if is_3mf {
-            let (p, plate, job, trays, configured) = (
-                path.to_path_buf(),
-                self.cfg.plate,
-                filament.clone(),
-                self.report.trays(),
-                self.cfg.ams_mapping.clone(),
-            );
-            tokio::task::spawn_blocking(move || {
-                ams::mapping_for_plate(&p, plate, &job, &trays, &configured)
-            })
-            .await
-            .map_err(|e| format!("reading the plate stopped: {e}"))??
-        } else {
-            vec![]
-        };
-        let (layer_starts, total, file_size) = if is_3mf {
-            let size = tokio::fs::metadata(path)
+        let ams_mapping = match plate {
+            Some(n) => {
+                let (p, job, trays, configured) = (
+                    path.to_path_buf(),
+                    filament.clone(),
+                    self.report.trays(),
+                    self.cfg.ams_mapping.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    ams::mapping_for_plate(&p, n, &job, &trays, &configured)
+                })
                 .await
-                .map(|m| m.len())
-                .unwrap_or(0);
-            (vec![], vec![], size)
-        } else {
+                .map_err(|e| format!("reading the plate stopped: {e}"))??
+            }
+            None => vec![],
+        };
+        let (layer_starts, total, file_size) = {
             let p = path.to_path_buf();
-            tokio::task::spawn_blocking(move || {
-                let open = || {
-                    std::fs::File::open(&p).map(|f| std::io::BufReader::with_capacity(64 * 1024, f))
-                };
-                let limits = farm_protocol::gcode::Limits::default();
-                let starts = farm_protocol::gcode::layer_starts_mm(open()?, limits)?;
-                let a = farm_protocol::gcode::analyze_with(open()?, limits)?;
-                Ok::<_, std::io::Error>((starts, a.filament_mm, a.bytes))
-            })
-            .await
-            .map_err(|e| format!("file indexing stopped: {e}"))?
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            tokio::task::spawn_blocking(move || layer_index(&p, plate))
+                .await
+                .map_err(|e| format!("file indexing stopped: {e}"))?
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
         };
         let remote_name = if is_3mf {
             format!("farm-{job_id}.gcode.3mf")
@@ -549,7 +558,7 @@ impl Shell {
                 &mut self.seq,
                 self.cfg.storage,
                 &remote,
-                self.cfg.plate,
+                plate.unwrap_or(self.cfg.plate),
                 &ams_mapping,
             )
         } else {
@@ -674,4 +683,26 @@ fn connection_error(e: &rumqttc::ConnectionError) -> String {
         C::Tls(t) => format!("TLS with the printer failed: {t}"),
         other => format!("MQTT connection to the printer failed: {other}"),
     }
+}
+
+/// Filament per tool at each layer start, the analyzer's total and the G-code's size: of the
+/// file, or of plate `plate` of a `.gcode.3mf` read in place (what the printer prints of it).
+fn layer_index(path: &Path, plate: Option<u32>) -> std::io::Result<(Vec<Vec<f64>>, Vec<f64>, u64)> {
+    use std::io::BufReader;
+    let limits = farm_protocol::gcode::Limits::default();
+    let file = || std::fs::File::open(path).map(|f| BufReader::with_capacity(64 * 1024, f));
+    let index = |a: &mut dyn FnMut() -> std::io::Result<Box<dyn std::io::BufRead>>| {
+        let starts = farm_protocol::gcode::layer_starts_mm(a()?, limits)?;
+        let analysis = farm_protocol::gcode::analyze_with(a()?, limits)?;
+        Ok::<_, std::io::Error>((starts, analysis.filament_mm, analysis.bytes))
+    };
+    let Some(n) = plate else {
+        return index(&mut || Ok(Box::new(file()?)));
+    };
+    let refused = |e: farm_protocol::threemf::ThreeMfError| std::io::Error::other(e.to_string());
+    index(&mut || {
+        let archive = farm_protocol::threemf::ThreeMf::open(file()?).map_err(refused)?;
+        let gcode = archive.into_plate(n).map_err(refused)?;
+        Ok(Box::new(BufReader::with_capacity(64 * 1024, gcode)))
+    })
 }

@@ -27,6 +27,7 @@ impl Server {
             material: None,
             colour: None,
             trays: vec![],
+            plate: None,
         }
     }
 

@@ -149,6 +149,7 @@ impl Rig {
             material: None,
             colour: None,
             trays: vec![],
+            plate: None,
         };
         (a, total)
     }
@@ -474,4 +475,52 @@ async fn reload_applies_the_interval_and_names_what_needs_a_restart() {
     );
     assert_eq!(*run.interval.borrow(), 2500);
     run.stop().await;
+}
+
+#[tokio::test]
+async fn a_3mf_plate_is_extracted_printed_and_billed_and_a_missing_plate_fails_the_job() {
+    use std::io::Write;
+    let r = rig(2000.0).await;
+    let (plate1, plate2) = (sample(4), sample(12));
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(vec![]));
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (n, g) in [(1, &plate1), (2, &plate2)] {
+        w.start_file(format!("Metadata/plate_{n}.gcode"), deflated)
+            .expect("entry");
+        w.write_all(g.as_bytes()).expect("write");
+    }
+    let body = w.finish().expect("zip").into_inner();
+    std::fs::write(r.srv_dir.path().join("two.gcode.3mf"), &body).expect("write");
+    let assign = |job: &str, plate| JobAssignment {
+        job_id: job.into(),
+        name: "two.gcode.3mf".into(),
+        url: format!("{}/two.gcode.3mf", r.base),
+        sha256: hex::encode(Sha256::digest(&body)),
+        size: body.len() as u64,
+        material: None,
+        colour: None,
+        trays: vec![],
+        plate: Some(plate),
+    };
+    r.send("c-1", Command::AssignJob(assign("j-1", 2)));
+    let evs = wait_for(&r.run.outbox, |e| finished(e, "j-1").is_some()).await;
+    let (outcome, _, extruded) = finished(&evs, "j-1").expect("finished");
+    let want = analyze(plate2.as_bytes()).expect("analyze").filament_mm;
+    assert_eq!(
+        (outcome, extruded),
+        (Outcome::Completed, want),
+        "plate 2's filament"
+    );
+
+    r.send("c-2", Command::AssignJob(assign("j-2", 7)));
+    let evs = wait_for(&r.run.outbox, |e| finished(e, "j-2").is_some()).await;
+    let (outcome, reason, _) = finished(&evs, "j-2").expect("finished");
+    assert_eq!(outcome, Outcome::Failed);
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.contains("plate 7") && reason.contains("plates are 1, 2"),
+        "{reason}"
+    );
+    r.stop().await;
 }

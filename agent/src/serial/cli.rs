@@ -53,6 +53,7 @@ pub async fn stream(cfg: SerialConfig, file: &Path) -> anyhow::Result<Summary> {
             name,
             path: file.to_path_buf(),
             filament: Default::default(),
+            plate: None,
         })
         .await
         .map_err(|e| anyhow::anyhow!("the printer refused the file: {e}"))?;

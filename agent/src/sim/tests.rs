@@ -57,6 +57,7 @@ async fn start(r: &mut Rig, job_id: &str) {
             name: "cube".into(),
             path: r.path.clone(),
             filament: Default::default(),
+            plate: None,
         })
         .await
         .expect("start accepted");
@@ -200,6 +201,7 @@ async fn sim_fail_fails_the_job_and_enters_error_until_recovered() {
             name: "x".into(),
             path: r.path.clone(),
             filament: Default::default(),
+            plate: None,
         })
         .await
         .expect_err("no start while in error");

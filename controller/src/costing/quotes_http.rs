@@ -23,11 +23,15 @@ pub struct QuoteQuery {
     /// Material ids per tool, comma-separated (`pla-black,petg-red`); default: pricing defaults.
     materials: Option<String>,
     copies: Option<u32>,
+    /// For a `.gcode.3mf`: the plate to quote (may be left out if the file has one plate).
+    plate: Option<u32>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct QuoteResponse {
     pub sha256: String,
+    /// The `.gcode.3mf` plate quoted; `null` for G-code.
+    pub plate: Option<u32>,
     pub copies: u32,
     pub currency: String,
     /// One copy: grams per tool, print time, cost and price.
@@ -102,31 +106,25 @@ pub async fn quote(
             cost_per_kg: m.cost_per_kg,
         });
     }
-    let (sha256, analysis) = match q.sha256 {
-        Some(sha) => {
-            let path = st.files.path(&sha).ok_or_else(|| {
+    let stored = match q.sha256 {
+        Some(sha) => st
+            .files
+            .analyse(&sha)
+            .await
+            .ok_or_else(|| {
                 Problem::new(
                     StatusCode::NOT_FOUND,
                     "No such file",
                     "no uploaded file has that sha256; send the G-code as the body instead",
                 )
-            })?;
-            let a = tokio::task::spawn_blocking(move || -> std::io::Result<Analysis> {
-                farm_protocol::gcode::analyze_seekable(std::io::BufReader::with_capacity(
-                    1 << 16,
-                    std::fs::File::open(path)?,
-                ))
-            })
-            .await
-            .map_err(|e| io_problem(&e.to_string()))?
-            .map_err(|e| io_problem(&e.to_string()))?;
-            (sha, a)
-        }
-        None => {
-            let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
-            (stored.sha256, stored.analysis)
-        }
+            })?
+            .map_err(|e| io_problem(&e.to_string()))?,
+        None => crate::catalog::files_http::receive_gcode(&st, req).await?,
     };
+    let (plate, analysis) = stored
+        .plate(q.plate)
+        .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Plate", &e))?;
+    let (sha256, analysis) = (stored.sha256.clone(), analysis.clone());
     let print_s = analysis.estimated_s + analysis.heat_s;
     let one = estimate(
         &analysis.filament_mm,
@@ -145,6 +143,7 @@ pub async fn quote(
     };
     Ok(Json(QuoteResponse {
         sha256,
+        plate,
         copies,
         currency: p.currency.clone(),
         grams: one.grams * n,

@@ -464,6 +464,7 @@ mod tests {
             sha256: "ab".repeat(32),
             size: 16,
             analysis,
+            plates: vec![],
         };
         let job = farm.add_jobs("cube", &stored, 1, 0).expect("job").remove(0);
         farm.apply_status("p-1", crate::printers::fleet::status(Activity::Idle));

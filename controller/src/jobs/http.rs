@@ -83,14 +83,18 @@ pub struct UploadQuery {
     copies: Option<u32>,
     /// Higher runs first (default 0).
     priority: Option<i32>,
+    /// For a `.gcode.3mf`: the plate to print (may be left out if the file has one plate).
+    plate: Option<u32>,
     /// Only a printer with this material loaded may print them (e.g. `PLA`; default: any).
     material: Option<String>,
     /// Only a printer with this colour loaded may print them (e.g. `orange`; default: any).
     colour: Option<String>,
 }
 
-/// Upload: the raw G-code is the body. Stored once by sha256; `copies` jobs are queued.
-/// The file is checked (size, G-code) and analysed before anything is queued.
+/// Upload: the raw G-code (or `.bgcode`, or a `.gcode.3mf` with `plate`) is the body. Stored
+/// once by sha256; `copies` jobs are queued. The file is checked (size, G-code, the archive)
+/// and analysed before anything is queued; the answer carries the job's plate's analysis and,
+/// for a 3MF, every plate's figures.
 #[utoipa::path(post, path = "/jobs", tag = "jobs", params(UploadQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The G-code file, as is"),
     responses((status = 201, description = "`{jobs: [Job], analysis}`: the queued jobs and the analyzer's figures", body = Object), (status = "4XX", description = "Refused: the problem says why and what to do", body = ProblemDoc, content_type = "application/problem+json")))]
@@ -108,13 +112,16 @@ pub async fn upload(
     let jobs = st.farm.add_jobs_needing(
         &name,
         &stored,
+        q.plate,
         q.copies.unwrap_or(1),
         q.priority.unwrap_or(0),
         &needs,
     )?;
+    let analysis = stored.plate(q.plate).map_or(&stored.analysis, |(_, a)| a);
+    let plates: Vec<_> = stored.plates.iter().map(|p| &p.meta).collect();
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "jobs": jobs, "analysis": stored.analysis })),
+        Json(serde_json::json!({ "jobs": jobs, "analysis": analysis, "plates": plates })),
     )
         .into_response())
 }

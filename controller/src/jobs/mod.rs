@@ -178,6 +178,9 @@ pub struct Job {
     /// Filament a failed or cancelled print used without producing a part, g.
     #[serde(default)]
     pub wasted_g: Option<f64>,
+    /// For a `.gcode.3mf`: the plate printed (N of `Metadata/plate_<N>.gcode`); `null` otherwise.
+    #[serde(default)]
+    pub plate: Option<u32>,
 }
 
 fn one() -> u32 {
@@ -230,6 +233,7 @@ impl Job {
             retry_of: None,
             retried_by: None,
             wasted_g: None,
+            plate: None,
         }
     }
 
@@ -263,6 +267,7 @@ pub fn retry(failed: &mut Job, number: u64, now: OffsetDateTime) -> Job {
     j.due = failed.due;
     j.pinned_printer = failed.pinned_printer.clone();
     j.size_mm = failed.size_mm;
+    j.plate = failed.plate;
     // Keep its place in the queue: a retry is not new work and should not wait behind it.
     j.position = Some(failed.queue_position());
     j.attempt = failed.attempt.saturating_add(1);

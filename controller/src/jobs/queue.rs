@@ -10,7 +10,7 @@ use farm_protocol::messages::{Body, Command, JobAssignment};
 use farm_protocol::{Channel, Envelope, PrinterId, seal};
 
 impl Farm {
-    /// Queues `copies` jobs for a stored file.
+    /// Queues `copies` jobs for a stored file (not a `.gcode.3mf` with several plates).
     pub fn add_jobs(
         &self,
         name: &str,
@@ -18,19 +18,22 @@ impl Farm {
         copies: u32,
         priority: i32,
     ) -> Result<Vec<Job>, FarmError> {
-        self.add_jobs_needing(name, stored, copies, priority, &Needs::default())
+        self.add_jobs_needing(name, stored, None, copies, priority, &Needs::default())
     }
 
-    /// [`Farm::add_jobs`] for jobs that only a printer with `needs` loaded may print.
+    /// [`Farm::add_jobs`] for jobs that only a printer with `needs` loaded may print; for a
+    /// `.gcode.3mf`, of `plate` (which may be left out if it has one plate) with its figures.
     pub fn add_jobs_needing(
         &self,
         name: &str,
         stored: &crate::catalog::files::Stored,
+        plate: Option<u32>,
         copies: u32,
         priority: i32,
         needs: &Needs,
     ) -> Result<Vec<Job>, FarmError> {
         let name = clean_name(name)?;
+        let (plate, analysis) = stored.plate(plate).map_err(FarmError::Invalid)?;
         if !(1..=1000).contains(&copies) {
             return Err(FarmError::Invalid(
                 "copies must be between 1 and 1000".into(),
@@ -48,9 +51,10 @@ impl Farm {
                 j.priority = priority;
                 j.material.clone_from(&needs.material);
                 j.colour.clone_from(&needs.colour);
-                j.filament_mm = stored.analysis.filament_mm.clone();
-                j.estimated_s = stored.analysis.estimated_s;
-                j.size_mm = crate::orders::follow_up::extent(&stored.analysis);
+                j.filament_mm = analysis.filament_mm.clone();
+                j.estimated_s = analysis.estimated_s;
+                j.size_mm = crate::orders::follow_up::extent(analysis);
+                j.plate = plate;
                 tx.put_job(&j)?;
                 out.push(j);
             }
@@ -190,6 +194,7 @@ impl Farm {
             material: j.material.clone(),
             colour: j.colour.clone(),
             trays,
+            plate: j.plate,
         }
     }
 

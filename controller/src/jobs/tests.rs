@@ -176,6 +176,7 @@ fn queued_jobs_cancel_directly_and_refused_assignments_requeue() {
 fn a_retry_is_a_new_job_for_the_same_copy_keeping_its_place() {
     let mut failed = on_printer();
     failed.material = Some("PETG".into());
+    failed.plate = Some(2);
     failed.order = Some(OrderRef {
         order_id: "ord-1".into(),
         item: 0,
@@ -190,6 +191,7 @@ fn a_retry_is_a_new_job_for_the_same_copy_keeping_its_place() {
     );
     assert_eq!(r.order, failed.order);
     assert_eq!(r.material.as_deref(), Some("PETG"));
+    assert_eq!(r.plate, Some(2), "a retry prints the same plate");
     assert_eq!(r.position, Some(failed.queue_position()));
     assert!(r.extruded_mm.is_empty() && r.printer_id.is_none());
     assert_eq!(r.retry_of.as_deref(), Some("job-1"));

@@ -248,6 +248,7 @@ mod tests {
             sha256: "cd".repeat(32),
             size: 9,
             analysis,
+            plates: vec![],
         };
         farm.add_jobs("part", &stored, 1, 0).expect("job");
         farm.apply_status("p-1", crate::printers::fleet::status(Activity::Idle));

@@ -410,5 +410,6 @@ pub fn file_meta(name: &str, s: &crate::catalog::files::Stored) -> FileMeta {
         filament_mm: s.analysis.filament_mm.clone(),
         estimated_s: s.analysis.estimated_s,
         size_mm: extent(&s.analysis),
+        plates: s.plates.iter().map(|p| p.meta.clone()).collect(),
     }
 }

@@ -102,10 +102,12 @@ impl Farm {
         let f = m.book.files.get(sha).ok_or_else(|| {
             format!("no uploaded file with sha256 {sha:?}; upload it first with POST /api/v1/files")
         })?;
+        let (plate, _) = f.for_plate(it.plate)?;
         Ok(Resolved {
             files: vec![orders::ItemFile {
                 sha256: f.sha256.clone(),
                 name: it.name.clone().unwrap_or_else(|| f.name.clone()),
+                plate,
             }],
             material: None,
             colour: None,
@@ -345,7 +347,12 @@ impl Farm {
         t: OffsetDateTime,
     ) -> Result<Job, StoreError> {
         let number = tx.next_job_number()?;
-        let meta = metas.get(&f.sha256);
+        // The plate was checked at intake (`resolve`, `put_catalog`): its own figures.
+        let plate_meta = metas
+            .get(&f.sha256)
+            .and_then(|m| m.for_plate(f.plate).ok())
+            .map(|(_, m)| m);
+        let meta = plate_meta.as_ref();
         let mut j = Job::new(
             number,
             f.name.clone(),
@@ -361,6 +368,7 @@ impl Farm {
         j.material = item.material.clone();
         j.colour = item.colour.clone();
         j.nozzle_mm = item.nozzle_mm;
+        j.plate = f.plate;
         j.order = Some(OrderRef {
             order_id: order.id.clone(),
             item: item_index as u32,
@@ -386,9 +394,15 @@ impl Farm {
         let (mut errs, mut warnings) = (vec![], vec![]);
         for (i, item) in items.iter().enumerate() {
             for f in &item.files {
-                let Some(meta) = m.book.files.get(&f.sha256) else {
+                let Some((_, meta)) = m
+                    .book
+                    .files
+                    .get(&f.sha256)
+                    .and_then(|m| m.for_plate(f.plate).ok())
+                else {
                     continue;
                 };
+                let meta = &meta;
                 let j = self.job_input_for(meta, item);
                 let results: Vec<Result<(), Misfit>> =
                     printers.iter().map(|p| fits(p, &j, rules)).collect();
@@ -454,6 +468,7 @@ mod tests {
                     material: Some("PLA".into()),
                     colour: Some("black".into()),
                     nozzle_mm: None,
+                    plate: None,
                 }],
                 priority: 0,
                 due: None,
@@ -488,6 +503,7 @@ mod tests {
             filament_mm: vec![500.0],
             estimated_s: 600.0,
             size_mm: Some([20.0, 20.0, 5.0]),
+            plates: vec![],
         })
         .expect("file");
 

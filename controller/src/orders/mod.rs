@@ -131,6 +131,9 @@ pub struct Money {
 pub struct ItemFile {
     pub sha256: String,
     pub name: String,
+    /// For a `.gcode.3mf`: the plate printed (chosen and checked at intake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plate: Option<u32>,
 }
 
 /// One line of an order, resolved to files.
@@ -310,6 +313,9 @@ pub struct ItemRequest {
     pub colour: Option<String>,
     #[serde(default)]
     pub nozzle_mm: Option<f64>,
+    /// With `sha256` of a `.gcode.3mf`: its plate to print (may be left out if it has one).
+    #[serde(default)]
+    pub plate: Option<u32>,
 }
 
 /// One mistake in a request: where, and what to do about it.

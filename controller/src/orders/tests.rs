@@ -71,6 +71,7 @@ fn order(quantities: &[u32], parts: usize) -> Order {
                     .map(|p| ItemFile {
                         sha256: format!("{p}"),
                         name: "f".into(),
+                        plate: None,
                     })
                     .collect(),
                 quantity: *q,
@@ -155,6 +156,7 @@ fn request() -> OrderRequest {
             material: None,
             colour: Some("red".into()),
             nozzle_mm: None,
+            plate: None,
         }],
         priority: 0,
         due: Some(NOW + time::Duration::days(1)),
@@ -171,6 +173,7 @@ fn catalog(it: &ItemRequest) -> Result<Resolved, String> {
             files: vec![ItemFile {
                 sha256: "ab".into(),
                 name: "cube.gcode".into(),
+                plate: None,
             }],
             material: Some("PLA".into()),
             colour: Some("black".into()),
