@@ -6,21 +6,25 @@ use crate::farm::{Farm, FarmError};
 
 impl Farm {
     /// Records what the analyzer said about a stored file, so orders can name it by hash.
-    pub fn record_file(&self, meta: FileMeta) -> Result<(), FarmError> {
-        let mut m = self.lock();
-        if m.book.files.get(&meta.sha256) == Some(&meta) {
+    pub async fn record_file(&self, meta: FileMeta) -> Result<(), FarmError> {
+        if self.lock().book.files.get(&meta.sha256) == Some(&meta) {
             return Ok(());
         }
-        self.store.write(|tx| tx.put_file_meta(&meta))?;
-        m.book.files.insert(meta.sha256.clone(), meta);
-        Ok(())
+        self.write(move |_, s| {
+            if s.m.book.files.get(&meta.sha256) != Some(&meta) {
+                s.put(|_, tx| tx.put_file_meta(&meta));
+                s.m.book.files.insert(meta.sha256.clone(), meta);
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub fn file_meta(&self, sha256: &str) -> Option<FileMeta> {
         self.lock().book.files.get(sha256).cloned()
     }
 
-    pub fn put_catalog(&self, mut e: CatalogEntry) -> Result<CatalogEntry, FarmError> {
+    pub async fn put_catalog(&self, mut e: CatalogEntry) -> Result<CatalogEntry, FarmError> {
         if !valid_sku(&e.sku) {
             return Err(FarmError::Invalid(
                 "a SKU is 1 to 64 letters, digits, '-', '_' or '.'".into(),
@@ -31,29 +35,34 @@ impl Farm {
                 "a catalog entry names 1 to 32 files".into(),
             ));
         }
-        let mut m = self.lock();
-        for f in &mut e.files {
-            let Some(meta) = m.book.files.get(&f.sha256) else {
-                return Err(FarmError::Invalid(format!(
-                    "no uploaded file with sha256 {:?}; upload it first with POST /api/v1/files",
-                    f.sha256
-                )));
-            };
-            f.name.get_or_insert_with(|| meta.name.clone());
-        }
-        self.store.write(|tx| tx.put_catalog(&e))?;
-        m.book.catalog.insert(e.sku.clone(), e.clone());
-        Ok(e)
+        self.write(move |_, s| {
+            for f in &mut e.files {
+                let Some(meta) = s.m.book.files.get(&f.sha256) else {
+                    return Err(FarmError::Invalid(format!(
+                        "no uploaded file with sha256 {:?}; upload it first with POST /api/v1/files",
+                        f.sha256
+                    )));
+                };
+                f.name.get_or_insert_with(|| meta.name.clone());
+            }
+            s.put(|_, tx| tx.put_catalog(&e));
+            s.m.book.catalog.insert(e.sku.clone(), e.clone());
+            Ok(e)
+        })
+        .await
     }
 
-    pub fn delete_catalog(&self, sku: &str) -> Result<(), FarmError> {
-        let mut m = self.lock();
-        if !m.book.catalog.contains_key(sku) {
-            return Err(FarmError::Invalid(format!("no catalog entry {sku:?}")));
-        }
-        self.store.write(|tx| tx.delete_catalog(sku))?;
-        m.book.catalog.remove(sku);
-        Ok(())
+    pub async fn delete_catalog(&self, sku: &str) -> Result<(), FarmError> {
+        let sku = sku.to_string();
+        self.write(move |_, s| {
+            if !s.m.book.catalog.contains_key(&sku) {
+                return Err(FarmError::Invalid(format!("no catalog entry {sku:?}")));
+            }
+            s.put(|_, tx| tx.delete_catalog(&sku));
+            s.m.book.catalog.remove(&sku);
+            Ok(())
+        })
+        .await
     }
 
     pub fn catalog(&self) -> Vec<CatalogEntry> {

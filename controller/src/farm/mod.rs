@@ -85,6 +85,17 @@ pub enum FarmError {
     Invalid(String),
 }
 
+impl From<crate::jobs::actions::Refusal> for FarmError {
+    fn from(r: crate::jobs::actions::Refusal) -> Self {
+        use crate::jobs::actions::Refusal;
+        match r {
+            Refusal::NoPrinter(p) => FarmError::NoPrinter(p),
+            Refusal::Conflict(c) => FarmError::Conflict(c),
+            Refusal::Invalid(c) => FarmError::Invalid(c),
+        }
+    }
+}
+
 pub(crate) struct PrinterEntry {
     pub(crate) rec: PrinterRecord,
     pub(crate) live: Live,
@@ -415,7 +426,7 @@ impl Farm {
     // ---- enrolment and tokens ----------------------------------------------------------
 
     /// Enrols a printer: mints its secret and token. The token is returned once, never stored.
-    pub fn add_printer(
+    pub async fn add_printer(
         &self,
         id: &str,
         name: Option<&str>,
@@ -423,10 +434,6 @@ impl Farm {
     ) -> Result<(PrinterRecord, String), FarmError> {
         let pid = PrinterId::new(id).map_err(|e| FarmError::Invalid(e.to_string()))?;
         let name = clean_name(name.unwrap_or(id))?;
-        let mut m = self.lock();
-        if m.printers.contains_key(pid.as_str()) {
-            return Err(FarmError::PrinterExists(id.into()));
-        }
         let token = new_token();
         let mut rec = PrinterRecord::new(
             pid.to_string(),
@@ -436,16 +443,22 @@ impl Farm {
             now(),
         );
         rec.auto_eject = auto_eject;
-        self.store.write(|tx| tx.put_printer(&rec))?;
-        let view = m.insert_printer(rec.clone());
-        self.publish(Change::Printer(
-            serde_json::to_value(&view).unwrap_or_default(),
-        ));
-        Ok((rec, token))
+        self.write(move |farm, s| {
+            if s.m.printers.contains_key(&rec.id) {
+                return Err(FarmError::PrinterExists(rec.id));
+            }
+            s.put(|_, tx| tx.put_printer(&rec));
+            let view = s.m.insert_printer(rec.clone());
+            farm.publish(Change::Printer(
+                serde_json::to_value(&view).unwrap_or_default(),
+            ));
+            Ok((rec, token))
+        })
+        .await
     }
 
     /// Creates an API token for a role; returns the token (shown once).
-    pub fn add_token(&self, name: &str, role: Role) -> Result<String, FarmError> {
+    pub async fn add_token(&self, name: &str, role: Role) -> Result<String, FarmError> {
         let name = clean_name(name)?;
         let token = new_token();
         let hash = token_hash(&token);
@@ -454,16 +467,18 @@ impl Farm {
             role,
             created_at: now(),
         };
-        let mut m = self.lock();
-        self.store.write(|tx| tx.put_token(&hash, &rec))?;
-        m.credentials.insert(
-            hash,
-            Principal {
-                role,
-                printer: None,
-                name,
-            },
-        );
-        Ok(token)
+        self.write(move |_, s| {
+            s.put(|_, tx| tx.put_token(&hash, &rec));
+            s.m.credentials.insert(
+                hash,
+                Principal {
+                    role,
+                    printer: None,
+                    name,
+                },
+            );
+            Ok::<_, FarmError>(token)
+        })
+        .await
     }
 }

@@ -99,12 +99,15 @@ pub async fn upload(
     require(&c, Role::Operator)?;
     let name = crate::catalog::files_http::file_name(q.name)?;
     let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
-    let jobs = st.farm.add_jobs(
-        &name,
-        &stored,
-        q.copies.unwrap_or(1),
-        q.priority.unwrap_or(0),
-    )?;
+    let jobs = st
+        .farm
+        .add_jobs(
+            &name,
+            &stored,
+            q.copies.unwrap_or(1),
+            q.priority.unwrap_or(0),
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "jobs": jobs, "analysis": stored.analysis })),
@@ -122,7 +125,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    let job = st.farm.cancel_job(&id)?;
+    let job = st.farm.cancel_job(&id).await?;
     let status = if job.state.is_final() {
         StatusCode::OK
     } else {
