@@ -1,12 +1,9 @@
 //! The running farm: the store, its in-memory mirror, and the stream of changes.
 //!
-//! Every write goes through [`Farm`] while holding one lock: commit to the store first, then
-//! update the mirror, then announce the change. So the mirror never shows what is not durable,
-//! and the live stream sees changes in commit order. Agents' events are the exception: the
-//! [`writer`] thread stages them (mirror updated, store committed without fsync) and holds
-//! back everything the outside sees until one fsync covers the batch. Reads copy out of the mirror. Order
-//! intake alone commits without the lock (see [`crate::orders::intake`]'s `place_orders`): its new orders are
-//! invisible until the mirror update, so the order holds per job.
+//! Every write goes through the [`writer`] thread: decided against the mirror, staged into
+//! one transaction with whatever else is waiting, committed with one fsync, and only then
+//! announced and answered. So nothing outside sees what is not durable, and the live stream
+//! sees changes in commit order. Reads copy out of the mirror under a short lock.
 //!
 //! Messages for agents (commands, acks) are queued to the MQTT link as [`Outbound`]; the link
 //! owns the socket.

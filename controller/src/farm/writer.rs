@@ -1,20 +1,24 @@
-//! The writer: one OS thread that makes agents' events durable, many per fsync (group commit).
+//! The writer: the one OS thread that commits to the store, many writes per fsync (group
+//! commit).
 //!
-//! Ingest verifies an event and hands it here ([`Farm::submit_event`]) without waiting for the
-//! disk. The thread takes everything waiting (up to [`MAX_BATCH`]) and, under the mirror lock,
-//! for each event in arrival order: decides it ([`Farm::decide_event`]: the exactly-once,
-//! in-order rule and its effects), writes its rows into the batch's one transaction
-//! ([`Farm::write_event`], the `(printer, seq)` mark among them) and applies it to the mirror
-//! ([`Farm::finish_event`]). Then it drops the lock and commits ([`crate::store::Store::commit_batch`],
-//! the batch's only fsync); only after that returns does anything leave the controller:
-//! stream changes, commands and webhook wake-ups held back meanwhile ([`Held`]), then one
-//! ack per printer.
+//! Ingest hands it verified events ([`Farm::submit_event`]) without waiting for the disk;
+//! every other write (API, scheduler, webhook results, order intake) is a [`Request`]: a
+//! closure sent with [`Farm::write`], whose async caller awaits a oneshot answer. The thread
+//! takes everything waiting (up to [`MAX_BATCH`]) and, under the mirror lock, stages each item
+//! in arrival order into the batch's one transaction: an event is decided
+//! ([`Farm::decide_event`]), written ([`Farm::write_event`], its `(printer, seq)` mark among
+//! the rows) and mirrored ([`Farm::finish_event`]); a request decides against the mirror,
+//! refuses having written nothing or writes its rows ([`Staging::put`]) and updates the
+//! mirror. Then it drops the lock and commits ([`crate::store::Store::commit_batch`], the
+//! batch's only fsync); only after that returns does anything leave the controller: stream
+//! changes, commands and webhook wake-ups held back meanwhile ([`Held`]), one ack per
+//! printer, then the callers' answers.
 //!
-//! The mirror is updated while staging, so a later event in the batch sees an earlier one's
-//! effects (two events of one printer, two jobs of one order) without an overlay. What the
-//! outside can observe waits for the fsync; a failed fsync stops the controller (it must not go
-//! on with a mirror ahead of the disk: systemd restarts it and agents resend what was not
-//! acked). See ARCHITECTURE.md, "the writer".
+//! The mirror is updated while staging, so a later item in the batch sees an earlier one's
+//! effects without an overlay. What the outside can observe waits for the fsync; a failed
+//! staging or fsync stops the controller (it must not go on with a mirror ahead of the disk:
+//! systemd restarts it and agents resend what was not acked). See ARCHITECTURE.md, "One
+//! writer owns the store".
 
 use super::{Applied, Change, Farm, Mirror, Outbound};
 use crate::printers::agents::Decided;
@@ -371,6 +375,7 @@ impl Farm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::farm::FarmError;
     use farm_protocol::messages::AckMessage;
     use farm_protocol::{Channel, open};
     use std::collections::HashMap;
@@ -494,5 +499,114 @@ mod tests {
             .into_iter()
             .collect();
         assert!(ids.iter().all(|id| stored[id] == EVENTS));
+    }
+
+    /// API writes from many async callers at once, some of them refused, all queued while
+    /// the writer is held so they share a batch: every accepted write is already in the
+    /// store (a fresh read transaction sees it) when its caller hears back, and the refused
+    /// ones are answered with their own error without costing the others anything.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn api_writes_are_answered_after_their_commit_and_a_refusal_loses_nothing_else() {
+        use crate::inventory::ledger::{Adjust, Reason};
+        use crate::inventory::writes::WriteError;
+        const GOOD: usize = 40;
+        const BAD: usize = 10;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::store::Store::open(&dir.path().join("farm.redb")).expect("store");
+        let topics = farm_protocol::Topics::new("farm").expect("topics");
+        let (farm, _outbound) = Farm::load(store, topics, "http://x".into()).expect("load");
+        farm.add_printer("p-1", None, true).await.expect("printer");
+        let n = crate::inventory::NewMaterial {
+            id: None,
+            material: "PLA".into(),
+            colour: "black".into(),
+            diameter_mm: None,
+            density_g_cm3: None,
+            cost_per_kg: 20.0,
+            low_stock_g: None,
+        };
+        let mat = crate::inventory::new_material(n, 1.75).expect("material");
+        let mat = farm.put_material(mat, false).await.expect("material");
+        let spool = farm
+            .add_spools(crate::inventory::NewSpool {
+                material: mat.id,
+                initial_g: 1000.0,
+                tare_g: None,
+                lot: None,
+                location: None,
+                count: Some(1),
+            })
+            .await
+            .expect("spool")
+            .remove(0)
+            .spool;
+        let delta = |g| Adjust {
+            reason: Reason::Delivery,
+            gross_g: None,
+            net_g: None,
+            delta_g: Some(g),
+            note: None,
+        };
+
+        // Keep the writer busy inside a request while every other request queues up behind
+        // it, so they are all taken into the next batch together.
+        let queued = |farm: &Farm| farm.writer.0.max_capacity() - farm.writer.0.capacity();
+        let (entered, inside) = std::sync::mpsc::channel::<()>();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        farm.submit_request(Box::new(move |_, _| {
+            let _ = entered.send(());
+            let _ = wait.recv();
+            Box::new(|| {})
+        }))
+        .await;
+        tokio::task::spawn_blocking(move || inside.recv())
+            .await
+            .expect("join")
+            .expect("the writer runs the blocker");
+        let mut tasks = vec![];
+        for i in 0..GOOD {
+            let (farm, id, number) = (farm.clone(), spool.id.clone(), spool.number);
+            tasks.push(tokio::spawn(async move {
+                let (_, row) = farm
+                    .adjust_spool(&id, delta(1.0), "test")
+                    .await
+                    .expect("accepted");
+                let stored = farm.store.ledger(number, row.n - 1, 1).expect("read");
+                assert_eq!(
+                    stored,
+                    vec![row],
+                    "adjustment {i} answered before its commit"
+                );
+            }));
+        }
+        for i in 0..BAD {
+            let farm = farm.clone();
+            tasks.push(tokio::spawn(async move {
+                let refused = farm.adjust_spool("s-999", delta(1.0), "test").await;
+                assert!(
+                    matches!(refused, Err(WriteError::Refused(_))),
+                    "{i}: {refused:?}"
+                );
+                let refused = farm.clear_bed("p-1").await;
+                assert!(
+                    matches!(refused, Err(FarmError::Conflict(_))),
+                    "{i}: {refused:?}"
+                );
+            }));
+        }
+        while queued(&farm) < GOOD + BAD {
+            tokio::task::yield_now().await;
+        }
+        go.send(()).expect("release the writer");
+        for t in tasks {
+            t.await.expect("caller");
+        }
+
+        let sums = farm.store.ledger_sums().expect("sums");
+        assert_eq!(sums.get(&spool.number).copied(), Some(GOOD as f64));
+        assert_eq!(
+            farm.spool(&spool.id).expect("spool").remaining_g,
+            1000.0 + GOOD as f64
+        );
     }
 }
