@@ -1,4 +1,5 @@
-//! `farm-agent analyze FILE [--plate N]`: what the analyzer makes of a G-code file (ASCII or
+//! `farm-agent analyze FILE [--plate N] [--printer-model M]`: what the analyzer makes of a
+//! G-code file (ASCII or
 //! Prusa binary `.bgcode`, told apart by its first bytes) or of one plate of a `.gcode.3mf`
 //! (read in place), as a table for people or JSON for scripts —
 //! filament per tool (mm and g), our time estimate beside the slicer's, layers, bounds, and
@@ -6,7 +7,8 @@
 
 use anyhow::Context;
 use farm_protocol::gcode::{
-    Analysis, Metadata, analyze_seekable, filament_grams, read_metadata, read_metadata_seekable,
+    Analysis, Limits, Metadata, analyze_seekable_with, filament_grams, read_metadata,
+    read_metadata_seekable,
 };
 use farm_protocol::materials::DEFAULT_DENSITY_G_CM3;
 use farm_protocol::threemf::{PlateFacts, ThreeMf, looks_like_zip};
@@ -16,13 +18,30 @@ use std::path::Path;
 
 const DEFAULT_DIAMETER: f64 = 1.75;
 
-pub fn run(file: &Path, plate: Option<u32>, json: bool) -> anyhow::Result<()> {
+/// The analyzer's starting limits: the printer-model profile named (`bambu-p1`, `C12`, `MK4S`;
+/// see `firmware-profiles/printers/`), else the defaults. The file's own statements win.
+fn base_limits(model: Option<&str>) -> anyhow::Result<Limits> {
+    let Some(model) = model else {
+        return Ok(Limits::default());
+    };
+    match farm_agent::model_profile::find(model) {
+        Some(p) => Ok(p.limits()),
+        None => anyhow::bail!(
+            "no printer-model profile {model:?}: give one of {} or a model code they list \
+             (firmware-profiles/printers/*.toml)",
+            farm_agent::model_profile::names().join(", ")
+        ),
+    }
+}
+
+pub fn run(file: &Path, plate: Option<u32>, model: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let base = base_limits(model)?;
     let open =
         || std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()));
     let mut head = [0u8; 4];
     let got = open()?.read(&mut head).context("reading the file")?;
     if looks_like_zip(&head[..got]) {
-        return run_3mf(file, plate, json);
+        return run_3mf(file, plate, base, json);
     }
     if plate.is_some() {
         anyhow::bail!(
@@ -31,8 +50,8 @@ pub fn run(file: &Path, plate: Option<u32>, json: bool) -> anyhow::Result<()> {
         );
     }
     let t0 = std::time::Instant::now();
-    let analysis =
-        analyze_seekable(BufReader::with_capacity(1 << 16, open()?)).context("reading the file")?;
+    let analysis = analyze_seekable_with(BufReader::with_capacity(1 << 16, open()?), base)
+        .context("reading the file")?;
     let secs = t0.elapsed().as_secs_f64();
     let meta = read_metadata_seekable(BufReader::with_capacity(1 << 16, open()?))
         .context("reading the file")?;
@@ -40,14 +59,14 @@ pub fn run(file: &Path, plate: Option<u32>, json: bool) -> anyhow::Result<()> {
 }
 
 /// One plate of a `.gcode.3mf`, read from the zip without extracting it.
-fn run_3mf(file: &Path, plate: Option<u32>, json: bool) -> anyhow::Result<()> {
+fn run_3mf(file: &Path, plate: Option<u32>, base: Limits, json: bool) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut archive = ThreeMf::open(BufReader::with_capacity(1 << 16, f))
         .with_context(|| format!("cannot read {}", file.display()))?;
     let n = archive.choose_plate(plate)?;
     let plate_gcode = archive.plate(n)?;
-    let analysis = analyze_seekable(BufReader::with_capacity(1 << 16, plate_gcode))
+    let analysis = analyze_seekable_with(BufReader::with_capacity(1 << 16, plate_gcode), base)
         .map_err(farm_protocol::threemf::ThreeMfError::from)
         .with_context(|| format!("reading plate {n}"))?;
     let secs = t0.elapsed().as_secs_f64();

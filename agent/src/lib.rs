@@ -17,6 +17,7 @@
 //! | [`prusalink`] | the PrusaLink back end (Prusa MK4, Core One, XL, MINI, MK3 with a Pi): HTTP API v1 polling |
 //! | [`moonraker`] | the Moonraker (Klipper) back end: websocket JSON-RPC |
 //! | [`serial`] | the serial (USB G-code) back end and its pure building blocks: line framing, firmware reply parsing, firmware profiles |
+//! | [`model_profile`] | printer-model profiles (Bambu X1/P1/A1/A1 mini/H2D, Prusa MK4/CORE One): motion limits and slicer allowances from `firmware-profiles/printers/*.toml` |
 //! | [`material`] | cumulative, never-decreasing material reports |
 //! | [`status`] | composing and pacing the status snapshot |
 //!
@@ -39,6 +40,7 @@ pub mod config;
 pub mod fetch;
 pub mod link;
 pub mod material;
+pub mod model_profile;
 pub mod moonraker;
 pub mod octoprint;
 pub mod outbox;

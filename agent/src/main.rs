@@ -38,6 +38,12 @@ enum Cmd {
         /// Which plate of a .gcode.3mf (needed when it has more than one)
         #[arg(long)]
         plate: Option<u32>,
+        /// Start from this printer model's limits and allowances (bambu-x1, bambu-p1, bambu-a1,
+        /// bambu-a1-mini, bambu-h2d, prusa-mk4, prusa-core-one, or a model code such as C12 or
+        /// MK4S);
+        /// the file's own settings still win
+        #[arg(long)]
+        printer_model: Option<String>,
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
@@ -112,7 +118,12 @@ fn real_main() -> anyhow::Result<()> {
         )
         .init();
     match cli.command {
-        Cmd::Analyze { file, plate, json } => analyze_cmd::run(&file, plate, json),
+        Cmd::Analyze {
+            file,
+            plate,
+            printer_model,
+            json,
+        } => analyze_cmd::run(&file, plate, printer_model.as_deref(), json),
         Cmd::Stream {
             port,
             profile,

@@ -108,3 +108,35 @@ fn analyses_a_plate_of_a_gcode_3mf_like_the_plain_file() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+/// `--printer-model` starts the analysis from a printer's profile: a plain stream with a
+/// filament change is charged the P1S's unload + load, by profile name or model code, and an
+/// unknown model is refused with the names to use.
+#[test]
+fn printer_model_profile_sets_the_starting_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("two-tools.gcode");
+    let text = "G1 X10 Y10 F6000\nT0\nG1 X20 E1 F1200\nT1\nG1 X30 E1 F1200\nT0\nG1 X40 E1\n";
+    std::fs::write(&file, text).expect("write");
+    let f = file.to_str().expect("utf-8");
+    let secs = |v: &serde_json::Value| v["analysis"]["estimated_s"].as_f64().expect("time");
+    let plain = secs(&json_of(analyze(&[f, "--json"])));
+    let p1 = secs(&json_of(analyze(&[
+        f,
+        "--json",
+        "--printer-model",
+        "bambu-p1",
+    ])));
+    let c12 = secs(&json_of(analyze(&[f, "--json", "--printer-model", "C12"])));
+    assert_eq!(p1, c12);
+    // First change loads (29 s), the second unloads and loads (28 + 29 s).
+    assert!((p1 - plain - 86.0).abs() < 1.0, "{plain} s vs {p1} s");
+
+    let out = analyze(&[f, "--printer-model", "H2C"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bambu-p1") && err.contains("prusa-core-one"),
+        "{err}"
+    );
+}

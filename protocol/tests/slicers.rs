@@ -49,7 +49,7 @@ struct Counts {
     /// comments, purge at first-layer height), mm, read from the file by hand.
     unmarked_start_mm: f64,
     /// The figure counts the start G-code's extruding moves that move the head, but not its
-    /// extruder-only primes (OrcaSlicer's G-code processor); computed by [`start_xy_extrusion`].
+    /// extruder-only primes (OrcaSlicer's G-code processor); computed by [`common::start_xy_extrusion`].
     start_xy_moves: bool,
 }
 
@@ -227,23 +227,6 @@ fn load(name: &str) -> Vec<u8> {
     common::slicer_fixture(name)
 }
 
-/// Sum of E on `G0`/`G1` lines that also move X or Y, before the first layer comment, in a
-/// relative-E (M83) file: the start G-code extrusion OrcaSlicer's processor counts.
-fn start_xy_extrusion(text: &[u8]) -> f64 {
-    use farm_protocol::gcode::parse_line;
-    let mut sum = 0.0;
-    for raw in text.split(|&b| b == b'\n') {
-        let l = parse_line(raw);
-        if l.comment == Some("CHANGE_LAYER") || l.comment == Some("LAYER_CHANGE") {
-            break;
-        }
-        if (l.is(b'G', 0) || l.is(b'G', 1)) && (l.has('X') || l.has('Y')) {
-            sum += l.get('E').filter(|e| *e > 0.0).unwrap_or(0.0);
-        }
-    }
-    sum
-}
-
 fn analyze_fixture(name: &str) -> Analysis {
     analyze_seekable(Cursor::new(load(name))).expect("analyze")
 }
@@ -375,7 +358,7 @@ fn filament_matches_every_slicer_within_half_a_percent() {
                 if t == 0 {
                     got -= c.unmarked_start_mm;
                     if c.start_xy_moves {
-                        got += start_xy_extrusion(&load(fx.name));
+                        got += common::start_xy_extrusion(&load(fx.name));
                     }
                 }
             }

@@ -185,6 +185,20 @@ impl SimPrinter {
         })
     }
 
+    /// The agent's `[printer.bambu]` settings for this printer, trusting its CA from `ca_file`
+    /// (where this writes [`SimPrinter::ca_pem`]).
+    pub fn agent_settings(&self, ca_file: &Path) -> Result<String> {
+        std::fs::write(ca_file, &self.ca_pem)?;
+        Ok(format!(
+            "host = \"127.0.0.1\"\nserial = {:?}\naccess_code = {:?}\nca_file = {:?}\nmqtt_port = {}\nftps_port = {}",
+            self.opts.serial,
+            self.opts.access_code,
+            ca_file.display().to_string(),
+            self.mqtt_port,
+            self.ftps_port
+        ))
+    }
+
     /// Files uploaded over FTPS, by path.
     pub fn file(&self, path: &str) -> Option<Vec<u8>> {
         self.state.lock().ok()?.files.get(path).cloned()

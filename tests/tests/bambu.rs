@@ -12,7 +12,7 @@ use anyhow::{Result, anyhow, ensure};
 use farm_agent::bambu::{Bambu, BambuConfig, Storage, TlsMode};
 use farm_agent::printer::{Printer, PrinterCommand, Snapshot};
 use farm_e2e::bambu::{SimOptions, SimPrinter, fixture_print};
-use farm_e2e::{Farm, FarmOptions, eventually, or_logs};
+use farm_e2e::{Farm, FarmOptions, eventually, or_logs, use_backend};
 use farm_protocol::messages::{Activity, Event, Outcome};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -372,20 +372,16 @@ async fn through_the_farm(farm: &mut Farm) -> Result<()> {
     let (sim, dir, cfg) = sim(SimOptions::default()).await?;
     let stream = farm.stream().await?;
     farm.enrol("bambu-1", true, "speed = 1.0").await?;
-    let path = farm.dir.path().join("bambu-1.toml");
-    let text = std::fs::read_to_string(&path)?.replace("backend = \"sim\"", "backend = \"bambu\"")
-        + &format!(
-            "\n[printer.bambu]\nhost = \"127.0.0.1\"\nserial = {:?}\naccess_code = {:?}\nca_file = {:?}\nmqtt_port = {}\nftps_port = {}\n",
-            cfg.serial,
-            cfg.access_code,
-            cfg.ca_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            cfg.mqtt_port,
-            cfg.ftps_port
-        );
-    std::fs::write(&path, text)?;
+    let ca = cfg
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| dir.path().join("sim-ca.pem"));
+    use_backend(
+        farm.dir.path(),
+        "bambu-1",
+        "bambu",
+        &sim.agent_settings(&ca)?,
+    )?;
     farm.start_agent("bambu-1").await?;
     stream
         .wait_for("bambu-1 idle", LONG, |_| {

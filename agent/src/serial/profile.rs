@@ -264,6 +264,36 @@ pub struct FwRetraction {
 }
 
 impl MotionLimits {
+    /// Checks the values (serial and printer-model profiles alike): on error, the key below
+    /// `motion` (`""`, `".heating"`, `".retraction"`) and why.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        let all = self.max_feed.iter().chain(&self.max_accel).chain([
+            &self.print_accel,
+            &self.retract_accel,
+            &self.travel_accel,
+        ]);
+        if all.into_iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(("", "feed rates and accelerations must be > 0".into()));
+        }
+        if !self.limits().heating.is_valid() {
+            return Err((".heating", "rates must be > 0 °C/s".into()));
+        }
+        let r = &self.retraction;
+        let lengths_ok = [r.length, r.extra, r.lift]
+            .iter()
+            .all(|v| v.is_finite() && (0.0..1000.0).contains(v));
+        let speeds_ok = [r.speed, r.recover_speed]
+            .iter()
+            .all(|v| v.is_finite() && *v > 0.0);
+        if !(lengths_ok && speeds_ok) {
+            return Err((
+                ".retraction",
+                "lengths must be 0..1000 mm and speeds > 0 mm/s".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The analyzer's starting limits for this firmware: print-time estimates, heat-up waits
     /// and `G10`/`G11` use them until the file (or its slicer's comments) says otherwise.
     pub fn limits(&self) -> Limits {
@@ -400,30 +430,8 @@ impl FirmwareProfile {
         if self.emergency.stop.is_empty() {
             return bad("emergency.stop", "needs at least one command".into());
         }
-        let m = &self.motion;
-        let all = m.max_feed.iter().chain(&m.max_accel).chain([
-            &m.print_accel,
-            &m.retract_accel,
-            &m.travel_accel,
-        ]);
-        if all.into_iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-            return bad("motion", "feed rates and accelerations must be > 0".into());
-        }
-        if !m.limits().heating.is_valid() {
-            return bad("motion.heating", "rates must be > 0 °C/s".into());
-        }
-        let r = &m.retraction;
-        let lengths_ok = [r.length, r.extra, r.lift]
-            .iter()
-            .all(|v| v.is_finite() && (0.0..1000.0).contains(v));
-        let speeds_ok = [r.speed, r.recover_speed]
-            .iter()
-            .all(|v| v.is_finite() && *v > 0.0);
-        if !(lengths_ok && speeds_ok) {
-            return bad(
-                "motion.retraction",
-                "lengths must be 0..1000 mm and speeds > 0 mm/s".into(),
-            );
+        if let Err((key, why)) = self.motion.check() {
+            return bad(&format!("motion{key}"), why);
         }
         Ok(())
     }

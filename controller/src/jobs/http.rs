@@ -83,6 +83,10 @@ pub struct UploadQuery {
     copies: Option<u32>,
     /// Higher runs first (default 0).
     priority: Option<i32>,
+    /// Only a printer with this material loaded may print them (e.g. `PLA`; default: any).
+    material: Option<String>,
+    /// Only a printer with this colour loaded may print them (e.g. `orange`; default: any).
+    colour: Option<String>,
 }
 
 /// Upload: the raw G-code is the body. Stored once by sha256; `copies` jobs are queued.
@@ -98,14 +102,17 @@ pub async fn upload(
 ) -> Result<Response, Problem> {
     require(&c, Role::Operator)?;
     let name = crate::catalog::files_http::file_name(q.name)?;
+    let needs = crate::jobs::Needs::new(q.material, q.colour)
+        .map_err(|d| Problem::new(StatusCode::BAD_REQUEST, "Bad query", &d))?;
     let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
     let jobs = st
         .farm
-        .add_jobs(
+        .add_jobs_needing(
             &name,
             &stored,
             q.copies.unwrap_or(1),
             q.priority.unwrap_or(0),
+            &needs,
         )
         .await?;
     Ok((

@@ -4,7 +4,7 @@
 use crate::auth::random_hex;
 use crate::farm::writer::Staging;
 use crate::farm::{Farm, FarmError, Mirror, clean_name, now};
-use crate::jobs::{self, Job, JobState};
+use crate::jobs::{self, Job, JobState, Needs};
 use crate::printers::fleet::PrinterRecord;
 use crate::printers::fleet::{PrinterState, PrinterView};
 use crate::store::CommandRecord;
@@ -20,6 +20,19 @@ impl Farm {
         copies: u32,
         priority: i32,
     ) -> Result<Vec<Job>, FarmError> {
+        self.add_jobs_needing(name, stored, copies, priority, &Needs::default())
+            .await
+    }
+
+    /// [`Farm::add_jobs`] for jobs that only a printer with `needs` loaded may print.
+    pub async fn add_jobs_needing(
+        &self,
+        name: &str,
+        stored: &crate::catalog::files::Stored,
+        copies: u32,
+        priority: i32,
+        needs: &Needs,
+    ) -> Result<Vec<Job>, FarmError> {
         let name = clean_name(name)?;
         if !(1..=1000).contains(&copies) {
             return Err(FarmError::Invalid(
@@ -34,6 +47,7 @@ impl Farm {
             stored.analysis.estimated_s,
         );
         let size_mm = crate::orders::follow_up::extent(&stored.analysis);
+        let needs = needs.clone();
         self.write(move |farm, s| {
             let jobs = s.put(|_, tx| {
                 tx.put_file_meta(&meta)?;
@@ -42,6 +56,8 @@ impl Farm {
                     let number = tx.next_job_number()?;
                     let mut j = Job::new(number, name.clone(), sha256.clone(), size, t);
                     j.priority = priority;
+                    j.material.clone_from(&needs.material);
+                    j.colour.clone_from(&needs.colour);
                     j.filament_mm = filament_mm.clone();
                     j.estimated_s = estimated_s;
                     j.size_mm = size_mm;
