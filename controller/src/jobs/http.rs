@@ -109,14 +109,17 @@ pub async fn upload(
     let needs = crate::jobs::Needs::new(q.material, q.colour)
         .map_err(|d| Problem::new(StatusCode::BAD_REQUEST, "Bad query", &d))?;
     let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
-    let jobs = st.farm.add_jobs_needing(
-        &name,
-        &stored,
-        q.plate,
-        q.copies.unwrap_or(1),
-        q.priority.unwrap_or(0),
-        &needs,
-    )?;
+    let jobs = st
+        .farm
+        .add_jobs_needing(
+            &name,
+            &stored,
+            q.plate,
+            q.copies.unwrap_or(1),
+            q.priority.unwrap_or(0),
+            &needs,
+        )
+        .await?;
     let analysis = stored.plate(q.plate).map_or(&stored.analysis, |(_, a)| a);
     let plates: Vec<_> = stored.plates.iter().map(|p| &p.meta).collect();
     Ok((
@@ -136,7 +139,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    let job = st.farm.cancel_job(&id)?;
+    let job = st.farm.cancel_job(&id).await?;
     let status = if job.state.is_final() {
         StatusCode::OK
     } else {

@@ -15,6 +15,7 @@
 //! | [`http`] | `/api/v1/jobs`: upload, list, show, cancel; file download for agents |
 //! | [`queue_http`] | `/api/v1/queue`: the timeline and operators' queue actions |
 
+pub mod actions;
 pub mod http;
 pub mod learning;
 pub mod production;
