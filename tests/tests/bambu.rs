@@ -381,7 +381,15 @@ fn bambu_config(farm: &Farm, id: &str, sim: &SimPrinter, dir: &Path) -> Result<(
 
 /// The Bambu printer's agent `bambu-1` on the simulated printer, idle in the farm.
 async fn bambu_in_farm(farm: &mut Farm) -> Result<(SimPrinter, tempfile::TempDir)> {
-    let (sim, dir, cfg) = sim(SimOptions::default()).await?;
+    bambu_with(farm, SimOptions::default()).await
+}
+
+/// [`bambu_in_farm`] with the simulated printer's options (its AMS).
+async fn bambu_with(
+    farm: &mut Farm,
+    options: SimOptions,
+) -> Result<(SimPrinter, tempfile::TempDir)> {
+    let (sim, dir, cfg) = sim(options).await?;
     let stream = farm.stream().await?;
     farm.enrol("bambu-1", true, "speed = 1.0").await?;
     let ca = cfg
@@ -496,7 +504,25 @@ async fn a_real_two_colour_bambu_studio_plate_prints_and_bills_each_filament_exa
 }
 
 async fn real_plate(farm: &mut Farm) -> Result<()> {
-    let (sim, _dir) = bambu_in_farm(farm).await?;
+    // The plate's filaments 1 (white PLA) and 4 (#161616 PLA) are loaded in trays 0 and 1;
+    // tray 2 holds black PETG, which must not be chosen for the black PLA.
+    let tray = |id: &str, kind: &str, colour: &str| {
+        serde_json::json!({"id": id, "tray_type": kind, "tray_color": colour, "remain": 90})
+    };
+    let ams = serde_json::json!({
+        "ams": [{"id": "0", "tray": [
+            tray("0", "PLA", "FFFFFFFF"),
+            tray("1", "PLA", "161616FF"),
+            tray("2", "PETG", "161616FF"),
+            {"id": "3"},
+        ]}],
+        "ams_exist_bits": "1", "tray_exist_bits": "7", "tray_now": "255",
+    });
+    let options = SimOptions {
+        ams: Some(ams),
+        ..SimOptions::default()
+    };
+    let (sim, _dir) = bambu_with(farm, options).await?;
     // One plate: it need not be named.
     let archive = farm_e2e::plates::real_3mf("bambustudio-02.05.00.66-p1s-two-colour")?;
     let (status, up) = farm
@@ -527,7 +553,9 @@ async fn real_plate(farm: &mut Farm) -> Result<()> {
         .find(|r| r["print"]["command"] == "project_file")
         .ok_or_else(|| anyhow!("no project_file among {:?}", sim.commands()))?;
     ensure!(
-        project["print"]["param"] == "Metadata/plate_1.gcode",
+        project["print"]["param"] == "Metadata/plate_1.gcode"
+            && project["print"]["ams_mapping"] == serde_json::json!([0, -1, -1, 1])
+            && project["print"]["use_ams"] == true,
         "{project}"
     );
     Ok(())

@@ -7,7 +7,9 @@
 //! farm's material and colour, and the trays the controller found holding them). A slot is
 //! fed by a tray of the same material whose colour matches
 //! ([`farm_protocol::materials::same_colour`]): the controller's trays first, then the tray
-//! feeding now, then the lowest id. A slot no tray can feed refuses the start, before
+//! feeding now, then the lowest id. A one-filament plate's colour in the file is only the
+//! slicer's preset, so there the colour counts only when the job names one; on a
+//! multi-colour plate every filament's colour is the design and must be loaded. A slot no tray can feed refuses the start, before
 //! anything is uploaded or sent.
 //!
 //! The mapping's form is the slicer's own (BambuStudio/OrcaSlicer's print dialog,
@@ -42,8 +44,9 @@ pub fn plate_filaments(path: &Path, plate: u32) -> Result<Vec<PlateFilament>, St
     Ok(facts.slice.map(|s| s.filaments).unwrap_or_default())
 }
 
-/// What each slot needs: the slicer's per-filament type and colour when it wrote them, else
-/// one slot (filament 1) with the job's material and colour; none when neither says anything.
+/// What each slot needs: the slicer's per-filament type and colour when it wrote them (for a
+/// one-filament plate, its type and the job's colour, if any), else one slot (filament 1)
+/// with the job's material and colour; none when neither says anything.
 pub fn needs(plate: &[PlateFilament], job: &Filament) -> Vec<SlotNeed> {
     let from_slicer: Vec<SlotNeed> = plate
         .iter()
@@ -55,6 +58,17 @@ pub fn needs(plate: &[PlateFilament], job: &Filament) -> Vec<SlotNeed> {
             trays: vec![],
         })
         .collect();
+    if let [only] = from_slicer.as_slice() {
+        // One filament: its colour in the file is usually just the slicer's preset (Bambu PLA
+        // Basic's orange by default) and tells no part from another, so any tray of its
+        // material feeds it, unless the job itself names a colour. Several filaments: the
+        // colours are the design, and each must be loaded as planned.
+        return vec![SlotNeed {
+            colour: job.colour.clone(),
+            trays: job.trays.clone(),
+            ..only.clone()
+        }];
+    }
     if !from_slicer.is_empty() {
         return from_slicer;
     }
@@ -225,6 +239,26 @@ mod tests {
             ..Filament::default()
         };
         assert_eq!(needs(&plate, &job), n);
+    }
+
+    #[test]
+    fn a_one_filament_plate_takes_any_tray_of_its_material_unless_the_job_names_a_colour() {
+        let plate = [slicer(1, "PLA", "#FF6A13")];
+        let n = needs(&plate, &Filament::default());
+        assert_eq!(choose(&n, &trays(), &[]), Ok(vec![0]), "the feeding PLA tray");
+        let red = Filament {
+            colour: Some("#C12E1F".into()),
+            ..Filament::default()
+        };
+        assert_eq!(choose(&needs(&plate, &red), &trays(), &[]), Ok(vec![3]));
+        let petg = [slicer(1, "PETG", "#FF6A13")];
+        assert_eq!(
+            choose(&needs(&petg, &Filament::default()), &trays(), &[]),
+            Ok(vec![1]),
+            "the material still counts"
+        );
+        let abs = [slicer(1, "ABS", "#FF6A13")];
+        assert!(choose(&needs(&abs, &Filament::default()), &trays(), &[]).is_err());
     }
 
     #[test]
