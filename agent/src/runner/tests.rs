@@ -518,3 +518,31 @@ async fn a_3mf_plate_is_extracted_printed_and_billed_and_a_missing_plate_fails_t
     );
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_bgcode_job_is_printed_as_its_text_and_billed_its_filament() {
+    let r = rig(2000.0).await;
+    let body =
+        include_bytes!("../../../protocol/tests/data/bgcode/prusaslicer-2.8.1-mini-cube.bgcode");
+    std::fs::write(r.srv_dir.path().join("cube.bgcode"), body).expect("write");
+    let a = JobAssignment {
+        job_id: "j-b".into(),
+        name: "cube.bgcode".into(),
+        url: format!("{}/cube.bgcode", r.base),
+        sha256: hex::encode(Sha256::digest(body)),
+        size: body.len() as u64,
+        plate: None,
+    };
+    r.send("c-1", Command::AssignJob(a));
+    let evs = wait_for(&r.run.outbox, |e| finished(e, "j-b").is_some()).await;
+    let (outcome, reason, extruded) = finished(&evs, "j-b").expect("finished");
+    let want = farm_protocol::bgcode::analyze_with(&body[..], Default::default())
+        .expect("analyse")
+        .filament_mm;
+    assert_eq!(
+        (outcome, reason, extruded),
+        (Outcome::Completed, None, want),
+        "the simulated printer printed the decoded text"
+    );
+    r.stop().await;
+}
