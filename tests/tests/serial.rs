@@ -632,3 +632,36 @@ async fn plate_print(farm: &mut Farm) -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bgcode_job_prints_as_its_decoded_text_and_bills_its_grams_once() {
+    in_farm(async |farm| bgcode_print(farm).await).await;
+}
+
+async fn bgcode_print(farm: &mut Farm) -> Result<()> {
+    let vp = serial_printer(farm, &[]).await?;
+    wait_idle(farm).await?;
+    let ascii = farm_e2e::bgcode::as_prusaslicer(&short_segments(400, false, &[]));
+    let binary = farm_e2e::bgcode::from_ascii(&ascii)?;
+    let (status, q) = farm.post_file("/api/v1/quotes", binary.clone()).await?;
+    ensure!(status == 200, "a quote of the .bgcode: {status} {q}");
+    let jobs = farm.upload("cube.bgcode", binary, 1).await?;
+    let id = job_id(&jobs);
+    let job = wait_job(farm, &id, "completed", Duration::from_secs(120)).await?;
+    // The printer took the file's text (libbgcode's commands are the ASCII file's), whole and
+    // once; the binary would have been refused or garbled line by line.
+    let sessions = vp.sessions()?;
+    ensure!(sessions.len() == 1, "one session: {}", sessions.len());
+    assert_whole(&sessions[0], &file_commands(&ascii))?;
+    let moves = billed_exactly(&job, &accepted(&vp))?;
+    ensure!(moves == 400, "{moves} extruding moves billed");
+    let cost = farm.get(&format!("/api/v1/jobs/{id}/cost")).await?;
+    let (grams, want) = (cost["grams"].as_f64(), q["grams"].as_f64());
+    ensure!(
+        grams
+            .zip(want)
+            .is_some_and(|(g, w)| w > 0.0 && (g - w).abs() < 1e-6),
+        "billed {grams:?} g, the file is {want:?} g: {cost}"
+    );
+    Ok(())
+}
