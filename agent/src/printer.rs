@@ -14,7 +14,7 @@
 //! filament per tool (monotonic), because material is billed from it.
 
 use crate::config::PrinterConfig;
-use farm_protocol::messages::{Activity, Event, Heater, JobProgress};
+use farm_protocol::messages::{Activity, Event, Heater, JobProgress, Tray};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub job: Option<JobProgress>,
     /// The error text while `state` is `Error` or `Disconnected`.
     pub message: Option<String>,
+    /// A filament changer's slots (Bambu's AMS); empty for printers without one.
+    pub trays: Vec<Tray>,
 }
 
 impl Default for Snapshot {
@@ -39,8 +41,18 @@ impl Default for Snapshot {
             temps: vec![],
             job: None,
             message: Some("back end starting".into()),
+            trays: vec![],
         }
     }
+}
+
+/// A job's material and colour as the farm names them, and the changer slots the controller
+/// found holding them (best first); all empty when the job names none.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Filament {
+    pub material: Option<String>,
+    pub colour: Option<String>,
+    pub trays: Vec<u32>,
 }
 
 /// What the agent asks of a printer.
@@ -51,6 +63,9 @@ pub enum PrinterCommand {
         job_id: String,
         name: String,
         path: PathBuf,
+        /// What the job asks to be printed in, for back ends that choose the feed
+        /// (Bambu's AMS mapping).
+        filament: Filament,
         /// For a `.gcode.3mf`: the plate to print. Only a back end that prints 3MF archives
         /// (Bambu) sees one; for the others the runner extracts the plate's G-code first.
         plate: Option<u32>,

@@ -389,6 +389,11 @@ impl Runner {
             return;
         };
         let (job_id, name) = (job.record.job_id.clone(), job.assignment.name.clone());
+        let filament = crate::printer::Filament {
+            material: job.assignment.material.clone(),
+            colour: job.assignment.colour.clone(),
+            trays: job.assignment.trays.clone(),
+        };
         let plate = job.assignment.plate;
         let failure = match res {
             Ok(Ok(path)) => match printable::for_backend(self.printer.backend, path, plate).await {
@@ -397,6 +402,7 @@ impl Runner {
                         job_id: job_id.clone(),
                         name,
                         path,
+                        filament,
                         plate,
                     };
                     match self.printer.send(start).await {

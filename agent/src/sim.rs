@@ -604,6 +604,7 @@ impl SimPrinter {
             temps,
             job,
             message: self.message.clone(),
+            trays: vec![],
         }
     }
 

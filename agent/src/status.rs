@@ -58,6 +58,7 @@ pub fn compose(
         message: printer.message.clone(),
         agent,
         interval_ms,
+        trays: printer.trays.clone(),
     }
 }
 
@@ -161,6 +162,7 @@ mod tests {
             }],
             job: None,
             message: None,
+            trays: vec![],
         }
     }
 

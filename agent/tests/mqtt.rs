@@ -295,6 +295,9 @@ async fn the_agent_speaks_the_v1_contract_over_a_real_broker() {
         url: format!("{base}/job.gcode"),
         sha256: hex::encode(Sha256::digest(body.as_bytes())),
         size: body.len() as u64,
+        material: None,
+        colour: None,
+        trays: vec![],
         plate: None,
     };
     ctl.command("c-1", Command::AssignJob(job), KEY).await;

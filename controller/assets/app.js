@@ -163,6 +163,7 @@
   <div class="progress"><div class="bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-label="Progress"><i></i></div><span class="progress-text"></span></div>
   <p class="meta"><span class="layer"></span><span class="sep"> · </span><span class="eta"></span></p>
   <ul class="temps" aria-label="Temperatures"></ul>
+  <ul class="trays" aria-label="AMS trays" hidden></ul>
   <p class="message" role="note"></p>
   <p class="fw-note" role="status"></p>
   <div class="actions needs-operator">
@@ -194,6 +195,7 @@
       sep: q('.sep'),
       eta: q('.eta'),
       temps: q('.temps'),
+      trays: q('.trays'),
       message: q('.message'),
       note: q('.fw-note'),
       btn: {
@@ -321,6 +323,8 @@
       }
     }
 
+    renderTrays(rec, Array.isArray(d.trays) ? d.trays : []);
+
     const msg = d.message || '';
     setText(rec, 'msg', f.message, msg);
     setHidden(rec, 'msgHidden', f.message, !msg);
@@ -347,6 +351,38 @@
     setHidden(rec, 'bStop', b.emergency_stop, state === 'offline');
 
     applyFilter(rec);
+  }
+
+  // A changer's trays (Bambu's AMS): a colour swatch, the material and the printer's own
+  // remaining-% estimate per slot; rebuilt only when something in them changed.
+  function trayLabel(slot) {
+    if (slot < 128) return `${Math.floor(slot / 4) + 1}-${(slot % 4) + 1}`;
+    if (slot < 254) return `HT${slot - 127}`;
+    return 'Ext';
+  }
+
+  function renderTrays(rec, trays) {
+    const key = JSON.stringify(trays);
+    if (rec.last.trays === key) return;
+    rec.last.trays = key;
+    const ul = rec.f.trays;
+    ul.textContent = '';
+    ul.hidden = trays.length === 0;
+    for (const t of trays) {
+      const li = document.createElement('li');
+      const sw = document.createElement('i');
+      sw.className = 'swatch';
+      if (t.material && t.colour) sw.style.background = t.colour;
+      li.appendChild(sw);
+      const pct = t.remain_pct != null ? ` ${t.remain_pct} %` : '';
+      li.appendChild(document.createTextNode(`${trayLabel(t.slot)} ${t.material || 'empty'}${pct}`));
+      li.classList.toggle('active', !!t.active);
+      li.classList.toggle('empty', !t.material);
+      li.title = t.material
+        ? `tray ${t.slot}: ${t.material} ${t.colour || ''}${t.preset ? ` (${t.preset})` : ''}${pct ? `, about${pct} left (the printer's estimate)` : ''}${t.active ? ', feeding now' : ''}`
+        : `tray ${t.slot}: empty`;
+      ul.appendChild(li);
+    }
   }
 
   function matchesFilter(rec) {

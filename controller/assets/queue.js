@@ -38,6 +38,7 @@
   const uploadFile = $('#upload-file');
   const uploadCopies = $('#upload-copies');
   const uploadSubmit = $('#upload-submit');
+  const uploadFilament = $('#upload-filament');
   const uploadPlate = $('#upload-plate');
   const showPlates = (plates) => {
     uploadPlate.replaceChildren(...plates.map((p) => {
@@ -230,6 +231,12 @@
       return;
     }
     const copies = Math.max(1, Math.min(1000, parseInt(uploadCopies.value, 10) || 1));
+    // The chosen filament (material + colour) routes the jobs to printers that have it loaded.
+    const opt = uploadFilament.selectedOptions[0];
+    let needs = '';
+    if (opt && opt.value) {
+      needs = `&material=${encodeURIComponent(opt.dataset.material)}&colour=${encodeURIComponent(opt.dataset.colour)}`;
+    }
     uploadSubmit.disabled = true;
     uploadSubmit.textContent = 'Uploading…';
     const raw = { body: file, headers: { 'Content-Type': 'application/octet-stream' } };
@@ -246,9 +253,10 @@
           return;
         }
       }
-      const res = await api('POST', `/jobs?name=${name}&copies=${copies}${plate}`, raw);
+      const res = await api('POST', `/jobs?name=${name}&copies=${copies}${plate}${needs}`, raw);
       const added = (res && Array.isArray(res.jobs) && res.jobs) || [];
-      for (const j of added) onJob(j);
+      // app.js (loaded after this file) owns the model; the stream will repeat these.
+      for (const j of added) farm.onJob(j);
       toast('ok', `Added ${file.name}`, ` — ${added.length || copies} job${(added.length || copies) === 1 ? '' : 's'} queued`);
       uploadForm.reset();
       showPlates([]);
@@ -260,7 +268,37 @@
     }
   });
 
+  // The filament choices are the inventory's materials, read when the picker is opened.
+  async function loadFilaments() {
+    let items;
+    try {
+      const res = await api('GET', '/materials');
+      items = (res && Array.isArray(res.items) && res.items) || [];
+    } catch (e2) {
+      return;
+    }
+    // Unchanged: leave the list alone (replacing it would close a picker being opened).
+    const key = items.map((m) => `${m.id}\u0000${m.material}\u0000${m.colour}`).join('\u0001');
+    if (uploadFilament.dataset.key === key) return;
+    uploadFilament.dataset.key = key;
+    const keep = uploadFilament.value;
+    const opts = [uploadFilament.options[0]];
+    for (const m of items) {
+      const o = document.createElement('option');
+      o.value = m.id;
+      o.dataset.material = m.material;
+      o.dataset.colour = m.colour;
+      o.textContent = m.colour ? `${m.material} ${m.colour}` : m.material;
+      opts.push(o);
+    }
+    uploadFilament.replaceChildren(...opts);
+    uploadFilament.value = items.some((m) => m.id === keep) ? keep : '';
+  }
+  uploadFilament.addEventListener('focus', loadFilaments);
+  uploadFilament.addEventListener('pointerdown', loadFilaments);
+
   farm.queue = {
+    loadFilaments,
     /** The job's row shows something that changed (job or its printer). */
     touch(id) {
       if (jobRows.has(id)) dirtyJobs.add(id);

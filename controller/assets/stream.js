@@ -131,6 +131,7 @@
     connect();
     // The visible view loads its data again now that the caller is known.
     farm.route(true);
+    farm.queue.loadFilaments();
   }
 
   // ---------------------------------------------------------------- login

@@ -44,6 +44,7 @@ fn main() {
                     remaining_g: if i % 2 == 0 { Some(1000.0) } else { None },
                 }),
             }],
+            trays: vec![],
             busy_remaining_s: (i % 13) as f64 * 600.0,
         });
     }

@@ -275,14 +275,12 @@ async fn schedule_loop(farm: Arc<Farm>, stale: Duration, mut shutdown: watch::Re
                 farm.resend_assignments(time::Duration::seconds(10));
             }
         }
-        // Off the async workers: a plan of a long queue takes milliseconds of CPU, and HTTP
-        // must go on meanwhile. Kicks that arrive while it runs leave one permit, so they
-        // coalesce into one next plan that covers every order committed until it starts.
-        let f = farm.clone();
-        match tokio::task::spawn_blocking(move || f.schedule()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!("scheduler: {e}"),
-            Err(e) => tracing::error!("scheduler task failed: {e}"),
+        // The plan runs off the async workers (a long queue takes milliseconds of CPU, and
+        // HTTP must go on meanwhile), its starts go to the writer. Kicks that arrive while it
+        // runs leave one permit, so they coalesce into one next plan that covers every order
+        // committed until it starts.
+        if let Err(e) = farm.schedule().await {
+            tracing::error!("scheduler: {e}");
         }
     }
 }

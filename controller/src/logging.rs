@@ -4,16 +4,17 @@
 /// Logging unless `RUST_LOG` says otherwise.
 const DEFAULT_LOG: &str = "info,rumqttd=warn,rumqttc=warn";
 
-/// Logs to stderr. Without `RUST_LOG`, rumqttd's per-connection lines (its `remote_link`
-/// span) are dropped: it logs the end of every connection as an ERROR, a clean disconnect and
-/// a socket closed before its login included, and in a farm those are agents restarting. The
-/// farm logs presence changes itself; the broker's listener errors still show.
-/// `RUST_LOG=info,rumqttd=debug` brings the per-connection lines back.
+/// Logs to stderr. Unless `RUST_LOG` names rumqttd, its per-connection lines (its
+/// `remote_link` span) are dropped: it logs the end of every connection as an ERROR, a clean
+/// disconnect and a socket closed before its login included, and in a farm those are agents
+/// restarting (a reconnect storm of 1,000 printers was 1,000 such lines beside the farm's own
+/// 1,000 "printer offline"). The farm logs presence changes itself; the broker's listener
+/// errors still show. `RUST_LOG=info,rumqttd=debug` brings the per-connection lines back.
 pub fn init() {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let explicit = std::env::var_os("RUST_LOG").is_some();
+    let explicit = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("rumqttd"));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     const BROKER: &str = "rumqttd::server::broker";

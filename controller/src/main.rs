@@ -144,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
             let (stop_tx, stop) = tokio::sync::watch::channel(false);
             let ctl = farm_controller::start(c, stop).await?;
             if !ctl.farm.has_admin() {
-                let token = ctl.farm.add_token("first admin", Role::Admin)?;
+                let token = ctl.farm.add_token("first admin", Role::Admin).await?;
                 let path = state_dir.join("admin-token");
                 write_secret(&path, &token)?;
                 tracing::info!(
@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let c = common.load()?;
             let farm = farm_controller::open_offline(&c)?;
-            let (rec, token) = farm.add_printer(&id, name.as_deref(), auto_eject)?;
+            let (rec, token) = farm.add_printer(&id, name.as_deref(), auto_eject).await?;
             let endpoints = farm_controller::printers::enrol::Endpoints {
                 controller_url: c.public_url(),
                 broker_url: c.agent_broker_url(),
@@ -224,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
                 "agent tokens are minted by `printer add`"
             );
             let farm = farm_controller::open_offline(&common.load()?)?;
-            println!("{}", farm.add_token(&name, role)?);
+            println!("{}", farm.add_token(&name, role).await?);
         }
     }
     Ok(())

@@ -62,7 +62,7 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     let t0 = std::time::Instant::now();
     let ctl = farm_controller::start(config, stop.clone()).await?;
-    let admin = ctl.farm.add_token("demo admin", Role::Admin)?;
+    let admin = ctl.farm.add_token("demo admin", Role::Admin).await?;
 
     let mut agents = vec![];
     for i in 1..=o.printers {
@@ -70,7 +70,8 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
         // Two printers wait for an operator to clear the bed; the rest eject by themselves.
         let (rec, token) = ctl
             .farm
-            .add_printer(&id, Some(&format!("Demo printer {i}")), i > 2)?;
+            .add_printer(&id, Some(&format!("Demo printer {i}")), i > 2)
+            .await?;
         let mut table: toml::Table = toml::from_str(
             &farm_controller::printers::enrol::agent_config(&rec, &token, &ctl.enrol),
         )?;
@@ -150,6 +151,6 @@ async fn add_sample(ctl: &farm_controller::Controller, n: usize) -> anyhow::Resu
     let body =
         futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(bytes))]);
     let stored = ctl.files.store(body).await?;
-    ctl.farm.add_jobs(name, &stored, 1, 0)?;
+    ctl.farm.add_jobs(name, &stored, 1, 0).await?;
     Ok(())
 }

@@ -7,6 +7,9 @@
 //! | module | what |
 //! |---|---|
 //! | [`settings`] | the command line (`--help` explains every option), durations like `10s` |
+//! | [`orders`] | shop orders at a fixed rate beside the printers (`--orders-per-s`): created/s and latency |
+//! | [`dashboards`] | more clients of the live stream (`--dashboards`): bytes/s and the slowest one's latency |
+//! | [`fanout`] | dispatch fan-out (`--fanout-mb`, `--accept-jobs`): printers fetch their job file as the agent does |
 //! | [`enrol`] | mass enrolment through `POST /api/v1/printers`; the enrolment file big runs reuse |
 //! | [`mqtt`] | a minimal MQTT 3.1.1 client (rumqttc's packet codec, our connection): cheap enough for 10,000 in one process |
 //! | [`printer`] | one live printer (status at its phase, events kept until acked, commands answered, storms) and one flapping printer |
@@ -16,8 +19,11 @@
 //! | [`run`] | one run: enrol, stream, connect, window with the storm, drain, [`Report`] |
 //! | [`report`] | the figures, as text and JSON |
 
+pub mod dashboards;
 pub mod enrol;
+pub mod fanout;
 pub mod mqtt;
+pub mod orders;
 pub mod printer;
 pub mod procstat;
 pub mod report;
@@ -27,5 +33,6 @@ pub mod stats;
 pub mod stream;
 
 pub use report::Report;
-pub use run::run;
+pub use run::{run, run_with};
 pub use settings::Settings;
+pub use stats::Shared;

@@ -10,13 +10,14 @@
 //! backoff (0.5 s doubling to 30 s, ±25 %).
 
 use crate::enrol::Enrolled;
+use crate::fanout::Fetcher;
 use crate::mqtt::{Conn, Login, MqttError};
 use crate::settings::EventKind;
 use crate::stats::Shared;
 use bytes::Bytes;
 use farm_protocol::messages::{
-    AckMessage, Activity, AgentHealth, Command, Event, Heater, JobProgress, OnlineMessage, Status,
-    StatusMessage,
+    AckMessage, Activity, AgentHealth, Command, Event, Heater, JobAssignment, JobProgress,
+    OnlineMessage, Status, StatusMessage,
 };
 use farm_protocol::{Backoff, Channel, Envelope, PrinterId, Topics};
 use rumqttc::mqttbytes::QoS;
@@ -27,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// As the agent: resend the oldest pending events when no ack progressed for this long.
@@ -65,6 +66,9 @@ pub struct Spec {
     pub event_phase: Duration,
     pub event_kind: EventKind,
     pub connect_timeout: Duration,
+    /// `--accept-jobs`: report idle, take `assign_job` as the agent does (accept, fetch the
+    /// file, verify it, start). Without it a printer always prints and refuses jobs.
+    pub jobs: Option<Arc<Fetcher>>,
 }
 
 impl Spec {
@@ -89,16 +93,25 @@ impl Spec {
     /// A printing status of about 560 bytes on the wire; `n` is its `agent.uptime_s`, the
     /// number the stream reader matches the diff to.
     pub fn status(&self, n: u32) -> Bytes {
+        self.status_of(n, Some("job-01HQ7ZLOADGEN"))
+    }
+
+    /// The status while printing `job`, or idle (no job, heaters cooling) without one.
+    fn status_of(&self, n: u32, job: Option<&str>) -> Bytes {
         let p = f64::from(n % 1000) / 1000.0;
         let status = Status {
-            state: Activity::Printing,
+            state: if job.is_some() {
+                Activity::Printing
+            } else {
+                Activity::Idle
+            },
             temps: vec![
                 heater("tool0", 214.8, 215.0),
                 heater("bed", 59.9, 60.0),
                 heater("chamber", 38.2, 0.0),
             ],
-            job: Some(JobProgress {
-                job_id: "job-01HQ7ZLOADGEN".into(),
+            job: job.map(|job_id| JobProgress {
+                job_id: job_id.into(),
                 progress: p,
                 file_pos: (p * 4_096_000.0) as u64,
                 file_size: 4_096_000,
@@ -116,6 +129,7 @@ impl Spec {
                 outbox_pending: 0,
             },
             interval_ms: u32::try_from(self.status_interval.as_millis()).unwrap_or(u32::MAX),
+            trays: vec![],
         };
         self.seal(&Envelope::new(
             self.printer.clone(),
@@ -182,6 +196,9 @@ pub async fn live(
         last_progress: Instant::now(),
     };
     let mut executed = FxHashSet::default();
+    // Jobs being fetched report here; the job started is what the status then shows.
+    let (fetched_tx, mut fetched_rx) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
+    let mut printing: Option<String> = spec.jobs.is_none().then(|| "job-01HQ7ZLOADGEN".into());
     let mut n: u32 = 0;
     let mut status_tick =
         tokio::time::interval_at(Instant::now() + spec.status_phase, spec.status_interval);
@@ -233,7 +250,7 @@ pub async fn live(
             conn.subscribe(&subs).await?;
             n += 1;
             shared.slots[spec.index].fresh_from.store(n, Relaxed);
-            publish_status(&spec, &shared, &mut conn, &status_topic, n).await?;
+            publish_status(&spec, &shared, &mut conn, &status_topic, n, printing.as_deref()).await?;
             out.last_progress = Instant::now();
             let all = out.pending.len();
             resend(&mut conn, &events_topic, &out, all, &shared).await?;
@@ -244,7 +261,14 @@ pub async fn live(
                             if p.qos != QoS::AtMostOnce {
                                 conn.puback(p.pkid).await?;
                             }
-                            let new = on_publish(&spec, &shared, &mut out, &mut executed, &p.topic, &p.payload);
+                            let (new, fetch) = on_publish(&spec, &shared, &mut out, &mut executed, &p.topic, &p.payload);
+                            if let (Some(a), Some(f)) = (fetch, &spec.jobs) {
+                                let (f, tx, token) = (f.clone(), fetched_tx.clone(), token.clone());
+                                tokio::spawn(async move {
+                                    let r = f.fetch(&a, &token).await;
+                                    let _ = tx.send((a.job_id, r));
+                                });
+                            }
                             for wire in new {
                                 conn.publish(&events_topic, QoS::AtLeastOnce, false, wire).await?;
                                 c.events_published.fetch_add(1, Relaxed);
@@ -255,7 +279,26 @@ pub async fn live(
                     },
                     _ = status_tick.tick() => {
                         n += 1;
-                        publish_status(&spec, &shared, &mut conn, &status_topic, n).await?;
+                        publish_status(&spec, &shared, &mut conn, &status_topic, n, printing.as_deref()).await?;
+                    }
+                    Some((job_id, r)) = fetched_rx.recv() => {
+                        // As the agent: a verified file starts printing; a failed fetch fails the job.
+                        let body = match r {
+                            Ok(()) => {
+                                printing = Some(job_id.clone());
+                                Event::JobStarted { job_id }
+                            }
+                            Err(reason) => Event::JobFinished {
+                                job_id,
+                                outcome: farm_protocol::messages::Outcome::Failed,
+                                reason: Some(reason),
+                                extruded_mm: vec![],
+                                duration_s: 0.0,
+                            },
+                        };
+                        let wire = push_event(&spec, &shared, &mut out, body);
+                        conn.publish(&events_topic, QoS::AtLeastOnce, false, wire).await?;
+                        c.events_published.fetch_add(1, Relaxed);
                     }
                     _ = event_tick.tick(), if spec.event_every.is_some() => {
                         if ctl.borrow().phase == Phase::Run {
@@ -318,8 +361,9 @@ async fn publish_status(
     conn: &mut Conn,
     topic: &str,
     n: u32,
+    job: Option<&str>,
 ) -> Result<(), MqttError> {
-    let wire = spec.status(n);
+    let wire = spec.status_of(n, job);
     let c = &shared.counters;
     c.status_bytes.fetch_add(wire.len() as u64, Relaxed);
     shared.published(spec.index, n);
@@ -330,9 +374,15 @@ async fn publish_status(
 
 fn make_event(spec: &Spec, shared: &Shared, out: &mut Outbox) -> Bytes {
     out.made += 1;
+    let body = spec.event_body(out.made);
+    push_event(spec, shared, out, body)
+}
+
+/// Gives `body` the next seq, keeps it until acked; the wire form to publish.
+fn push_event(spec: &Spec, shared: &Shared, out: &mut Outbox, body: Event) -> Bytes {
     let seq = out.next_seq;
     out.next_seq += 1;
-    let body = spec.event_body(out.made);
+    shared.slots[spec.index].made_seq.store(seq, Relaxed);
     let wire = spec.seal(&Envelope::new(spec.printer.clone(), body.clone()).with_seq(seq));
     out.pending.push_back((seq, body, wire.clone()));
     shared.counters.events_created.fetch_add(1, Relaxed);
@@ -356,7 +406,7 @@ async fn resend(
 }
 
 /// Handles an ack or a command; returns events to publish (command results, renumbered
-/// events).
+/// events) and a job to fetch.
 fn on_publish(
     spec: &Spec,
     shared: &Shared,
@@ -364,15 +414,21 @@ fn on_publish(
     executed: &mut FxHashSet<String>,
     topic: &str,
     payload: &[u8],
-) -> Vec<Bytes> {
+) -> (Vec<Bytes>, Option<JobAssignment>) {
     let c = &shared.counters;
     let key = spec.keys.secret.as_bytes();
     match spec.topics.parse(topic) {
         Some((p, Channel::Acks)) if p == spec.printer => {
             let Ok(env) = farm_protocol::open::<AckMessage>(payload, key, &spec.printer) else {
-                return vec![];
+                return (vec![], None);
             };
             let AckMessage::Ack { applied_seq } = env.body;
+            let slot = &shared.slots[spec.index];
+            if applied_seq < slot.acked_seq.load(Relaxed) {
+                c.ack_regressions.fetch_add(1, Relaxed);
+            } else {
+                slot.acked_seq.store(applied_seq, Relaxed);
+            }
             if applied_seq >= out.next_seq {
                 // The controller applied beyond anything we made (a reused enrolment file):
                 // as the agent's outbox does, give what is pending new seqs after it.
@@ -385,10 +441,11 @@ fn on_publish(
                         .seal(&Envelope::new(spec.printer.clone(), body.clone()).with_seq(*seq));
                     resealed.push(wire.clone());
                 }
+                slot.made_seq.store(out.next_seq - 1, Relaxed);
                 c.events_renumbered
                     .fetch_add(resealed.len() as u64, Relaxed);
                 out.last_progress = Instant::now();
-                return resealed;
+                return (resealed, None);
             }
             let mut gone = 0;
             while out
@@ -404,38 +461,45 @@ fn on_publish(
                 c.events_acked.fetch_add(gone, Relaxed);
                 c.events_pending.fetch_sub(gone as i64, Relaxed);
             }
-            vec![]
+            (vec![], None)
         }
         Some((p, Channel::Commands)) if p == spec.printer => {
             let Ok(env) = farm_protocol::open::<Command>(payload, key, &spec.printer) else {
-                return vec![];
+                return (vec![], None);
             };
             let Some(command_id) = env.command_id else {
-                return vec![];
+                return (vec![], None);
             };
             if !executed.insert(command_id.clone()) {
-                return vec![]; // a QoS 1 duplicate: at most once
+                return (vec![], None); // a QoS 1 duplicate: at most once
             }
-            let (ok, message) = match env.body {
-                Command::AssignJob(_) => (false, "farm-loadgen prints nothing".to_string()),
-                _ => (true, "done (simulated by farm-loadgen)".to_string()),
+            let (ok, message, fetch) = match env.body {
+                Command::AssignJob(a) if spec.jobs.is_some() => {
+                    (true, format!("accepted job {}", a.job_id), Some(a))
+                }
+                Command::AssignJob(_) => (false, "farm-loadgen prints nothing".to_string(), None),
+                _ => (true, "done (simulated by farm-loadgen)".to_string(), None),
             };
             c.commands_answered.fetch_add(1, Relaxed);
-            out.made += 1;
-            let seq = out.next_seq;
-            out.next_seq += 1;
-            let body = Event::CommandResult {
-                command_id,
-                ok,
-                message,
-            };
-            let wire = spec.seal(&Envelope::new(spec.printer.clone(), body.clone()).with_seq(seq));
-            out.pending.push_back((seq, body, wire.clone()));
-            c.events_created.fetch_add(1, Relaxed);
-            c.events_pending.fetch_add(1, Relaxed);
-            vec![wire]
+            let mut wires = vec![push_event(
+                spec,
+                shared,
+                out,
+                Event::CommandResult {
+                    command_id,
+                    ok,
+                    message,
+                },
+            )];
+            if let Some(a) = &fetch {
+                let accepted = Event::JobAccepted {
+                    job_id: a.job_id.clone(),
+                };
+                wires.push(push_event(spec, shared, out, accepted));
+            }
+            (wires, fetch)
         }
-        _ => vec![],
+        _ => (vec![], None),
     }
 }
 

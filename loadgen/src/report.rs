@@ -1,5 +1,8 @@
 //! The run's figures, as JSON (`--json`) and as the text the binary prints.
 
+use crate::dashboards::DashboardFigures;
+use crate::fanout::FanoutFigures;
+use crate::orders::OrderFigures;
 use crate::stream::Seen;
 use serde::Serialize;
 use std::fmt;
@@ -22,6 +25,8 @@ pub struct Events {
     /// Not acked when the run ended (after `--drain`).
     pub unacked: i64,
     pub renumbered: u64,
+    /// Acks below one the same printer already had: an acknowledged event forgotten.
+    pub ack_regressions: u64,
     /// Acks per second over the measured window.
     pub acks_per_s: f64,
     pub commands_answered: u64,
@@ -50,6 +55,9 @@ pub struct Report {
     pub flap_failures: u64,
     pub controller: Option<ProcessFigures>,
     pub loadgen: ProcessFigures,
+    pub orders: Option<OrderFigures>,
+    pub dashboards: Option<DashboardFigures>,
+    pub fanout: Option<FanoutFigures>,
     pub nproc: usize,
     /// /proc/loadavg at the start and the end.
     pub loadavg: (String, String),
@@ -119,6 +127,66 @@ impl fmt::Display for Report {
             e.acks_per_s,
             e.commands_answered
         )?;
+        if e.ack_regressions > 0 || s.reopened > 0 {
+            writeln!(
+                f,
+                "acks below an earlier ack: {}; live stream opened again {} times",
+                e.ack_regressions, s.reopened
+            )?;
+        }
+        if let Some(o) = &self.orders {
+            let l = &o.latency;
+            writeln!(
+                f,
+                "orders: {:.0}/s offered, {} sent, {} created ({:.0}/s), {} failed, {} unanswered; latency p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+                o.offered_per_s,
+                o.sent,
+                o.created,
+                o.achieved_per_s,
+                o.failed,
+                o.unanswered,
+                l.p50_ms,
+                l.p99_ms,
+                l.p999_ms,
+                l.max_ms
+            )?;
+        }
+        if let Some(d) = &self.dashboards {
+            writeln!(
+                f,
+                "dashboards: {} streams ({} failed), {:.0} B/s each (min {:.0}, max {:.0}), snapshot {} B, {} lagged snapshots; slowest stream p50 {:.1} / p99 {:.1} / max {:.1} ms ({} samples), median p99 {:.1} ms",
+                d.streams,
+                d.failed,
+                d.bytes_per_s_mean,
+                d.bytes_per_s_min,
+                d.bytes_per_s_max,
+                d.snapshot_bytes,
+                d.lagged_snapshots,
+                d.slowest.p50_ms,
+                d.slowest.p99_ms,
+                d.slowest.max_ms,
+                d.slowest.samples,
+                d.median_p99_ms
+            )?;
+        }
+        if let Some(x) = &self.fanout {
+            let opt = |v: Option<f64>| v.map_or("never".to_string(), |t| format!("{t:.1} s"));
+            writeln!(
+                f,
+                "fan-out: {} jobs of {:.1} MB (upload {:.1} s); all fetched after {}, all printing after {}; {} fetched, {} failed, {} resumed; {:.0} MB/s aggregate; one fetch p50 {:.1} s, max {:.1} s",
+                x.jobs,
+                x.file_mb,
+                x.upload_s,
+                opt(x.all_fetched_s),
+                opt(x.all_printing_s),
+                x.fetched,
+                x.failed,
+                x.resumed,
+                x.aggregate_mb_s,
+                x.fetch_p50_s,
+                x.fetch_max_s
+            )?;
+        }
         if self.flapping > 0 {
             writeln!(
                 f,

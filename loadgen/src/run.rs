@@ -2,6 +2,8 @@
 //! drain the events, report.
 
 use crate::enrol;
+use crate::fanout::{self, Fetcher};
+use crate::orders;
 use crate::printer::{self, Control, Phase, Spec};
 use crate::procstat::{self, Process, Sample};
 use crate::report::{Events, ProcessFigures, Report};
@@ -51,6 +53,13 @@ fn loadavg() -> String {
 
 /// Runs the load described by `s` and returns its figures.
 pub async fn run(s: Settings) -> Result<Report> {
+    run_with(s, None).await
+}
+
+/// [`run`], handing `probe` the run's shared counters and per-printer marks as soon as they
+/// exist, so a test can act on what the printers see (e.g. kill the controller after so many
+/// acks) while the run goes on.
+pub async fn run_with(s: Settings, probe: Option<oneshot::Sender<Arc<Shared>>>) -> Result<Report> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let total = s.printers + s.flapping;
     // Two descriptors per printer leave room for a storm's overlap, plus HTTP and spare.
@@ -104,6 +113,20 @@ pub async fn run(s: Settings) -> Result<Report> {
     for slot in &shared.slots {
         slot.fresh_from.store(u32::MAX, Relaxed);
     }
+    if let Some(p) = probe {
+        let _ = p.send(shared.clone());
+    }
+    let jobs = (s.accept_jobs || s.fanout_mb.is_some())
+        .then(Fetcher::new)
+        .transpose()?
+        .map(Arc::new);
+    let order_file = if s.orders_per_s > 0.0 {
+        let shop = s.shop()?;
+        let sha = orders::upload_file(&http, &controller, &shop).await?;
+        Some((shop, sha))
+    } else {
+        None
+    };
     let (notes, notes_rx) = mpsc::unbounded_channel();
     let (ready_tx, ready) = oneshot::channel();
     let (done, done_rx) = oneshot::channel();
@@ -152,6 +175,7 @@ pub async fn run(s: Settings) -> Result<Report> {
             event_phase: frac(s.event_every) + s.event_every.mul_f64(0.5 / of.max(1) as f64),
             event_kind: s.event_kind,
             connect_timeout: s.connect_timeout,
+            jobs: jobs.clone(),
         })
     };
 
@@ -190,6 +214,46 @@ pub async fn run(s: Settings) -> Result<Report> {
     let acked0 = c.events_acked.load(Relaxed);
     let window = Instant::now();
     let _ = notes.send(Note::WindowStarted);
+    let order_run = order_file.map(|(shop, sha)| {
+        tokio::spawn(orders::drive(
+            controller.clone(),
+            shop,
+            sha,
+            s.orders_per_s,
+            s.order_concurrency,
+            s.duration,
+            Duration::from_secs(10),
+        ))
+    });
+    let dashboard_run = (s.dashboards > 0).then(|| {
+        let (controller, token, shared, ids) = (
+            controller.clone(),
+            token.clone(),
+            shared.clone(),
+            ids.clone(),
+        );
+        let (n, live, window) = (s.dashboards, s.printers, s.duration);
+        tokio::spawn(async move {
+            crate::dashboards::run(n, &controller, &token, shared, &ids, live, window).await
+        })
+    });
+    let fanout_run = s.fanout_mb.map(|mb| {
+        let (http, controller, token, notes) = (
+            http.clone(),
+            controller.clone(),
+            token.clone(),
+            notes.clone(),
+        );
+        let copies = s.printers;
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let (_, size) =
+                fanout::queue_jobs(&http, &controller, &token, fanout::job_file(mb), copies)
+                    .await?;
+            let _ = notes.send(Note::JobsQueued(copies));
+            Ok::<_, anyhow::Error>((t.elapsed().as_secs_f64(), Instant::now(), size, copies))
+        })
+    });
     if let Some(at) = s.storm_at.filter(|at| *at < s.duration) {
         tokio::time::sleep(at).await;
         for slot in &shared.slots[..s.printers] {
@@ -203,6 +267,18 @@ pub async fn run(s: Settings) -> Result<Report> {
     let acks_per_s = (c.events_acked.load(Relaxed) - acked0) as f64 / window_s;
     let c1 = controller_proc.as_ref().and_then(Process::sample);
     let m1 = me.sample();
+    let dashboards = match dashboard_run {
+        Some(t) => Some(t.await.context("the dashboards panicked")?),
+        None => None,
+    };
+    let orders = match order_run {
+        Some(t) => Some(t.await.context("the order driver panicked")??),
+        None => None,
+    };
+    let fanout_queued = match fanout_run {
+        Some(t) => Some(t.await.context("the fan-out upload panicked")??),
+        None => None,
+    };
 
     // Drain and settle: no new events; wait for the acks of those still pending and (up to
     // --settle) for every live printer to show online and fresh.
@@ -238,6 +314,13 @@ pub async fn run(s: Settings) -> Result<Report> {
     }
 
     let sent = c.statuses_sent.load(Relaxed);
+    let fanout = fanout_queued
+        .zip(jobs)
+        .map(|((upload_s, queued, size, copies), f)| {
+            let mut x = f.figures(queued.into_std(), upload_s, copies as u64, size);
+            x.all_printing_s = seen.all_printing_s;
+            x
+        });
     Ok(Report {
         printers: s.printers,
         flapping: s.flapping,
@@ -257,6 +340,7 @@ pub async fn run(s: Settings) -> Result<Report> {
             acked: c.events_acked.load(Relaxed),
             unacked: c.events_pending.load(Relaxed),
             renumbered: c.events_renumbered.load(Relaxed),
+            ack_regressions: c.ack_regressions.load(Relaxed),
             acks_per_s,
             commands_answered: c.commands_answered.load(Relaxed),
         },
@@ -265,6 +349,9 @@ pub async fn run(s: Settings) -> Result<Report> {
         flap_failures: c.flap_failures.load(Relaxed),
         controller: c0.zip(c1).map(|(a, b)| figures(&a, &b)),
         loadgen: m0.zip(m1).map(|(a, b)| figures(&a, &b)).unwrap_or_default(),
+        orders,
+        dashboards,
+        fanout,
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg: (loadavg_start, loadavg()),
     })

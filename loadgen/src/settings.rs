@@ -165,24 +165,79 @@ pub struct Settings {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    /// Shop orders per second posted during the window (`POST /api/v1/orders`, each with its
+    /// own Idempotency-Key; open loop, latency from each order's due time). Needs a shop token.
+    #[arg(long, default_value_t = 0.0)]
+    pub orders_per_s: f64,
+
+    /// At most this many order requests in flight.
+    #[arg(long, default_value_t = 64)]
+    pub order_concurrency: usize,
+
+    /// Shop token for the orders (`farm-controller token add --role shop`, with `serve` stopped).
+    #[arg(long, env = "FARM_SHOP_TOKEN", hide_env_values = true)]
+    pub shop_token: Option<String>,
+
+    /// File holding the shop token.
+    #[arg(long, conflicts_with = "shop_token")]
+    pub shop_token_file: Option<PathBuf>,
+
+    /// More clients of the live stream during the window, as dashboards (snapshot, then
+    /// diffs): the report gives their bytes/s and the latency of the slowest.
+    #[arg(long, default_value_t = 0)]
+    pub dashboards: usize,
+
+    /// Printers report idle and take jobs as the agent does: accept, fetch the file with their
+    /// own token (`Range` resume, sha256 checked; hashed, not written to disk), start.
+    #[arg(long)]
+    pub accept_jobs: bool,
+
+    /// Dispatch fan-out: at the window's start, upload a generated job file of this many MB
+    /// as one job per live printer (admin token); the report gives the time until every
+    /// printer has it and until all print, and the aggregate MB/s. Implies --accept-jobs.
+    #[arg(long)]
+    pub fanout_mb: Option<f64>,
 }
 
 impl Settings {
     /// The admin token from --admin-token or --admin-token-file.
     pub fn token(&self) -> anyhow::Result<String> {
-        if let Some(t) = &self.admin_token {
-            return Ok(t.clone());
-        }
-        let Some(f) = &self.admin_token_file else {
-            anyhow::bail!(
-                "no admin token: pass --admin-token, FARM_ADMIN_TOKEN or --admin-token-file <state_dir>/admin-token"
-            );
-        };
-        let t = std::fs::read_to_string(f).map_err(|e| {
-            anyhow::anyhow!("cannot read the admin token from {}: {e}", f.display())
-        })?;
-        Ok(t.trim().to_string())
+        read_token(
+            &self.admin_token,
+            &self.admin_token_file,
+            "no admin token: pass --admin-token, FARM_ADMIN_TOKEN or --admin-token-file <state_dir>/admin-token",
+            "admin",
+        )
     }
+
+    /// The shop token from --shop-token or --shop-token-file.
+    pub fn shop(&self) -> anyhow::Result<String> {
+        read_token(
+            &self.shop_token,
+            &self.shop_token_file,
+            "--orders-per-s needs a shop token: create one with `farm-controller token add --role shop --name loadgen` (serve stopped) and pass --shop-token or --shop-token-file",
+            "shop",
+        )
+    }
+}
+
+/// A token given on the command line, or read from a file.
+fn read_token(
+    given: &Option<String>,
+    file: &Option<PathBuf>,
+    missing: &str,
+    which: &str,
+) -> anyhow::Result<String> {
+    if let Some(t) = given {
+        return Ok(t.clone());
+    }
+    let Some(f) = file else {
+        anyhow::bail!("{missing}");
+    };
+    let t = std::fs::read_to_string(f)
+        .map_err(|e| anyhow::anyhow!("cannot read the {which} token from {}: {e}", f.display()))?;
+    Ok(t.trim().to_string())
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub struct Slot {
     /// After a storm: the first status number published on the new connection
     /// (`u32::MAX` until it is connected again).
     pub fresh_from: AtomicU32,
+    /// The highest `applied_seq` the controller acked to this printer.
+    pub acked_seq: AtomicU64,
+    /// The seq of the last event this printer made (its outbox's high-water mark).
+    pub made_seq: AtomicU64,
 }
 
 /// Counters of the whole run (printers write, the report reads).
@@ -39,6 +43,9 @@ pub struct Counters {
     pub events_pending: AtomicI64,
     /// Pending events given new seqs because the controller had applied beyond ours.
     pub events_renumbered: AtomicU64,
+    /// Acks whose `applied_seq` was below one already acked to the same printer: the
+    /// controller forgot an event it had acknowledged (after a crash, say).
+    pub ack_regressions: AtomicU64,
     pub commands_answered: AtomicU64,
     pub pubacks: AtomicU64,
     pub flap_cycles: AtomicU64,

@@ -8,7 +8,8 @@
 use crate::stats::{Latency, Shared};
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
-use rustc_hash::FxHashMap;
+use futures_util::stream::BoxStream;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -30,8 +31,30 @@ struct PrinterDiff {
 }
 
 #[derive(Deserialize)]
+struct JobChange {
+    id: String,
+    state: String,
+}
+
+#[derive(Deserialize)]
 struct Snapshot {
     printers: Vec<PrinterDiff>,
+}
+
+type Body = BoxStream<'static, reqwest::Result<bytes::Bytes>>;
+
+/// Opens the live stream.
+async fn open(http: &reqwest::Client, url: &str, token: &str) -> Result<Body> {
+    let r = http
+        .get(format!("{url}/api/v1/stream"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("opening the live stream at {url}"))?;
+    if !r.status().is_success() {
+        bail!("the live stream answered {}", r.status());
+    }
+    Ok(r.bytes_stream().boxed())
 }
 
 /// What the run tells the reader.
@@ -42,6 +65,8 @@ pub enum Note {
     StormStarted,
     /// Answer how many live printers the stream shows online and fresh right now.
     Census(oneshot::Sender<usize>),
+    /// This many jobs were just queued: time until the stream shows them all printing.
+    JobsQueued(usize),
 }
 
 /// What the reader saw.
@@ -63,6 +88,10 @@ pub struct Seen {
     pub storm: Latency,
     /// Seconds from the storm until every live printer was online and fresh on the stream.
     pub storm_recovered_s: Option<f64>,
+    /// Times the stream broke (the controller went away) and was opened again.
+    pub reopened: u64,
+    /// Seconds from `Note::JobsQueued` until that many jobs were printing.
+    pub all_printing_s: Option<f64>,
 }
 
 /// Reads the stream until `done` fires; `notes` steer it.
@@ -81,6 +110,8 @@ pub struct Reader {
     storm_waiting: Vec<bool>,
     storm_left: usize,
     snapshots: u64,
+    printing: FxHashSet<String>,
+    jobs_wanted: Option<(usize, Instant)>,
 }
 
 impl Reader {
@@ -104,6 +135,8 @@ impl Reader {
             storm_waiting: vec![],
             storm_left: 0,
             snapshots: 0,
+            printing: FxHashSet::default(),
+            jobs_wanted: None,
         }
     }
 
@@ -117,28 +150,30 @@ impl Reader {
         ready: oneshot::Sender<()>,
         mut done: oneshot::Receiver<()>,
     ) -> Result<Seen> {
-        let r = http
-            .get(format!("{url}/api/v1/stream"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .with_context(|| format!("opening the live stream at {url}"))?;
-        if !r.status().is_success() {
-            bail!("the live stream answered {}", r.status());
-        }
+        let mut body = Some(open(&http, &url, &token).await?);
         let _ = ready.send(());
-        let mut body = r.bytes_stream();
         let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        // While the controller is away (a restart), try again this often.
+        let retry = std::time::Duration::from_millis(200);
+        let mut retry_at = Instant::now();
         loop {
+            let away = body.is_none();
+            let next = async {
+                match body.as_mut() {
+                    Some(b) => b.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut done => break,
                 n = notes.recv() => match n {
                     Some(Note::WindowStarted) => self.in_window = true,
                     Some(Note::StormStarted) => self.storm_start(),
                     Some(Note::Census(tx)) => { let _ = tx.send(self.census()); }
+                    Some(Note::JobsQueued(n)) => self.jobs_queued(n),
                     None => break,
                 },
-                chunk = body.next() => match chunk {
+                chunk = next => match chunk {
                     Some(Ok(bytes)) => {
                         buf.extend_from_slice(&bytes);
                         let mut start = 0;
@@ -148,15 +183,29 @@ impl Reader {
                         }
                         buf.drain(..start);
                     }
-                    Some(Err(e)) => bail!("the live stream broke: {e}"),
-                    None => bail!("the controller closed the live stream"),
+                    // The controller went away: open the stream again when it is back; the
+                    // fresh snapshot then says who is online.
+                    Some(Err(_)) | None => {
+                        body = None;
+                        buf.clear();
+                        retry_at = Instant::now() + retry;
+                    }
+                },
+                _ = tokio::time::sleep_until(retry_at), if away => {
+                    match open(&http, &url, &token).await {
+                        Ok(b) => {
+                            body = Some(b);
+                            self.seen.reopened += 1;
+                        }
+                        Err(_) => retry_at = Instant::now() + retry,
+                    }
                 }
             }
         }
         self.seen.connecting = Latency::of(std::mem::take(&mut self.connecting));
         self.seen.steady = Latency::of(std::mem::take(&mut self.steady));
         self.seen.storm = Latency::of(std::mem::take(&mut self.storm));
-        self.seen.lagged_snapshots = self.snapshots.saturating_sub(1);
+        self.seen.lagged_snapshots = self.snapshots.saturating_sub(1 + self.seen.reopened);
         Ok(self.seen)
     }
 
@@ -164,6 +213,11 @@ impl Reader {
         self.storm_started = Some(Instant::now());
         self.storm_waiting = vec![true; self.live];
         self.storm_left = self.live;
+    }
+
+    fn jobs_queued(&mut self, n: usize) {
+        self.printing.clear();
+        self.jobs_wanted = Some((n, Instant::now()));
     }
 
     fn census(&self) -> usize {
@@ -193,6 +247,17 @@ impl Reader {
             b"printer" => {
                 if let Ok(d) = serde_json::from_slice::<PrinterDiff>(data) {
                     self.on_printer(d);
+                }
+            }
+            b"job" => {
+                if let Some((want, t0)) = self.jobs_wanted
+                    && let Ok(j) = serde_json::from_slice::<JobChange>(data)
+                    && j.state == "printing"
+                    && self.printing.insert(j.id)
+                    && self.printing.len() >= want
+                {
+                    self.seen.all_printing_s = Some(t0.elapsed().as_secs_f64());
+                    self.jobs_wanted = None;
                 }
             }
             b"snapshot" => {

@@ -200,7 +200,7 @@ pub fn open<B: Body>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::{Command, Event, Outcome};
+    use crate::messages::{Command, Event, Outcome, Status};
 
     fn printer(s: &str) -> PrinterId {
         PrinterId::new(s).expect("valid id")
@@ -346,10 +346,65 @@ mod tests {
                 outbox_pending: 0,
             },
             interval_ms: 1000,
+            trays: vec![],
         });
         let wire = seal(&Envelope::new(printer("p"), st), b"k").expect("seal");
         let back: Envelope<StatusMessage> = open(&wire, b"k", &printer("p")).expect("open");
         let StatusMessage::Status(s) = back.body;
         assert!(s.temps[0].actual.is_nan());
+    }
+
+    /// A payload signed with `key` exactly as written.
+    fn signed(json: &[u8], key: &[u8]) -> Vec<u8> {
+        let mut wire = json.to_vec();
+        wire.push(b'\n');
+        wire.extend_from_slice(hex::encode(mac(key, json).finalize().into_bytes()).as_bytes());
+        wire
+    }
+
+    #[test]
+    fn trays_are_optional_and_checked_after_the_signature_like_every_body_field() {
+        use crate::messages::{StatusMessage, Tray};
+        let head = r#"{"v":1,"printer":"p","ts":"2026-03-14T09:26:53Z","kind":"status","body":{"state":"idle","temps":[],"agent":{"version":"v","backend":"bambu","uptime_s":1,"outbox_pending":0},"interval_ms":1000"#;
+        // An older agent's status (no trays) still opens.
+        let old = signed(format!("{head}}}}}").as_bytes(), b"k");
+        let StatusMessage::Status(s) = open::<StatusMessage>(&old, b"k", &printer("p"))
+            .expect("old status")
+            .body;
+        assert!(s.trays.is_empty());
+        let with = format!(
+            r##"{head},"trays":[{{"slot":1,"material":"PETG","colour":"#000000","remain_pct":80,"active":true}},{{"slot":2}}]}}}}"##
+        );
+        let StatusMessage::Status(s) =
+            open::<StatusMessage>(&signed(with.as_bytes(), b"k"), b"k", &printer("p"))
+                .expect("trays")
+                .body;
+        assert_eq!(
+            s.trays[1],
+            Tray {
+                slot: 2,
+                material: None,
+                colour: None,
+                remain_pct: None,
+                preset: None,
+                active: false
+            }
+        );
+        assert_eq!(s.trays[0].remain_pct, Some(80));
+        assert!(s.trays[0].active);
+        // A bad tray is `malformed` (check 9), but only once the signature holds (check 3).
+        let bad = format!(r#"{head},"trays":[{{"slot":"one"}}]}}}}"#);
+        assert!(matches!(
+            open::<StatusMessage>(&signed(bad.as_bytes(), b"k"), b"k", &printer("p")),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            open::<StatusMessage>(&signed(bad.as_bytes(), b"other"), b"k", &printer("p")),
+            Err(DecodeError::BadSignature)
+        ));
+        // Written back out, an empty list is left out: older readers see what they know.
+        let st = StatusMessage::Status(Status { trays: vec![], ..s });
+        let json = serde_json::to_string(&st).expect("json");
+        assert!(!json.contains("trays"), "{json}");
     }
 }

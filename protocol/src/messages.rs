@@ -101,6 +101,36 @@ pub struct Status {
     pub agent: AgentHealth,
     /// The status interval in force, ms.
     pub interval_ms: u32,
+    /// What a filament changer holds (Bambu Lab's AMS units and external spool), one entry per
+    /// slot the printer reports, empty slots included. Absent (empty) for printers without
+    /// one. Added within v1: older receivers ignore it, older senders leave it out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trays: Vec<Tray>,
+}
+
+/// One slot of a filament changer, as the printer reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tray {
+    /// The printer's own id for the slot. Bambu: the absolute tray id its `ams_mapping`
+    /// takes: `unit * 4 + slot` (AMS, AMS 2, AMS lite), the unit's id for an AMS HT (128..),
+    /// 254 for the external spool.
+    pub slot: u32,
+    /// Material type as the printer names it (`PLA`, `PETG`, `PA-GF`); absent: empty slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material: Option<String>,
+    /// `#RRGGBB`, upper case; absent when the printer gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<String>,
+    /// Filament left, per cent, as the printer estimates it (coarse; unknown for spools
+    /// without a tag, so absent). Shown, never billed: grams come from the job file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remain_pct: Option<u8>,
+    /// The printer's filament preset id (Bambu `tray_info_idx`, e.g. `GFA00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// This slot feeds the nozzle now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub active: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -235,6 +265,16 @@ pub struct JobAssignment {
     /// Lower-case hex sha256 of the file; the agent refuses a file that does not match.
     pub sha256: String,
     pub size: u64,
+    /// The job's material and colour as the farm names them, for back ends that choose the
+    /// feed themselves (Bambu's AMS mapping); absent when the job names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub material: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colour: Option<String>,
+    /// The printer's changer slots ([`Tray::slot`]) the controller found holding that
+    /// material and colour, best first (its inventory knows names the printer does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trays: Vec<u32>,
     /// For a `.gcode.3mf` (Bambu Studio / OrcaSlicer sliced plates): the plate to print, N of
     /// `Metadata/plate_<N>.gcode`. Absent for plain G-code and `.bgcode`, and from controllers
     /// older than plates, so older agents and controllers still understand each other.

@@ -12,7 +12,9 @@
 //! them: partial deltas (`gcode_state`, `mc_percent`, `layer_num`, `mc_remaining_time`,
 //! `print_error`, `hms`) — `PREPARE`, `RUNNING` layer by layer (the layers of the uploaded
 //! file, counted by its `;LAYER_CHANGE` comments), `PAUSE`, `FINISH`, or `FAILED` with the
-//! cancel code after `stop` or with an HMS entry when told to fail. With Developer Mode off
+//! cancel code after `stop` or with an HMS entry when told to fail. The AMS (the capture's, or
+//! trays given in [`SimOptions::ams`]) loads the first tray a `project_file`'s `ams_mapping`
+//! names, and the tray feeding loses one per cent of `remain` per layer. With Developer Mode off
 //! (`fun` has the signature bit) it refuses control commands with `err_code` 84033543.
 
 use anyhow::{Context, Result, anyhow};
@@ -42,6 +44,8 @@ pub struct SimOptions {
     pub layer_time: Duration,
     /// Fail the print with an HMS error when this layer begins.
     pub fail_at_layer: Option<u32>,
+    /// The `ams` object to report instead of the capture's (units, trays, `tray_now`).
+    pub ams: Option<Value>,
 }
 
 impl Default for SimOptions {
@@ -52,6 +56,7 @@ impl Default for SimOptions {
             developer_mode: true,
             layer_time: Duration::from_millis(300),
             fail_at_layer: None,
+            ams: None,
         }
     }
 }
@@ -73,11 +78,7 @@ struct State {
 impl State {
     /// Applies a delta to the full state and pushes it, as a P1 does.
     fn push(&mut self, delta: Value) {
-        if let (Some(p), Value::Object(d)) = (self.print.as_object_mut(), &delta) {
-            for (k, v) in d {
-                p.insert(k.clone(), v.clone());
-            }
-        }
+        merge(&mut self.print, &delta);
         let mut msg = delta;
         msg["command"] = "push_status".into();
         msg["msg"] = 1.into();
@@ -90,8 +91,61 @@ impl State {
         }
     }
 
+    /// The tray feeding now uses filament: its `remain` goes down by one per cent, pushed as
+    /// the AMS sends it (the unit and tray by id, only what changed).
+    fn use_filament(&mut self) {
+        let Some(now) = self.print["ams"]["tray_now"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|n| *n < 128)
+        else {
+            return;
+        };
+        let (unit, slot) = ((now / 4).to_string(), (now % 4).to_string());
+        let left = self.print["ams"]["ams"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["id"] == unit.as_str()))
+            .and_then(|u| u["tray"].as_array())
+            .and_then(|t| t.iter().find(|t| t["id"] == slot.as_str()))
+            .and_then(|t| t["remain"].as_i64())
+            .filter(|r| *r > 0);
+        if let Some(r) = left {
+            self.push(
+                json!({"ams": {"ams": [{"id": unit, "tray": [{"id": slot, "remain": r - 1}]}]}}),
+            );
+        }
+    }
+
     fn gcode_state(&self) -> &str {
         self.print["gcode_state"].as_str().unwrap_or("")
+    }
+}
+
+/// Merges a report delta as the printer's state holds it: objects key by key, lists of objects
+/// with an `id` element by element, anything else replaced.
+fn merge(into: &mut Value, delta: &Value) {
+    match (into, delta) {
+        (Value::Object(o), Value::Object(d)) => {
+            for (k, v) in d {
+                match o.get_mut(k) {
+                    Some(old) => merge(old, v),
+                    None => {
+                        o.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(old), Value::Array(new))
+            if !new.is_empty() && new.iter().all(|v| v.get("id").is_some()) =>
+        {
+            for item in new {
+                match old.iter_mut().find(|o| o.get("id") == item.get("id")) {
+                    Some(o) => merge(o, item),
+                    None => old.push(item.clone()),
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
     }
 }
 
@@ -160,6 +214,9 @@ impl SimPrinter {
         initial["gcode_state"] = "IDLE".into();
         initial["print_error"] = 0.into();
         initial["hms"] = json!([]);
+        if let Some(ams) = &opts.ams {
+            initial["ams"] = ams.clone();
+        }
         let state = Arc::new(Mutex::new(State {
             opts: opts.clone(),
             print: initial,
@@ -183,6 +240,20 @@ impl SimPrinter {
             state,
             tasks,
         })
+    }
+
+    /// The agent's `[printer.bambu]` settings for this printer, trusting its CA from `ca_file`
+    /// (where this writes [`SimPrinter::ca_pem`]).
+    pub fn agent_settings(&self, ca_file: &Path) -> Result<String> {
+        std::fs::write(ca_file, &self.ca_pem)?;
+        Ok(format!(
+            "host = \"127.0.0.1\"\nserial = {:?}\naccess_code = {:?}\nca_file = {:?}\nmqtt_port = {}\nftps_port = {}",
+            self.opts.serial,
+            self.opts.access_code,
+            ca_file.display().to_string(),
+            self.mqtt_port,
+            self.ftps_port
+        ))
     }
 
     /// Files uploaded over FTPS, by path.
@@ -216,6 +287,11 @@ impl SimPrinter {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Files uploaded so far.
+    pub fn file_count(&self) -> usize {
+        self.state.lock().map(|s| s.files.len()).unwrap_or(0)
     }
 
     /// The printer's own change (its screen, a sensor): pushed as a delta.
@@ -394,6 +470,13 @@ fn on_request(state: &Arc<Mutex<State>>, v: Value) {
                 .count() as u32;
             s.layers = layers.max(1);
             reply(&mut s, body, false);
+            // The AMS loads the first mapped tray.
+            if let Some(t) = body["ams_mapping"]
+                .as_array()
+                .and_then(|m| m.iter().filter_map(Value::as_i64).find(|t| *t >= 0))
+            {
+                s.push(json!({"ams": {"tray_now": t.to_string()}}));
+            }
             let name = path.rsplit('/').next().unwrap_or("").to_string();
             let total = s.layers;
             s.push(
@@ -448,6 +531,7 @@ async fn run_print(state: Arc<Mutex<State>>) {
                     json!({"layer_num": layer, "mc_percent": (layer - 1) * 100 / total,
                     "mc_remaining_time": left}),
                 );
+                s.use_filament();
             }
             "RUNNING" => {
                 s.push(json!({"gcode_state": "FINISH", "mc_percent": 100, "mc_remaining_time": 0}));

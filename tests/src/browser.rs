@@ -145,6 +145,34 @@ impl Page {
         }
     }
 
+    /// Chooses `files` in the `<input type=file>` that `selector` finds, as a person does in
+    /// the file picker: the browser reads them from disk when the page uses them.
+    pub async fn set_files(&mut self, selector: &str, files: &[&std::path::Path]) -> Result<()> {
+        let doc = self.call("DOM.getDocument", json!({"depth": 0})).await?;
+        let root = doc["root"]["nodeId"].clone();
+        let found = self
+            .call(
+                "DOM.querySelector",
+                json!({"nodeId": root, "selector": selector}),
+            )
+            .await?;
+        let node = found["nodeId"].as_i64().unwrap_or(0);
+        if node == 0 {
+            bail!("no element {selector} in the page");
+        }
+        // Chromium cannot read a path with `..` in it (the upload then fails to fetch).
+        let paths = files
+            .iter()
+            .map(|p| Ok(std::fs::canonicalize(p)?.display().to_string()))
+            .collect::<Result<Vec<String>>>()?;
+        self.call(
+            "DOM.setFileInputFiles",
+            json!({"nodeId": node, "files": paths}),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Saves a PNG of the page (for a person to look at).
     pub async fn screenshot(&mut self, path: &std::path::Path) -> Result<()> {
         use base64::Engine;

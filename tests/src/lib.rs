@@ -384,20 +384,6 @@ impl Farm {
         Ok((r.status().as_u16(), r.json().await.unwrap_or(Value::Null)))
     }
 
-    /// POSTs a file as the raw body (`POST /api/v1/jobs?…`, `/files`, `/quotes`).
-    pub async fn post_file(&self, path: &str, bytes: Vec<u8>) -> Result<(u16, Value)> {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.http))
-            .bearer_auth(&self.admin)
-            .header("content-type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await?;
-        let s = r.status().as_u16();
-        Ok((s, r.json().await?))
-    }
-
     pub async fn post_json(&self, path: &str, body: Value) -> Result<(u16, Value)> {
         let r = self
             .client
@@ -410,22 +396,26 @@ impl Farm {
         Ok((s, r.json().await.unwrap_or(Value::Null)))
     }
 
-    /// Uploads G-code; returns the created jobs.
-    pub async fn upload(&self, name: &str, bytes: Vec<u8>, copies: u32) -> Result<Vec<Value>> {
+    /// A file as the raw body of a `POST`, as admin; the status and the body (`null` if not
+    /// JSON).
+    pub async fn post_file(&self, path: &str, bytes: Vec<u8>) -> Result<(u16, Value)> {
         let r = self
             .client
-            .post(format!(
-                "{}/api/v1/jobs?name={name}&copies={copies}",
-                self.http
-            ))
+            .post(format!("{}{path}", self.http))
             .bearer_auth(&self.admin)
             .header("content-type", "application/octet-stream")
             .body(bytes)
             .send()
             .await?;
-        let s = r.status();
-        let v: Value = r.json().await?;
-        if s.as_u16() != 201 {
+        Ok((r.status().as_u16(), r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Uploads G-code; returns the created jobs.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>, copies: u32) -> Result<Vec<Value>> {
+        let (s, v) = self
+            .post_file(&format!("/api/v1/jobs?name={name}&copies={copies}"), bytes)
+            .await?;
+        if s != 201 {
             bail!("upload answered {s}: {v}");
         }
         Ok(v["jobs"].as_array().cloned().unwrap_or_default())
@@ -480,6 +470,21 @@ impl Farm {
         }
         out
     }
+}
+
+/// Points an enrolled agent's config (`<farm dir>/<id>.toml`, as [`Farm::enrol`] wrote it)
+/// at a real back end: `backend = "<backend>"` and a `[printer.<backend>]` table of `settings`
+/// (TOML lines).
+pub fn use_backend(farm_dir: &Path, id: &str, backend: &str, settings: &str) -> Result<()> {
+    let path = farm_dir.join(format!("{id}.toml"));
+    let text = std::fs::read_to_string(&path)?;
+    if !text.contains("backend = \"sim\"") {
+        bail!("{} does not look like an enrolment config", path.display());
+    }
+    let text = text.replace("backend = \"sim\"", &format!("backend = {backend:?}"))
+        + &format!("\n[printer.{backend}]\n{settings}\n");
+    std::fs::write(&path, text)?;
+    Ok(())
 }
 
 /// Unwraps a test body's result; on failure, prints every process log first.

@@ -234,15 +234,12 @@ impl OctoPrint {
 
 /// Points an enrolled agent's config (`<farm dir>/<id>.toml`) at OctoPrint.
 pub fn use_octoprint(farm_dir: &Path, id: &str, url: &str, key: &str) -> Result<()> {
-    let path = farm_dir.join(format!("{id}.toml"));
-    let text = std::fs::read_to_string(&path)?;
-    if !text.contains("backend = \"sim\"") {
-        bail!("{} does not look like an enrolment config", path.display());
-    }
-    let text = text.replace("backend = \"sim\"", "backend = \"octoprint\"")
-        + &format!("\n[printer.octoprint]\nurl = {url:?}\napi_key = {key:?}\n");
-    std::fs::write(&path, text)?;
-    Ok(())
+    crate::use_backend(
+        farm_dir,
+        id,
+        "octoprint",
+        &format!("url = {url:?}\napi_key = {key:?}"),
+    )
 }
 
 /// OctoPrint's events as its push channel delivers them to a client of the test's own.

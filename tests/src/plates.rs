@@ -1,7 +1,7 @@
-//! `.gcode.3mf` archives (Bambu Studio / OrcaSlicer sliced plates) for the tests, built around
-//! the repo's real slicer G-code (`protocol/tests/data/slicers/`, licences in MANIFEST.md there):
-//! no real `.gcode.3mf` with a licence that allows copying was found (see that manifest), so
-//! the archive is assembled here in the layout the slicers write (`Metadata/plate_<N>.gcode`,
+//! `.gcode.3mf` archives (Bambu Studio / OrcaSlicer sliced plates) for the tests: the real ones
+//! in `protocol/tests/data/slicers/` (one plate each; licences in MANIFEST.md there), and
+//! several-plate archives assembled around the repo's real slicer G-code in the layout the
+//! slicers write (`Metadata/plate_<N>.gcode`,
 //! `Metadata/slice_info.config` in BambuStudio's `bbs_3mf.cpp` names).
 
 use anyhow::{Context, Result};
@@ -16,6 +16,14 @@ pub fn slicer_gcode(name: &str) -> Result<Vec<u8>> {
     flate2::read::GzDecoder::new(std::fs::File::open(&p).with_context(|| p.display().to_string())?)
         .read_to_end(&mut out)?;
     Ok(out)
+}
+
+/// A real `.gcode.3mf` from farm-protocol's fixtures (provenance and licence in MANIFEST.md).
+pub fn real_3mf(name: &str) -> Result<Vec<u8>> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../protocol/tests/data/slicers")
+        .join(format!("{name}.gcode.3mf"));
+    std::fs::read(&p).with_context(|| p.display().to_string())
 }
 
 /// An archive with these plates (number, G-code, the slicer's prediction in s and filament in g).

@@ -538,13 +538,10 @@ pub fn use_prusalink(
     url: &str,
     login: &str,
 ) -> anyhow::Result<()> {
-    let path = farm_dir.join(format!("{id}.toml"));
-    let text = std::fs::read_to_string(&path)?;
-    if !text.contains("backend = \"sim\"") {
-        anyhow::bail!("{} does not look like an enrolment config", path.display());
-    }
-    let text = text.replace("backend = \"sim\"", "backend = \"prusalink\"")
-        + &format!("\n[printer.prusalink]\nurl = {url:?}\n{login}\n");
-    std::fs::write(&path, text)?;
-    Ok(())
+    crate::use_backend(
+        farm_dir,
+        id,
+        "prusalink",
+        &format!("url = {url:?}\n{login}"),
+    )
 }

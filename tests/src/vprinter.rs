@@ -19,6 +19,16 @@ use tokio::process::{Child, Command};
 /// Commands the agent itself sends around a job (handshake, temperatures, the final wait).
 pub const HOST_COMMANDS: &[&str] = &["M115", "M155 S2", "M400", "M105"];
 
+/// Points an enrolled agent's config (`<farm dir>/<id>.toml`) at the serial printer on `port`.
+pub fn use_serial(farm_dir: &Path, id: &str, port: &Path) -> Result<()> {
+    crate::use_backend(
+        farm_dir,
+        id,
+        "serial",
+        &format!("port = {:?}", port.display().to_string()),
+    )
+}
+
 pub struct VPrinter {
     /// The pty link to give the agent.
     pub link: PathBuf,

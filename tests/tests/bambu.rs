@@ -6,14 +6,16 @@
 //! Most tests run the back end in-process (as in the Moonraker tests) through the agent's
 //! `Printer` interface: upload, start, progress and layers, pause, resume, cancel, an HMS
 //! failure, billing by layer and exactly at completion, the certificate check, Developer Mode
-//! off. Two run a job through the real controller and agent binaries: a G-code file, and plate 2
-//! of a `.gcode.3mf` (sent as the archive, started with `project_file` naming that plate).
+//! off, AMS trays and the `ams_mapping` of a plate. Four run jobs through the real controller
+//! and agent binaries: a G-code file billed exactly, plate 2 of a `.gcode.3mf` (sent as the
+//! archive, started with `project_file` naming that plate), a real two-colour plate, and one
+//! routed by the AMS trays.
 
 use anyhow::{Result, anyhow, ensure};
 use farm_agent::bambu::{Bambu, BambuConfig, Storage, TlsMode};
-use farm_agent::printer::{Printer, PrinterCommand, Snapshot};
+use farm_agent::printer::{Filament, Printer, PrinterCommand, Snapshot};
 use farm_e2e::bambu::{SimOptions, SimPrinter, fixture_print};
-use farm_e2e::{Farm, FarmOptions, eventually, or_logs};
+use farm_e2e::{Farm, FarmOptions, eventually, or_logs, use_backend};
 use farm_protocol::messages::{Activity, Event, Outcome};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -103,6 +105,7 @@ async fn start(p: &Printer, file: &Path, job: &str) -> Result<()> {
         job_id: job.into(),
         name: "cube.gcode".into(),
         path: file.to_path_buf(),
+        filament: Default::default(),
         plate: None,
     })
     .await
@@ -370,25 +373,27 @@ async fn a_job_goes_through_the_farm_to_the_simulated_printer_and_is_billed_exac
     or_logs(r, &farm);
 }
 
+/// Turns an enrolled sim agent's config into one for the simulated Bambu printer.
+fn bambu_config(farm: &Farm, id: &str, sim: &SimPrinter, dir: &Path) -> Result<()> {
+    let ca = dir.join("sim-ca.pem");
+    use_backend(farm.dir.path(), id, "bambu", &sim.agent_settings(&ca)?)
+}
+
 /// The Bambu printer's agent `bambu-1` on the simulated printer, idle in the farm.
 async fn bambu_in_farm(farm: &mut Farm) -> Result<(SimPrinter, tempfile::TempDir)> {
     let (sim, dir, cfg) = sim(SimOptions::default()).await?;
     let stream = farm.stream().await?;
     farm.enrol("bambu-1", true, "speed = 1.0").await?;
-    let path = farm.dir.path().join("bambu-1.toml");
-    let text = std::fs::read_to_string(&path)?.replace("backend = \"sim\"", "backend = \"bambu\"")
-        + &format!(
-            "\n[printer.bambu]\nhost = \"127.0.0.1\"\nserial = {:?}\naccess_code = {:?}\nca_file = {:?}\nmqtt_port = {}\nftps_port = {}\n",
-            cfg.serial,
-            cfg.access_code,
-            cfg.ca_file
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            cfg.mqtt_port,
-            cfg.ftps_port
-        );
-    std::fs::write(&path, text)?;
+    let ca = cfg
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| dir.path().join("sim-ca.pem"));
+    use_backend(
+        farm.dir.path(),
+        "bambu-1",
+        "bambu",
+        &sim.agent_settings(&ca)?,
+    )?;
     farm.start_agent("bambu-1").await?;
     stream
         .wait_for("bambu-1 idle", LONG, |_| {
@@ -478,5 +483,332 @@ async fn plate_through_the_farm(farm: &mut Farm) -> Result<()> {
                 .is_some_and(|u| u.ends_with(".gcode.3mf")),
         "{project}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_two_colour_bambu_studio_plate_prints_and_bills_each_filament_exactly() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = real_plate(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn real_plate(farm: &mut Farm) -> Result<()> {
+    let (sim, _dir) = bambu_in_farm(farm).await?;
+    // One plate: it need not be named.
+    let archive = farm_e2e::plates::real_3mf("bambustudio-02.05.00.66-p1s-two-colour")?;
+    let (status, up) = farm
+        .post_file("/api/v1/jobs?name=two-colour.gcode.3mf", archive)
+        .await?;
+    ensure!(
+        status == 201 && up["jobs"][0]["plate"] == 1,
+        "{status} {up}"
+    );
+    let plate = &up["plates"][0];
+    ensure!(
+        plate["slicer_estimated_s"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0)
+            && plate["slots"].as_array().is_some_and(|s| s.len() == 2),
+        "the slicer's figures: {plate}"
+    );
+    let want: Vec<f64> = serde_json::from_value(plate["filament_mm"].clone())?;
+    // Two colours, on the slicer's filaments 1 and 4.
+    ensure!(want.iter().filter(|mm| **mm > 0.0).count() == 2, "{want:?}");
+    let jobs = up["jobs"].as_array().cloned().unwrap_or_default();
+    let job = completed(farm, &jobs).await?;
+    let got: Vec<f64> = serde_json::from_value(job["extruded_mm"].clone())?;
+    ensure!(got == want, "billed {got:?}, the plate extrudes {want:?}");
+    let project = sim
+        .requests()
+        .into_iter()
+        .find(|r| r["print"]["command"] == "project_file")
+        .ok_or_else(|| anyhow!("no project_file among {:?}", sim.commands()))?;
+    ensure!(
+        project["print"]["param"] == "Metadata/plate_1.gcode",
+        "{project}"
+    );
+    Ok(())
+}
+
+/// An AMS as a P1S reports it, four trays: white PLA (RFID, 80 %), black PETG (50 %), an
+/// empty slot, red PLA without a tag (`remain` -1); tray 0 feeding.
+fn ams() -> serde_json::Value {
+    let tray = |id: &str, kind: &str, colour: &str, remain: i64| {
+        serde_json::json!({"id": id, "tray_type": kind, "tray_color": colour, "remain": remain,
+            "tray_info_idx": "GFL99", "nozzle_temp_min": "190", "nozzle_temp_max": "240"})
+    };
+    serde_json::json!({
+        "ams": [{"id": "0", "humidity": "4", "temp": "24.0", "tray": [
+            tray("0", "PLA", "FFFFFFFF", 80),
+            tray("1", "PETG", "000000FF", 50),
+            {"id": "2"},
+            tray("3", "PLA", "C12E1FFF", -1),
+        ]}],
+        "ams_exist_bits": "1", "tray_exist_bits": "b", "tray_now": "0",
+    })
+}
+
+/// A `.gcode.3mf` with one plate: the four-layer job as `Metadata/plate_1.gcode` and a
+/// `slice_info.config` naming the plate's filaments (id, type, colour).
+fn plate_file(dir: &Path, name: &str, filaments: &[(u32, &str, &str)]) -> Result<PathBuf> {
+    use std::io::Write;
+    let gcode = std::fs::read(job_file(dir)?)?;
+    let slots: String = filaments
+        .iter()
+        .map(|(id, kind, colour)| {
+            format!("    <filament id=\"{id}\" type=\"{kind}\" color=\"{colour}\" used_m=\"0.1\" used_g=\"0.3\"/>\n")
+        })
+        .collect();
+    let info = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<config>\n  <plate>\n    <metadata key=\"index\" value=\"1\"/>\n{slots}  </plate>\n</config>\n"
+    );
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(vec![]));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (entry, data) in [
+        ("Metadata/plate_1.gcode", &gcode[..]),
+        ("Metadata/slice_info.config", info.as_bytes()),
+    ] {
+        w.start_file(entry, opts)?;
+        w.write_all(data)?;
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, w.finish()?.into_inner())?;
+    Ok(p)
+}
+
+#[tokio::test]
+async fn ams_trays_are_reported_and_a_plate_is_mapped_onto_the_trays_holding_its_filaments()
+-> Result<()> {
+    let (sim, dir, cfg) = sim(SimOptions {
+        ams: Some(ams()),
+        ..SimOptions::default()
+    })
+    .await?;
+    let mut p = spawn(cfg);
+    let idle = until_snapshot(&p, "idle with trays", |s| {
+        s.state == Activity::Idle && !s.trays.is_empty()
+    })
+    .await?;
+    let got: Vec<_> = idle
+        .trays
+        .iter()
+        .map(|t| {
+            (
+                t.slot,
+                t.material.as_deref(),
+                t.colour.as_deref(),
+                t.remain_pct,
+                t.active,
+            )
+        })
+        .collect();
+    ensure!(
+        got == vec![
+            (0, Some("PLA"), Some("#FFFFFF"), Some(80), true),
+            (1, Some("PETG"), Some("#000000"), Some(50), false),
+            (2, None, None, None, false),
+            (3, Some("PLA"), Some("#C12E1F"), None, false),
+            (254, Some("PLA"), Some("#161616"), Some(0), false),
+        ],
+        "{got:?}"
+    );
+
+    // Filament 1 black PETG, filament 2 red PLA: trays 1 and 3, whatever the job says.
+    let plate = plate_file(
+        dir.path(),
+        "two.gcode.3mf",
+        &[(1, "PETG", "#000000"), (2, "PLA", "#C12E1F")],
+    )?;
+    p.send(PrinterCommand::Start {
+        job_id: "j-ams".into(),
+        name: "two.gcode.3mf".into(),
+        path: plate.clone(),
+        filament: Filament {
+            material: Some("PLA".into()),
+            colour: Some("white".into()),
+            trays: vec![0],
+        },
+        plate: None,
+    })
+    .await
+    .map_err(|e| anyhow!("start: {e}"))?;
+    let mut seen = vec![];
+    until_event(&mut p, &mut seen, |e| matches!(e, Event::JobStarted { .. })).await?;
+    let start = sim
+        .requests()
+        .into_iter()
+        .find(|r| r["print"]["command"] == "project_file")
+        .ok_or_else(|| anyhow!("no project_file: {:?}", sim.commands()))?;
+    ensure!(
+        start["print"]["ams_mapping"] == serde_json::json!([1, 3])
+            && start["print"]["use_ams"] == true
+            && start["print"]["param"] == "Metadata/plate_1.gcode",
+        "{start}"
+    );
+    // The AMS loaded tray 1 for filament 1, and its `remain` goes down as layers print.
+    until_snapshot(&p, "tray 1 feeding, below 50 %", |s| {
+        s.trays
+            .iter()
+            .any(|t| t.slot == 1 && t.active && t.remain_pct.is_some_and(|r| r < 50))
+    })
+    .await?;
+    until_event(&mut p, &mut seen, |e| {
+        matches!(e, Event::JobFinished { .. })
+    })
+    .await?;
+
+    // A plate needing ABS: refused before anything is uploaded or sent.
+    let files = sim.file_count();
+    let abs = plate_file(dir.path(), "abs.gcode.3mf", &[(1, "ABS", "#000000")])?;
+    let refused = p
+        .send(PrinterCommand::Start {
+            job_id: "j-abs".into(),
+            name: "abs.gcode.3mf".into(),
+            path: abs,
+            filament: Filament::default(),
+            plate: None,
+        })
+        .await
+        .expect_err("no tray holds ABS");
+    ensure!(
+        refused.contains("no AMS tray holds filament 1 (ABS #000000)")
+            && refused.contains("1 PETG #000000"),
+        "{refused}"
+    );
+    ensure!(sim.file_count() == files, "nothing uploaded");
+    ensure!(
+        sim.commands()
+            .iter()
+            .filter(|c| *c == "project_file")
+            .count()
+            == 1,
+        "{:?}",
+        sim.commands()
+    );
+    p.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_farm_routes_a_job_by_the_ams_trays_and_says_why_another_waits() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller starts");
+    let r = routed_by_trays(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+async fn routed_by_trays(farm: &mut Farm) -> Result<()> {
+    let (sim, dir, _cfg) = sim(SimOptions {
+        ams: Some(ams()),
+        ..SimOptions::default()
+    })
+    .await?;
+    let stream = farm.stream().await?;
+    // A simulated FDM printer with black PLA declared, and the Bambu.
+    farm.enrol("mk4", true, "speed = 1.0").await?;
+    farm.enrol("bambu-1", true, "speed = 1.0").await?;
+    bambu_config(farm, "bambu-1", &sim, dir.path())?;
+    let (s, v) = farm
+        .request(
+            "PATCH",
+            "/api/v1/printers/mk4/profile",
+            serde_json::json!({"tools": [{"nozzle_mm": 0.4, "material": "PLA", "colour": "black"}]}),
+        )
+        .await?;
+    ensure!(s == 200, "profile: {s} {v}");
+    farm.start_agent("mk4").await?;
+    farm.start_agent("bambu-1").await?;
+    for p in ["mk4", "bambu-1"] {
+        stream
+            .wait_for(&format!("{p} idle"), LONG, |_| {
+                (stream.printer_states().get(p).map(String::as_str) == Some("idle")).then_some(())
+            })
+            .await?;
+    }
+    // The trays are on the printer in the API.
+    let printer = eventually("bambu-1's trays", LONG, async || {
+        let p = farm.get("/api/v1/printers/bambu-1").await.ok()?;
+        (p["trays"].as_array()?.len() == 5).then_some(p)
+    })
+    .await?;
+    ensure!(
+        printer["trays"][1]
+            == serde_json::json!({"slot": 1, "material": "PETG", "colour": "#000000",
+                "remain_pct": 50, "preset": "GFL99"}),
+        "{}",
+        printer["trays"]
+    );
+
+    // Black PETG: only the Bambu's AMS holds it.
+    let file = job_file(dir.path())?;
+    let bytes = std::fs::read(&file)?;
+    let r = farm
+        .client
+        .post(format!("{}/api/v1/files?name=cube.gcode", farm.http))
+        .bearer_auth(&farm.admin)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await?;
+    ensure!(r.status().as_u16() == 201, "file upload: {}", r.status());
+    let sha = r.json::<serde_json::Value>().await?["sha256"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no sha256"))?
+        .to_string();
+    // One order per job (an operator may place orders), each naming its material and colour.
+    let order = async |colour: &str| -> Result<(String, String)> {
+        let (s, v) = farm
+            .request(
+                "POST",
+                "/api/v1/orders",
+                serde_json::json!({"customer_ref": colour, "items": [
+                    {"sha256": sha, "quantity": 1, "material": "PETG", "colour": colour}]}),
+            )
+            .await?;
+        ensure!(s == 201, "order: {s} {v}");
+        let id = v["order"]["id"].as_str().unwrap_or_default().to_string();
+        let job = v["order"]["items"][0]["copies"][0]["jobs"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok((id, job))
+    };
+    let (_, petg) = order("black").await?;
+    let (blue_order, _) = order("blue").await?;
+    let job = eventually(
+        "the PETG job completed",
+        Duration::from_secs(120),
+        async || {
+            let j = farm.get(&format!("/api/v1/jobs/{petg}")).await.ok()?;
+            (j["state"] == "completed").then_some(j)
+        },
+    )
+    .await?;
+    ensure!(job["printer_id"] == "bambu-1", "{job}");
+    ensure!(
+        sim.commands().contains(&"gcode_file".to_string()),
+        "{:?}",
+        sim.commands()
+    );
+    // Blue PETG: nobody holds it; the job waits and says why.
+    let waiting = eventually("the blue job's reason", LONG, async || {
+        let o = farm
+            .get(&format!("/api/v1/orders/{blue_order}"))
+            .await
+            .ok()?;
+        let why = o["waiting"].as_array()?.first()?.as_str()?.to_string();
+        why.contains("bambu-1").then_some(why)
+    })
+    .await?;
+    ensure!(
+        waiting.contains("bambu-1: no AMS tray holds PETG blue (it holds PLA #FFFFFF, PETG #000000, PLA #C12E1F, PLA #161616)"),
+        "{waiting}"
+    );
+    ensure!(waiting.contains("mk4: tool 0 has PLA black"), "{waiting}");
     Ok(())
 }

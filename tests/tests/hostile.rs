@@ -26,6 +26,7 @@ fn status() -> StatusMessage {
             outbox_pending: 0,
         },
         interval_ms: 1000,
+        trays: vec![],
     })
 }
 

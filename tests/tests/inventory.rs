@@ -531,19 +531,10 @@ async fn bad_input_and_quotes(farm: &mut Farm) -> Result<()> {
     // A quote: grams from the material, a price, and a completion time (p-1 is offline, so
     // there is none to promise yet).
     let gcode = data("short-print.gcode");
-    let r = farm
-        .client
-        .post(format!(
-            "{}/api/v1/quotes?materials=petg-red&copies=2",
-            farm.http
-        ))
-        .bearer_auth(&farm.admin)
-        .header("content-type", "application/octet-stream")
-        .body(gcode)
-        .send()
+    let (s, q) = farm
+        .post_file("/api/v1/quotes?materials=petg-red&copies=2", gcode)
         .await?;
-    ensure!(r.status().as_u16() == 200, "quote answered {}", r.status());
-    let q: Value = r.json().await?;
+    ensure!(s == 200, "quote answered {s}: {q}");
     let one = &q["per_copy"];
     let petg_gpm = std::f64::consts::PI * (1.75f64 / 2.0).powi(2) / 1000.0 * 1.27;
     let tool0 = &one["tools"][0];

@@ -18,7 +18,7 @@ use farm_agent::moonraker::http::{Http, HttpError};
 use farm_agent::moonraker::{Moonraker, MoonrakerConfig};
 use farm_agent::printer::{Printer, PrinterCommand, Snapshot};
 use farm_e2e::moonraker::{RealMoonraker, Replay, Transcript, data_dir};
-use farm_e2e::{Farm, FarmOptions, eventually, or_logs};
+use farm_e2e::{Farm, FarmOptions, eventually, or_logs, use_backend};
 use farm_protocol::messages::{Activity, Event, Outcome};
 use std::time::Duration;
 
@@ -92,6 +92,7 @@ async fn start(printer: &Printer, job: &str, file: &str) -> Result<String> {
             job_id: job.into(),
             name: file.into(),
             path: data_dir().join(file),
+            filament: Default::default(),
             plate: None,
         })
         .await
@@ -148,11 +149,12 @@ async fn a_job_prints_end_to_end_through_the_controller_on_a_replayed_klipper() 
 async fn end_to_end(farm: &mut Farm, replay: &Replay) -> Result<()> {
     let stream = farm.stream().await?;
     farm.enrol("klipper-1", true, "speed = 1.0").await?;
-    let cfg = farm.dir.path().join("klipper-1.toml");
-    let text = std::fs::read_to_string(&cfg)?
-        .replace("backend = \"sim\"", "backend = \"moonraker\"")
-        + &format!("\n[printer.moonraker]\nurl = {:?}\n", replay.url);
-    std::fs::write(&cfg, text)?;
+    use_backend(
+        farm.dir.path(),
+        "klipper-1",
+        "moonraker",
+        &format!("url = {:?}", replay.url),
+    )?;
     farm.start_agent("klipper-1").await?;
     stream
         .wait_for("klipper-1 idle", LONG, |_| {

@@ -311,6 +311,7 @@ async fn a_binary_gcode_job_goes_to_the_printer_byte_for_byte_under_its_own_exte
         job_id: "j-b".into(),
         name: "part.bgcode".into(),
         path,
+        filament: Default::default(),
         plate: None,
     };
     let reply = printer.send(start).await;

@@ -6,7 +6,9 @@
 //! commands, each exactly once, in order, with consecutive line numbers.
 
 use anyhow::{Result, ensure};
-use farm_e2e::vprinter::{VPrinter, assert_whole, file_commands, short_segments, stream};
+use farm_e2e::vprinter::{
+    VPrinter, assert_whole, file_commands, short_segments, stream, use_serial,
+};
 use farm_e2e::{Farm, FarmOptions, eventually, or_logs};
 use serde_json::Value;
 use std::time::Duration;
@@ -14,17 +16,7 @@ use std::time::Duration;
 /// Enrols `id` and starts its agent on the serial back end at `port`.
 async fn add_serial_agent(farm: &mut Farm, id: &str, port: &std::path::Path) -> Result<()> {
     farm.enrol(id, true, "speed = 1.0").await?;
-    let path = farm.dir.path().join(format!("{id}.toml"));
-    let text = std::fs::read_to_string(&path)?.replace("backend = \"sim\"", "backend = \"serial\"");
-    ensure!(
-        text.contains("backend = \"serial\""),
-        "agent config has a backend line"
-    );
-    let text = format!(
-        "{text}\n[printer.serial]\nport = {:?}\n",
-        port.display().to_string()
-    );
-    std::fs::write(&path, text)?;
+    use_serial(farm.dir.path(), id, port)?;
     farm.start_agent(id).await
 }
 

@@ -7,13 +7,14 @@
 //! first report arrives again). If nothing arrives for a minute the printer is asked to
 //! restart its pushes (`pushing.start`, as pybambu does: older firmware stopped silently).
 
+use super::ams;
 use super::commands::{self, Request, Sequence};
 use super::hms::{DEVELOPER_MODE_HINT, UNSIGNED_REFUSED};
 use super::job::{JobChange, JobWatch};
 use super::report::{Incoming, Report};
 use super::tls::{PrinterVerifier, TlsMode, bambu_client_config};
 use super::{BambuConfig, ftps};
-use crate::printer::{Envelope, Port, PrinterCommand, Reply, Snapshot};
+use crate::printer::{Envelope, Filament, Port, PrinterCommand, Reply, Snapshot};
 use farm_protocol::Backoff;
 use farm_protocol::messages::{Activity, Event, JobProgress, Outcome};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, Transport};
@@ -154,6 +155,15 @@ pub(super) async fn run(cfg: BambuConfig, port: Port) {
             }
         }
     }
+}
+
+/// What a `Start` command asks of the printer, taken apart once.
+struct StartJob {
+    job_id: String,
+    name: String,
+    path: std::path::PathBuf,
+    filament: Filament,
+    plate: Option<u32>,
 }
 
 impl Shell {
@@ -414,9 +424,17 @@ impl Shell {
                 job_id,
                 name,
                 path,
+                filament,
                 plate,
             } => {
-                let r = self.start(client, tls, job_id, &name, &path, plate).await;
+                let job = StartJob {
+                    job_id,
+                    name,
+                    path,
+                    filament,
+                    plate,
+                };
+                let r = self.start(client, tls, job).await;
                 let _ = reply.send(r);
             }
             PrinterCommand::Pause if self.job.is_none() => {
@@ -468,11 +486,16 @@ impl Shell {
         &mut self,
         client: &AsyncClient,
         tls: &Arc<rustls::ClientConfig>,
-        job_id: String,
-        name: &str,
-        path: &Path,
-        plate: Option<u32>,
+        job: StartJob,
     ) -> Reply {
+        let StartJob {
+            job_id,
+            name,
+            path,
+            filament,
+            plate,
+        } = job;
+        let path = path.as_path();
         if let Some(j) = &self.job {
             return Err(format!("printer busy with job {}", j.job_id));
         }
@@ -490,6 +513,23 @@ impl Shell {
         // config's plate is for one queued without (a controller from before plates).
         let plate = plate.or_else(|| name.ends_with(".3mf").then_some(self.cfg.plate));
         let is_3mf = plate.is_some();
+        // Which tray feeds each filament, decided before anything is uploaded or sent.
+        let ams_mapping = match plate {
+            Some(n) => {
+                let (p, job, trays, configured) = (
+                    path.to_path_buf(),
+                    filament.clone(),
+                    self.report.trays(),
+                    self.cfg.ams_mapping.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    ams::mapping_for_plate(&p, n, &job, &trays, &configured)
+                })
+                .await
+                .map_err(|e| format!("reading the plate stopped: {e}"))??
+            }
+            None => vec![],
+        };
         let (layer_starts, total, file_size) = {
             let p = path.to_path_buf();
             tokio::task::spawn_blocking(move || layer_index(&p, plate))
@@ -519,7 +559,7 @@ impl Shell {
                 self.cfg.storage,
                 &remote,
                 plate.unwrap_or(self.cfg.plate),
-                &self.cfg.ams_mapping,
+                &ams_mapping,
             )
         } else {
             commands::gcode_file(&mut self.seq, &remote)
@@ -577,6 +617,7 @@ impl Shell {
                 temps: vec![],
                 job: None,
                 message: Some(why.clone()),
+                trays: vec![],
             };
         }
         if !self.report.complete {
@@ -585,6 +626,7 @@ impl Shell {
                 temps: vec![],
                 job: None,
                 message: Some("connected; waiting for the printer's first report".into()),
+                trays: vec![],
             };
         }
         let r = &self.report;
@@ -614,6 +656,7 @@ impl Shell {
             temps: r.temps(),
             job,
             message: r.problems(),
+            trays: r.trays(),
         }
     }
 

@@ -87,16 +87,16 @@ impl Storage {
     }
 }
 
-/// Starts plate `plate` (1-based) of an uploaded `.gcode.3mf`. `ams_mapping` holds one
-/// absolute tray id per filament the plate uses, in order (ha-bambulab's form; OpenBambuAPI
-/// describes a padded form instead, unverified on hardware); empty = print from the external
-/// spool without the AMS. Both spellings of bed levelling go out: firmware differ.
+/// Starts plate `plate` (1-based) of an uploaded `.gcode.3mf`. `ams_mapping` holds the
+/// absolute tray id per filament of the project, −1 for one the plate does not use (the
+/// slicer's form, see `ams.rs`); `use_ams` is on when it names any tray. Both spellings of bed
+/// levelling go out: firmware differ.
 pub fn project_file(
     seq: &mut Sequence,
     storage: Storage,
     path: &str,
     plate: u32,
-    ams_mapping: &[u32],
+    ams_mapping: &[i32],
 ) -> Request {
     let name = path.rsplit('/').next().unwrap_or(path);
     request(
@@ -114,7 +114,7 @@ pub fn project_file(
             "flow_cali": false,
             "vibration_cali": false,
             "layer_inspect": false,
-            "use_ams": !ams_mapping.is_empty(),
+            "use_ams": ams_mapping.iter().any(|t| *t >= 0),
             "ams_mapping": ams_mapping,
             "profile_id": "0",
             "project_id": "0",
@@ -154,16 +154,16 @@ mod tests {
             Storage::Sdcard,
             "/cache/job-7.gcode.3mf",
             2,
-            &[0, 5],
+            &[0, -1, 5],
         );
         let b = &j.payload["print"];
         assert_eq!(b["param"], "Metadata/plate_2.gcode");
         assert_eq!(b["url"], "file:///sdcard/cache/job-7.gcode.3mf");
-        assert_eq!(b["ams_mapping"], json!([0, 5]));
+        assert_eq!(b["ams_mapping"], json!([0, -1, 5]));
         assert_eq!(b["use_ams"], true);
         assert_eq!(b["subtask_name"], "job-7.gcode.3mf");
         assert_eq!(
-            project_file(&mut seq, Storage::Ftp, "job.3mf", 1, &[]).payload["print"]["url"],
+            project_file(&mut seq, Storage::Ftp, "job.3mf", 1, &[-1]).payload["print"]["url"],
             "ftp:///job.3mf"
         );
         assert_eq!(

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -178,6 +178,12 @@ pub async fn upload(
     let sent = tokio::io::copy(&mut file, &mut data).await?;
     // close_notify, then close: the server counts the file complete at end of stream.
     let _ = data.shutdown().await;
+    // Read what the server sent (a TLS 1.3 session ticket) until it closes: closing with it
+    // unread makes the kernel send a reset, and the server loses the file's tail (seen: a
+    // 2.3 MB upload stored as 1.2 MB).
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(data.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
     drop(data);
     let (code, line) = reply(&mut c).await?;
     if code / 100 != 2 && code != 426 {

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `report.rs` | pure: incoming messages, reports merged into one state (P1/A1 send deltas), temperatures, progress, layer, HMS, AMS trays, Developer Mode detection |
 //! | `hms.rs` | pure: HMS entries and `print_error` codes as texts, the Developer Mode hint |
+//! | `ams.rs` | pure: the AMS mapping of a plate, from the slicer's per-filament metadata or the job, onto the trays the printer reports |
 //! | `commands.rs` | pure: request payloads (`pushall`, `project_file`, `gcode_file`, pause/resume/stop, `gcode_line`) with sequence ids |
 //! | `job.rs` | pure: following our job through the reports (fresh news only), billing by layer |
 //! | `tls.rs` | the certificate check: Bambu's CA chain + CN == serial, or a pin on first use |
@@ -22,6 +23,7 @@
 //! reads the `fun` bit and refused replies and tells the operator exactly that
 //! ([`hms::DEVELOPER_MODE_HINT`]).
 
+pub mod ams;
 mod backend;
 pub mod commands;
 pub mod ftps;
@@ -72,8 +74,9 @@ pub struct BambuConfig {
     /// `.gcode.3mf` jobs: the plate to print (1-based).
     #[serde(default = "default_plate")]
     pub plate: u32,
-    /// `.gcode.3mf` jobs: the absolute AMS tray id per filament of the plate (`ams * 4 +
-    /// slot`, 254 = external spool); empty = no AMS.
+    /// `.gcode.3mf` jobs whose file and job say nothing about their filament: the absolute
+    /// AMS tray id per filament of the plate (`ams * 4 + slot`, 254 = external spool). Empty:
+    /// the tray feeding now. Otherwise the mapping is chosen per job (`ams.rs`).
     #[serde(default)]
     pub ams_mapping: Vec<u32>,
 }

@@ -7,7 +7,7 @@
 //! `id` (AMS units, their trays, H2D extruders) merge element by element by that id; any other
 //! value (including the `hms` list, which is always sent whole) replaces the old one.
 
-use farm_protocol::messages::{Activity, Heater};
+use farm_protocol::messages::{Activity, Heater, Tray};
 use serde_json::{Map, Value};
 
 use super::hms::{self, Hms};
@@ -84,22 +84,6 @@ pub fn version(info: &Value) -> Option<String> {
         .find(|m| m["name"] == "ota")
         .and_then(|m| m["sw_ver"].as_str())
         .map(str::to_string)
-}
-
-/// One AMS tray (or the external spool) with a spool in it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Tray {
-    /// The absolute tray id `ams_mapping` and `tray_now` use: `unit * 4 + slot`; an AMS HT
-    /// unit (ids 128..) has one tray and its id is the unit's; 254 = the external spool.
-    pub id: u32,
-    /// `tray_type`, e.g. "PLA", "PETG", "PA-GF".
-    pub material: String,
-    /// `#RRGGBB` (the report's `tray_color` is RRGGBBAA).
-    pub colour: String,
-    /// Percent left; `None` when the printer does not know (`-1`, a spool without RFID).
-    pub remain_pct: Option<u8>,
-    /// The tray feeding the nozzle now (`ams.tray_now`).
-    pub active: bool,
 }
 
 /// The merged `print` state of one printer.
@@ -248,13 +232,16 @@ impl Report {
             .is_some_and(|f| f & FUN_SIGNATURE_REQUIRED != 0)
     }
 
-    /// Spools in the AMS units and the external spool holder.
+    /// Every slot of the AMS units and the external spool holders, empty ones included, in
+    /// the report's order. A tray id is absolute, as `ams_mapping` and `tray_now` take it:
+    /// `unit * 4 + slot`, an AMS HT unit's own id (128..; one slot), the holder's own id for
+    /// an external spool. The active one is `tray_now`'s (a dual-nozzle printer's second
+    /// nozzle, `device.extruder.info[].snow`, is not read).
     pub fn trays(&self) -> Vec<Tray> {
         let ams = self.get("ams");
-        let now = ams["tray_now"]
-            .as_str()
-            .and_then(|s| s.parse::<u32>().ok())
-            .or_else(|| ams["tray_now"].as_u64().and_then(|v| u32::try_from(v).ok()));
+        // 255 = nothing loaded (pybambu); it is also a newer external holder's id, which
+        // therefore never shows as feeding.
+        let now = id_of(&ams["tray_now"]).filter(|n| *n != 255);
         let mut out = vec![];
         for unit in ams["ams"].as_array().into_iter().flatten() {
             let Some(unit_id) = id_of(&unit["id"]) else {
@@ -269,10 +256,21 @@ impl Report {
                 } else {
                     unit_id * 4 + slot
                 };
-                out.extend(tray_of(tray, id, now));
+                out.push(tray_of(tray, id, now));
             }
         }
-        out.extend(tray_of(self.get("vt_tray"), 254, now));
+        // Dual-nozzle models (H2D) list two external holders in `vir_slot`; others have one
+        // `vt_tray`. Their id is the report's own (254, or 255 on newer firmware), 254 if none.
+        let external: Vec<&Value> = match self.get("vir_slot").as_array() {
+            Some(v) if !v.is_empty() => v.iter().collect(),
+            _ => Some(self.get("vt_tray"))
+                .filter(|v| v.is_object())
+                .into_iter()
+                .collect(),
+        };
+        for v in external {
+            out.push(tray_of(v, id_of(&v["id"]).unwrap_or(254), now));
+        }
         out
     }
 }
@@ -286,19 +284,35 @@ pub fn activity_of(gcode_state: &str) -> Activity {
     }
 }
 
-fn tray_of(tray: &Value, id: u32, now: Option<u32>) -> Option<Tray> {
-    let material = tray["tray_type"].as_str().filter(|t| !t.is_empty())?;
-    let colour = tray["tray_color"].as_str().unwrap_or("");
-    Some(Tray {
-        id,
-        material: material.to_string(),
-        colour: format!("#{}", colour.get(..6).unwrap_or("000000")),
-        remain_pct: tray["remain"]
-            .as_i64()
-            .filter(|r| (0..=100).contains(r))
-            .map(|r| r as u8),
+/// One slot; a tray with no `tray_type` (only its `id`, as the AMS reports an empty slot)
+/// is empty.
+fn tray_of(tray: &Value, id: u32, now: Option<u32>) -> Tray {
+    let material = tray["tray_type"]
+        .as_str()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let colour = tray["tray_color"]
+        .as_str()
+        .and_then(farm_protocol::materials::parse_hex_colour)
+        .map(|[r, g, b]| format!("#{r:02X}{g:02X}{b:02X}"));
+    Tray {
+        slot: id,
+        material: material.map(str::to_string),
+        colour: material.and(colour),
+        remain_pct: material.and(
+            tray["remain"]
+                .as_i64()
+                .filter(|r| (0..=100).contains(r))
+                .map(|r| r as u8),
+        ),
+        preset: material.and(
+            tray["tray_info_idx"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
+        ),
         active: now == Some(id),
-    })
+    }
 }
 
 /// Ids come as strings ("0", "128") in the reports, sometimes as numbers.

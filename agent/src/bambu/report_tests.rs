@@ -1,8 +1,8 @@
 //! The pure core on real captured reports (`tests/data/bambu/`, see its README).
 
 use super::job::{JobChange, JobWatch};
-use super::report::{Incoming, Report, Tray};
-use farm_protocol::messages::{Activity, Outcome};
+use super::report::{Incoming, Report};
+use farm_protocol::messages::{Activity, Outcome, Tray};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {
@@ -56,15 +56,16 @@ fn a_p1p_full_report_reads_as_the_farm_needs_it() {
     assert_eq!(
         trays[0],
         Tray {
-            id: 0,
-            material: "PLA".into(),
-            colour: "#D357FE".into(),
+            slot: 0,
+            material: Some("PLA".into()),
+            colour: Some("#D357FE".into()),
             remain_pct: None,
+            preset: Some("GFL96".into()),
             active: true,
         }
     );
-    assert_eq!(trays[4].id, 254);
-    assert_eq!(trays[4].colour, "#161616");
+    assert_eq!(trays[4].slot, 254);
+    assert_eq!(trays[4].colour.as_deref(), Some("#161616"));
     assert!(!r.signature_required(), "no `fun` field: no sign of it");
 }
 
@@ -83,12 +84,15 @@ fn packed_device_temperatures_win_and_deltas_merge_into_the_full_state() {
     assert_eq!(get("tool1"), Some((40.0, 0.0)));
     // An AMS HT unit (id 128) holds one tray whose absolute id is the unit's.
     let trays = r.trays();
-    let ht = trays.iter().find(|t| t.id == 128).expect("AMS HT tray");
-    assert_eq!((ht.material.as_str(), ht.remain_pct), ("PA-GF", Some(100)));
+    let ht = trays.iter().find(|t| t.slot == 128).expect("AMS HT tray");
+    assert_eq!(
+        (ht.material.as_deref(), ht.remain_pct),
+        (Some("PA-GF"), Some(100))
+    );
     assert!(
-        trays
-            .iter()
-            .any(|t| t.id == 3 && t.material == "PETG" && t.remain_pct == Some(26))
+        trays.iter().any(|t| t.slot == 3
+            && t.material.as_deref() == Some("PETG")
+            && t.remain_pct == Some(26))
     );
     assert!(
         r.signature_required(),
@@ -110,8 +114,11 @@ fn packed_device_temperatures_win_and_deltas_merge_into_the_full_state() {
     assert_eq!(r.trays(), before.trays());
     // A tray delta by id updates that tray only.
     r.merge(&json!({"ams": {"ams": [{"id": "0", "tray": [{"id": "1", "remain": 30}]}]}}));
-    let t1 = r.trays().into_iter().find(|t| t.id == 1).expect("tray 1");
-    assert_eq!((t1.material.as_str(), t1.remain_pct), ("PLA", Some(30)));
+    let t1 = r.trays().into_iter().find(|t| t.slot == 1).expect("tray 1");
+    assert_eq!(
+        (t1.material.as_deref(), t1.remain_pct),
+        (Some("PLA"), Some(30))
+    );
     assert_eq!(r.trays().len(), before.trays().len());
 }
 
@@ -277,4 +284,67 @@ fn material_is_billed_at_layer_boundaries_and_exactly_at_completion() {
         "past our last layer: its start"
     );
     assert_eq!(job.billed_mm(&starts, &total, true, &[6.0]), vec![7.5]);
+}
+
+#[test]
+fn every_kind_of_tray_is_read_empty_slots_and_external_holders_included() {
+    // AMS (unit 0), AMS 2 Pro (units 1, 2), AMS HT (128); nothing loaded (`tray_now` 255).
+    let r = report_of("2AMS1-1AMS2-1AMSHT.json");
+    let trays = r.trays();
+    let ids: Vec<u32> = trays.iter().map(|t| t.slot).collect();
+    assert_eq!(ids, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 128, 255]);
+    assert!(trays.iter().all(|t| !t.active), "tray_now 255: none feeds");
+    let t = |id: u32| trays.iter().find(|t| t.slot == id).expect("tray");
+    assert_eq!(
+        (
+            t(0).material.as_deref(),
+            t(0).colour.as_deref(),
+            t(0).remain_pct,
+            t(0).preset.as_deref()
+        ),
+        (Some("PLA"), Some("#000000"), Some(93), Some("GFA01"))
+    );
+    assert_eq!(
+        t(4).colour.as_deref(),
+        Some("#D32941"),
+        "RRGGBBAA read as #RRGGBB"
+    );
+    assert_eq!(t(8).material, None, "an empty AMS 2 slot");
+    assert_eq!((t(8).colour.as_deref(), t(8).remain_pct), (None, None));
+    assert_eq!(t(128).material.as_deref(), Some("PA-CF"));
+    assert_eq!(t(255).material, None, "an empty external holder");
+
+    // An H2D: four AMS, two AMS HT, two external holders (`vir_slot`), tray 0 feeding.
+    let r = report_of("MOCK-H2DEXTSPOOLACTIVE.json");
+    let trays = r.trays();
+    assert_eq!(trays.len(), 16 + 2 + 2);
+    let t = |id: u32| trays.iter().find(|t| t.slot == id).expect("tray");
+    assert!(t(0).active && trays.iter().filter(|t| t.active).count() == 1);
+    assert_eq!(
+        t(0).remain_pct,
+        None,
+        "remain -1: a spool without RFID, unknown"
+    );
+    assert_eq!(t(1).material, None);
+    assert_eq!(t(129).material.as_deref(), Some("PETG"));
+    assert_eq!(
+        (
+            t(254).material.as_deref(),
+            t(255).material.as_deref(),
+            t(255).colour.as_deref()
+        ),
+        (Some("PLA"), Some("TPU"), Some("#9B9EA0"))
+    );
+    // `remain` moves as a print uses filament: a delta by id changes that tray only.
+    let mut r = r;
+    r.merge(&json!({"ams": {"ams": [{"id": "2", "tray": [{"id": "1", "remain": 38}]}]}}));
+    let after = r.trays();
+    assert_eq!(
+        after
+            .iter()
+            .find(|t| t.slot == 9)
+            .and_then(|t| t.remain_pct),
+        Some(38)
+    );
+    assert_eq!(after.len(), trays.len());
 }

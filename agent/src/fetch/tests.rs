@@ -24,6 +24,9 @@ impl Server {
             url: format!("{}/{name}", self.base),
             sha256: hex::encode(Sha256::digest(body)),
             size: body.len() as u64,
+            material: None,
+            colour: None,
+            trays: vec![],
             plate: None,
         }
     }

@@ -593,6 +593,7 @@ impl Shell {
             temps: self.objects.heaters(),
             job,
             message,
+            trays: vec![],
         }
     }
 

@@ -492,6 +492,7 @@ impl Tracker {
             temps: self.temps.clone(),
             job,
             message,
+            trays: vec![],
         }
     }
 }

@@ -456,6 +456,7 @@ impl Tracker {
             temps: self.temps.clone(),
             job,
             message,
+            trays: vec![],
         }
     }
 }

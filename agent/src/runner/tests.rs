@@ -146,6 +146,9 @@ impl Rig {
             url: format!("{}/{name}", self.base),
             sha256: hex::encode(Sha256::digest(body.as_bytes())),
             size: body.len() as u64,
+            material: None,
+            colour: None,
+            trays: vec![],
             plate: None,
         };
         (a, total)
@@ -495,6 +498,9 @@ async fn a_3mf_plate_is_extracted_printed_and_billed_and_a_missing_plate_fails_t
         url: format!("{}/two.gcode.3mf", r.base),
         sha256: hex::encode(Sha256::digest(&body)),
         size: body.len() as u64,
+        material: None,
+        colour: None,
+        trays: vec![],
         plate: Some(plate),
     };
     r.send("c-1", Command::AssignJob(assign("j-1", 2)));
@@ -531,6 +537,9 @@ async fn a_bgcode_job_is_printed_as_its_text_and_billed_its_filament() {
         url: format!("{}/cube.bgcode", r.base),
         sha256: hex::encode(Sha256::digest(body)),
         size: body.len() as u64,
+        material: None,
+        colour: None,
+        trays: vec![],
         plate: None,
     };
     r.send("c-1", Command::AssignJob(a));

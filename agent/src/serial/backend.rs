@@ -226,5 +226,6 @@ fn disconnected(snapshot: &tokio::sync::watch::Sender<Snapshot>, why: String) {
         temps: vec![],
         job: None,
         message: Some(why),
+        trays: vec![],
     });
 }

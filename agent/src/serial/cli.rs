@@ -52,6 +52,7 @@ pub async fn stream(cfg: SerialConfig, file: &Path) -> anyhow::Result<Summary> {
             job_id: "stream".into(),
             name,
             path: file.to_path_buf(),
+            filament: Default::default(),
             plate: None,
         })
         .await

@@ -546,6 +546,7 @@ impl Session {
             temps: self.heaters.clone(),
             job: self.job.as_ref().map(Job::progress),
             message: self.message.clone(),
+            trays: vec![],
         }
     }
 

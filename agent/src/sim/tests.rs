@@ -56,6 +56,7 @@ async fn start(r: &mut Rig, job_id: &str) {
             job_id: job_id.into(),
             name: "cube".into(),
             path: r.path.clone(),
+            filament: Default::default(),
             plate: None,
         })
         .await
@@ -199,6 +200,7 @@ async fn sim_fail_fails_the_job_and_enters_error_until_recovered() {
             job_id: "j-5".into(),
             name: "x".into(),
             path: r.path.clone(),
+            filament: Default::default(),
             plate: None,
         })
         .await

@@ -491,4 +491,34 @@ mod tests {
         assert_eq!(e.reason(), "bad_bgcode");
         assert!(e.to_string().contains("CRC32"), "{e}");
     }
+
+    /// A real OrcaSlicer `.gcode.3mf` (farm-protocol's test data, MANIFEST.md there).
+    const ORCA_3MF: &[u8] =
+        include_bytes!("../../../protocol/tests/data/slicers/orcaslicer-2.3.1-p1s-cube.gcode.3mf");
+
+    #[tokio::test]
+    async fn stores_a_real_3mf_with_its_plates_analysis_and_the_slicers_figures() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = FileStore::open(dir.path().to_path_buf(), 1 << 20).expect("open");
+        let s = fs.store(stream(vec![ORCA_3MF])).await.expect("store");
+        let [plate] = s.plates.as_slice() else {
+            panic!("one plate: {:?}", s.plates.len());
+        };
+        let p = &plate.meta;
+        assert_eq!(p.plate, 1);
+        assert_eq!(p.slicer_estimated_s, Some(686.0));
+        assert_eq!(p.slots.len(), 1);
+        assert_eq!(p.slots[0].material.as_deref(), Some("PETG-CF"));
+        assert_eq!(p.thumbnails.len(), 2);
+        // The plate's own G-code, analysed: what `farm-agent analyze` says of it.
+        assert!(
+            (p.filament_mm[0] - 374.33).abs() < 0.01,
+            "{:?}",
+            p.filament_mm
+        );
+        assert_eq!(p.filament_mm, plate.analysis.filament_mm);
+        assert_eq!(s.analysis.filament_mm, p.filament_mm);
+        let kept = std::fs::read(fs.path(&s.sha256).expect("stored")).expect("read");
+        assert!(kept == ORCA_3MF, "kept as uploaded");
+    }
 }

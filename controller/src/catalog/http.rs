@@ -42,7 +42,7 @@ pub async fn put(
         ));
     }
     e.sku = sku;
-    Ok(Json(st.farm.put_catalog(e)?))
+    Ok(Json(st.farm.put_catalog(e).await?))
 }
 
 /// Removes a SKU from the catalog.
@@ -53,6 +53,6 @@ pub async fn delete(
     Path(sku): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    st.farm.delete_catalog(&sku)?;
+    st.farm.delete_catalog(&sku).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,21 +6,25 @@ use crate::farm::{Farm, FarmError};
 
 impl Farm {
     /// Records what the analyzer said about a stored file, so orders can name it by hash.
-    pub fn record_file(&self, meta: FileMeta) -> Result<(), FarmError> {
-        let mut m = self.lock();
-        if m.book.files.get(&meta.sha256) == Some(&meta) {
+    pub async fn record_file(&self, meta: FileMeta) -> Result<(), FarmError> {
+        if self.lock().book.files.get(&meta.sha256) == Some(&meta) {
             return Ok(());
         }
-        self.store.write(|tx| tx.put_file_meta(&meta))?;
-        m.book.files.insert(meta.sha256.clone(), meta);
-        Ok(())
+        self.write(move |_, s| {
+            if s.m.book.files.get(&meta.sha256) != Some(&meta) {
+                s.put(|_, tx| tx.put_file_meta(&meta));
+                s.m.book.files.insert(meta.sha256.clone(), meta);
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub fn file_meta(&self, sha256: &str) -> Option<FileMeta> {
         self.lock().book.files.get(sha256).cloned()
     }
 
-    pub fn put_catalog(&self, mut e: CatalogEntry) -> Result<CatalogEntry, FarmError> {
+    pub async fn put_catalog(&self, mut e: CatalogEntry) -> Result<CatalogEntry, FarmError> {
         if !valid_sku(&e.sku) {
             return Err(FarmError::Invalid(
                 "a SKU is 1 to 64 letters, digits, '-', '_' or '.'".into(),
@@ -31,33 +35,38 @@ impl Farm {
                 "a catalog entry names 1 to 32 files".into(),
             ));
         }
-        let mut m = self.lock();
-        for f in &mut e.files {
-            let Some(meta) = m.book.files.get(&f.sha256) else {
-                return Err(FarmError::Invalid(format!(
-                    "no uploaded file with sha256 {:?}; upload it first with POST /api/v1/files",
-                    f.sha256
-                )));
-            };
-            f.name.get_or_insert_with(|| meta.name.clone());
-            f.plate = meta
-                .for_plate(f.plate)
-                .map_err(|e| FarmError::Invalid(format!("file {}: {e}", f.sha256)))?
-                .0;
-        }
-        self.store.write(|tx| tx.put_catalog(&e))?;
-        m.book.catalog.insert(e.sku.clone(), e.clone());
-        Ok(e)
+        self.write(move |_, s| {
+            for f in &mut e.files {
+                let Some(meta) = s.m.book.files.get(&f.sha256) else {
+                    return Err(FarmError::Invalid(format!(
+                        "no uploaded file with sha256 {:?}; upload it first with POST /api/v1/files",
+                        f.sha256
+                    )));
+                };
+                f.name.get_or_insert_with(|| meta.name.clone());
+                f.plate = meta
+                    .for_plate(f.plate)
+                    .map_err(|e| FarmError::Invalid(format!("file {}: {e}", f.sha256)))?
+                    .0;
+            }
+            s.put(|_, tx| tx.put_catalog(&e));
+            s.m.book.catalog.insert(e.sku.clone(), e.clone());
+            Ok(e)
+        })
+        .await
     }
 
-    pub fn delete_catalog(&self, sku: &str) -> Result<(), FarmError> {
-        let mut m = self.lock();
-        if !m.book.catalog.contains_key(sku) {
-            return Err(FarmError::Invalid(format!("no catalog entry {sku:?}")));
-        }
-        self.store.write(|tx| tx.delete_catalog(sku))?;
-        m.book.catalog.remove(sku);
-        Ok(())
+    pub async fn delete_catalog(&self, sku: &str) -> Result<(), FarmError> {
+        let sku = sku.to_string();
+        self.write(move |_, s| {
+            if !s.m.book.catalog.contains_key(&sku) {
+                return Err(FarmError::Invalid(format!("no catalog entry {sku:?}")));
+            }
+            s.put(|_, tx| tx.delete_catalog(&sku));
+            s.m.book.catalog.remove(&sku);
+            Ok(())
+        })
+        .await
     }
 
     pub fn catalog(&self) -> Vec<CatalogEntry> {
@@ -121,8 +130,8 @@ mod tests {
 
     /// A SKU and an order line name a plate of a `.gcode.3mf`; its jobs print that plate with
     /// its own figures, and a missing or unknown plate is refused with the plates there are.
-    #[test]
-    fn catalog_entries_and_order_lines_name_a_plate() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn catalog_entries_and_order_lines_name_a_plate() {
         let dir = tempfile::tempdir().expect("tempdir");
         let farm = open(dir.path());
         let sha = "cd".repeat(32);
@@ -135,6 +144,7 @@ mod tests {
             size_mm: None,
             plates: vec![plate(1, 100.0), plate(2, 250.0)],
         })
+        .await
         .expect("file");
         let entry = |plate| CatalogEntry {
             sku: "kit".into(),
@@ -148,19 +158,21 @@ mod tests {
             colour: None,
             nozzle_mm: None,
         };
-        let which = farm.put_catalog(entry(None)).expect_err("two plates");
+        let which = farm.put_catalog(entry(None)).await.expect_err("two plates");
         assert!(
             matches!(&which, FarmError::Invalid(m) if m.contains("(1, 2)")),
             "{which:?}"
         );
-        assert!(farm.put_catalog(entry(Some(3))).is_err());
-        farm.put_catalog(entry(Some(2))).expect("plate 2");
+        assert!(farm.put_catalog(entry(Some(3))).await.is_err());
+        farm.put_catalog(entry(Some(2))).await.expect("plate 2");
 
-        let answers = farm.place_orders(vec![
-            order(Some("kit"), None, None),
-            order(None, Some(&sha), Some(1)),
-            order(None, Some(&sha), None),
-        ]);
+        let answers = farm
+            .place_orders(vec![
+                order(Some("kit"), None, None),
+                order(None, Some(&sha), Some(1)),
+                order(None, Some(&sha), None),
+            ])
+            .await;
         assert!(answers[0].is_ok() && answers[1].is_ok(), "{answers:?}");
         assert!(
             matches!(&answers[2], Err(e) if format!("{e:?}").contains("(1, 2)")),

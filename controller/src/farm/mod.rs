@@ -1,12 +1,9 @@
 //! The running farm: the store, its in-memory mirror, and the stream of changes.
 //!
-//! Every write goes through [`Farm`] while holding one lock: commit to the store first, then
-//! update the mirror, then announce the change. So the mirror never shows what is not durable,
-//! and the live stream sees changes in commit order. Agents' events are the exception: the
-//! [`writer`] thread stages them (mirror updated, store committed without fsync) and holds
-//! back everything the outside sees until one fsync covers the batch. Reads copy out of the mirror. Order
-//! intake alone commits without the lock (see [`crate::orders::intake`]'s `place_orders`): its new orders are
-//! invisible until the mirror update, so the order holds per job.
+//! Every write goes through the [`writer`] thread: decided against the mirror, staged into
+//! one transaction with whatever else is waiting, committed with one fsync, and only then
+//! announced and answered. So nothing outside sees what is not durable, and the live stream
+//! sees changes in commit order. Reads copy out of the mirror under a short lock.
 //!
 //! Messages for agents (commands, acks) are queued to the MQTT link as [`Outbound`]; the link
 //! owns the socket.
@@ -83,6 +80,17 @@ pub enum FarmError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<crate::jobs::actions::Refusal> for FarmError {
+    fn from(r: crate::jobs::actions::Refusal) -> Self {
+        use crate::jobs::actions::Refusal;
+        match r {
+            Refusal::NoPrinter(p) => FarmError::NoPrinter(p),
+            Refusal::Conflict(c) => FarmError::Conflict(c),
+            Refusal::Invalid(c) => FarmError::Invalid(c),
+        }
+    }
 }
 
 pub(crate) struct PrinterEntry {
@@ -415,7 +423,7 @@ impl Farm {
     // ---- enrolment and tokens ----------------------------------------------------------
 
     /// Enrols a printer: mints its secret and token. The token is returned once, never stored.
-    pub fn add_printer(
+    pub async fn add_printer(
         &self,
         id: &str,
         name: Option<&str>,
@@ -423,10 +431,6 @@ impl Farm {
     ) -> Result<(PrinterRecord, String), FarmError> {
         let pid = PrinterId::new(id).map_err(|e| FarmError::Invalid(e.to_string()))?;
         let name = clean_name(name.unwrap_or(id))?;
-        let mut m = self.lock();
-        if m.printers.contains_key(pid.as_str()) {
-            return Err(FarmError::PrinterExists(id.into()));
-        }
         let token = new_token();
         let mut rec = PrinterRecord::new(
             pid.to_string(),
@@ -436,16 +440,22 @@ impl Farm {
             now(),
         );
         rec.auto_eject = auto_eject;
-        self.store.write(|tx| tx.put_printer(&rec))?;
-        let view = m.insert_printer(rec.clone());
-        self.publish(Change::Printer(
-            serde_json::to_value(&view).unwrap_or_default(),
-        ));
-        Ok((rec, token))
+        self.write(move |farm, s| {
+            if s.m.printers.contains_key(&rec.id) {
+                return Err(FarmError::PrinterExists(rec.id));
+            }
+            s.put(|_, tx| tx.put_printer(&rec));
+            let view = s.m.insert_printer(rec.clone());
+            farm.publish(Change::Printer(
+                serde_json::to_value(&view).unwrap_or_default(),
+            ));
+            Ok((rec, token))
+        })
+        .await
     }
 
     /// Creates an API token for a role; returns the token (shown once).
-    pub fn add_token(&self, name: &str, role: Role) -> Result<String, FarmError> {
+    pub async fn add_token(&self, name: &str, role: Role) -> Result<String, FarmError> {
         let name = clean_name(name)?;
         let token = new_token();
         let hash = token_hash(&token);
@@ -454,16 +464,18 @@ impl Farm {
             role,
             created_at: now(),
         };
-        let mut m = self.lock();
-        self.store.write(|tx| tx.put_token(&hash, &rec))?;
-        m.credentials.insert(
-            hash,
-            Principal {
-                role,
-                printer: None,
-                name,
-            },
-        );
-        Ok(token)
+        self.write(move |_, s| {
+            s.put(|_, tx| tx.put_token(&hash, &rec));
+            s.m.credentials.insert(
+                hash,
+                Principal {
+                    role,
+                    printer: None,
+                    name,
+                },
+            );
+            Ok::<_, FarmError>(token)
+        })
+        .await
     }
 }

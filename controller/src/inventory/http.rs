@@ -88,7 +88,7 @@ pub async fn add_material(
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
     let m = new_material(n, st.production.inventory.default_diameter_mm)?;
-    let m = st.farm.put_material(m, false)?;
+    let m = st.farm.put_material(m, false).await?;
     Ok((StatusCode::CREATED, Json(m)))
 }
 
@@ -110,7 +110,7 @@ pub async fn put_material(
     }
     n.id = Some(id);
     let m = new_material(n, st.production.inventory.default_diameter_mm)?;
-    Ok(Json(st.farm.put_material(m, true)?))
+    Ok(Json(st.farm.put_material(m, true).await?))
 }
 
 // ---- spools -----------------------------------------------------------------------------
@@ -153,7 +153,7 @@ pub async fn add_spools(
     JsonBody(n): JsonBody<NewSpool>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    let items = st.farm.add_spools(n)?;
+    let items = st.farm.add_spools(n).await?;
     Ok((
         StatusCode::CREATED,
         Json(Page {
@@ -200,13 +200,16 @@ pub async fn load(
     JsonBody(r): JsonBody<LoadRequest>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    let v = st.farm.load_spool(
-        &id,
-        &r.printer,
-        r.tool,
-        st.production.inventory.max_tools,
-        &who(&c),
-    )?;
+    let v = st
+        .farm
+        .load_spool(
+            &id,
+            &r.printer,
+            r.tool,
+            st.production.inventory.max_tools,
+            &who(&c),
+        )
+        .await?;
     // A newly loaded spool may let a waiting job start.
     st.farm.kick.notify_one();
     Ok(Json(v))
@@ -220,7 +223,7 @@ pub async fn unload(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    Ok(Json(st.farm.unload_spool(&id, &who(&c))?))
+    Ok(Json(st.farm.unload_spool(&id, &who(&c)).await?))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -238,7 +241,7 @@ pub async fn adjust(
     JsonBody(a): JsonBody<Adjust>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    let (spool, row) = st.farm.adjust_spool(&id, a, &who(&c))?;
+    let (spool, row) = st.farm.adjust_spool(&id, a, &who(&c)).await?;
     Ok(Json(Adjusted { spool, row }))
 }
 

@@ -16,6 +16,7 @@
 //! A spool's remaining filament is never stored: it is `initial_g + Σ ledger rows`, so every
 //! gram can be audited (`GET /api/v1/spools/{id}/ledger`).
 
+pub mod actions;
 pub mod forecast;
 pub mod http;
 pub mod ledger;

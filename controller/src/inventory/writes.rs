@@ -1,9 +1,12 @@
 //! Inventory writes and reads: materials, spools, loading, adjustments, and booking material
 //! reports into the ledger inside the event transaction (called from [`crate::printers::agents`]).
 //!
-//! Same rule as every farm write: commit to the store, then update the mirror, under the lock.
+//! Same rule as every farm write: decided (`inventory::actions`), then staged on the writer
+//! thread ([`Farm::write`]): rows, then the mirror; answered after the commit.
 
+use crate::farm::writer::Staging;
 use crate::farm::{Farm, Mirror, now};
+use crate::inventory::actions;
 use crate::inventory::forecast::{SpoolStock, StockLevel, stock_levels};
 use crate::inventory::ledger::{
     self, Adjust, JobBooking, LedgerRow, OnTool, RowKind, Source, booking_key,
@@ -216,29 +219,32 @@ impl Farm {
     // ---- writes ------------------------------------------------------------------------
 
     /// Adds a material, or replaces one (`replace`); spools keep their ledger either way.
-    pub fn put_material(&self, mat: Material, replace: bool) -> Result<Material, WriteError> {
-        let mut m = self.lock();
-        if !replace && m.stock.materials.contains_key(&mat.id) {
-            return Err(StockError::Conflict(format!(
-                "material {:?} already exists; change it with PUT /api/v1/materials/{}",
-                mat.id, mat.id
-            ))
-            .into());
-        }
-        if replace && !m.stock.materials.contains_key(&mat.id) {
-            return Err(StockError::NotFound(format!(
-                "no material {:?}; create it with POST /api/v1/materials",
-                mat.id
-            ))
-            .into());
-        }
-        self.store.write(|tx| tx.put_material(&mat))?;
-        m.stock.materials.insert(mat.id.clone(), mat.clone());
-        Ok(mat)
+    pub async fn put_material(&self, mat: Material, replace: bool) -> Result<Material, WriteError> {
+        self.write(move |_, s| {
+            let m = &mut *s.m;
+            if !replace && m.stock.materials.contains_key(&mat.id) {
+                return Err(StockError::Conflict(format!(
+                    "material {:?} already exists; change it with PUT /api/v1/materials/{}",
+                    mat.id, mat.id
+                ))
+                .into());
+            }
+            if replace && !m.stock.materials.contains_key(&mat.id) {
+                return Err(StockError::NotFound(format!(
+                    "no material {:?}; create it with POST /api/v1/materials",
+                    mat.id
+                ))
+                .into());
+            }
+            s.put(|_, tx| tx.put_material(&mat));
+            s.m.stock.materials.insert(mat.id.clone(), mat.clone());
+            Ok(mat)
+        })
+        .await
     }
 
     /// Registers `count` new spools of a known material.
-    pub fn add_spools(&self, n: NewSpool) -> Result<Vec<SpoolView>, WriteError> {
+    pub async fn add_spools(&self, n: NewSpool) -> Result<Vec<SpoolView>, WriteError> {
         let initial_g = non_negative("initial_g", n.initial_g)?;
         let tare_g = non_negative("tare_g", n.tare_g.unwrap_or(0.0))?;
         let lot = n
@@ -258,51 +264,54 @@ impl Farm {
             ))
             .into());
         }
-        let mut m = self.lock();
-        if !m.stock.materials.contains_key(&n.material) {
-            let known: Vec<&str> = m.stock.materials.keys().map(String::as_str).collect();
-            return Err(StockError::Invalid(format!(
-                "no material {:?}; create it first with POST /api/v1/materials{}",
-                n.material,
-                if known.is_empty() {
-                    String::new()
-                } else {
-                    format!(", or use one of: {}", known.join(", "))
-                }
-            ))
-            .into());
-        }
-        let t = now();
-        let spools = self.store.write(|tx| {
-            let mut out = vec![];
-            for _ in 0..count {
-                let number = tx.next_spool_number()?;
-                let s = Spool {
-                    id: spool_id(number),
-                    number,
-                    material_id: n.material.clone(),
-                    initial_g,
-                    tare_g,
-                    lot: lot.clone(),
-                    location: location.clone(),
-                    loaded: None,
-                    created_at: t,
-                };
-                tx.put_spool(&s)?;
-                out.push(s);
+        self.write(move |_, s| {
+            let m = &*s.m;
+            if !m.stock.materials.contains_key(&n.material) {
+                let known: Vec<&str> = m.stock.materials.keys().map(String::as_str).collect();
+                return Err(StockError::Invalid(format!(
+                    "no material {:?}; create it first with POST /api/v1/materials{}",
+                    n.material,
+                    if known.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", or use one of: {}", known.join(", "))
+                    }
+                ))
+                .into());
             }
-            Ok::<_, WriteError>(out)
-        })?;
-        let mut views = vec![];
-        for s in spools {
-            views.push(m.stock.view(&s));
-            m.stock.spools.insert(s.number, s);
-        }
-        Ok(views)
+            let t = now();
+            let spools = s.put(|_, tx| {
+                let mut out = vec![];
+                for _ in 0..count {
+                    let number = tx.next_spool_number()?;
+                    let s = Spool {
+                        id: spool_id(number),
+                        number,
+                        material_id: n.material.clone(),
+                        initial_g,
+                        tare_g,
+                        lot: lot.clone(),
+                        location: location.clone(),
+                        loaded: None,
+                        created_at: t,
+                    };
+                    tx.put_spool(&s)?;
+                    out.push(s);
+                }
+                Ok::<_, WriteError>(out)
+            });
+            let mut views = vec![];
+            for sp in spools {
+                views.push(s.m.stock.view(&sp));
+                s.m.stock.spools.insert(sp.number, sp);
+            }
+            Ok(views)
+        })
+        .await
     }
 
     /// Mounts a spool on a printer's tool. Loading it where it already is changes nothing.
-    pub fn load_spool(
+    pub async fn load_spool(
         &self,
         id: &str,
         printer: &str,
@@ -310,79 +319,36 @@ impl Farm {
         max_tools: u32,
         by: &str,
     ) -> Result<SpoolView, WriteError> {
-        let mut m = self.lock();
-        if !m.printers.contains_key(printer) {
-            return Err(StockError::NotFound(format!(
-                "no printer {printer:?}; list printers with GET /api/v1/printers"
-            ))
-            .into());
-        }
-        if tool >= max_tools {
-            return Err(StockError::Invalid(format!(
-                "printer {printer} has no tool {tool}: tools are numbered 0 to {} (`[inventory] max_tools`)",
-                max_tools.saturating_sub(1)
-            )).into());
-        }
-        let s = m.stock.spool_by_id(id).ok_or_else(|| no_spool(id))?.clone();
+        let (id, by) = (id.to_string(), by.to_string());
         let here = Mount {
             printer: printer.into(),
             tool,
         };
-        match &s.loaded {
-            Some(l) if *l == here => return Ok(m.stock.view(&s)),
-            Some(l) => {
-                return Err(StockError::Conflict(format!(
-                    "spool {id} is loaded on {} tool {}: unload it first (POST /api/v1/spools/{id}/unload)",
-                    l.printer, l.tool
-                )).into());
+        self.write(move |_, s| {
+            let known = s.m.printers.contains_key(&here.printer);
+            match actions::decide_load(&s.m.stock, known, &id, here, max_tools, &by, now())? {
+                None => Ok(s
+                    .m
+                    .stock
+                    .view(s.m.stock.spool_by_id(&id).ok_or_else(|| no_spool(&id))?)),
+                Some((spool, row)) => Ok(s.stage_spool_row(spool, row).0),
             }
-            None => {}
-        }
-        if let Some(other) = m.stock.on_tool(printer, tool) {
-            return Err(StockError::Conflict(format!(
-                "{printer} tool {tool} already holds spool {}: unload it first (POST /api/v1/spools/{}/unload)",
-                other.id, other.id
-            )).into());
-        }
-        let mut s = s;
-        s.loaded = Some(here);
-        let mut row = LedgerRow::new(0, &s.id, now(), RowKind::Load, 0.0);
-        row.printer = Some(printer.into());
-        row.tool = Some(tool);
-        row.by = Some(by.into());
-        self.store.write(|tx| {
-            tx.put_spool(&s)?;
-            tx.add_ledger_row(s.number, row)
-        })?;
-        let v = m.stock.view(&s);
-        m.stock.spools.insert(s.number, s);
-        Ok(v)
+        })
+        .await
     }
 
     /// Takes a spool off whatever it is loaded on.
-    pub fn unload_spool(&self, id: &str, by: &str) -> Result<SpoolView, WriteError> {
-        let mut m = self.lock();
-        let mut s = m.stock.spool_by_id(id).ok_or_else(|| no_spool(id))?.clone();
-        let Some(was) = s.loaded.take() else {
-            return Err(
-                StockError::Conflict(format!("spool {id} is not loaded on any printer")).into(),
-            );
-        };
-        let mut row = LedgerRow::new(0, &s.id, now(), RowKind::Unload, 0.0);
-        row.printer = Some(was.printer);
-        row.tool = Some(was.tool);
-        row.by = Some(by.into());
-        self.store.write(|tx| {
-            tx.put_spool(&s)?;
-            tx.add_ledger_row(s.number, row)
-        })?;
-        let v = m.stock.view(&s);
-        m.stock.spools.insert(s.number, s);
-        Ok(v)
+    pub async fn unload_spool(&self, id: &str, by: &str) -> Result<SpoolView, WriteError> {
+        let (id, by) = (id.to_string(), by.to_string());
+        self.write(move |_, s| {
+            let (spool, row) = actions::decide_unload(&s.m.stock, &id, &by, now())?;
+            Ok(s.stage_spool_row(spool, row).0)
+        })
+        .await
     }
 
     /// An operator's correction (weighed, scrapped, delivery, correction), as one ledger row.
-    pub fn adjust_spool(
+    pub async fn adjust_spool(
         &self,
         id: &str,
         a: Adjust,
@@ -393,17 +359,27 @@ impl Farm {
             .as_deref()
             .map(|n| clean_text("note", n, 500))
             .transpose()?;
-        let mut m = self.lock();
-        let s = m.stock.spool_by_id(id).ok_or_else(|| no_spool(id))?.clone();
-        let delta = ledger::adjustment(&a, m.stock.remaining_g(&s), s.tare_g)
-            .map_err(StockError::Invalid)?;
-        let mut row = LedgerRow::new(0, &s.id, now(), RowKind::Adjustment, delta);
-        row.reason = Some(a.reason);
-        row.note = note;
-        row.by = Some(by.into());
-        let row = self.store.write(|tx| tx.add_ledger_row(s.number, row))?;
-        *m.stock.ledger_sum_g.entry(s.number).or_insert(0.0) += row.grams;
-        Ok((m.stock.view(&s), row))
+        let (id, by) = (id.to_string(), by.to_string());
+        self.write(move |_, s| {
+            let (spool, row) = actions::decide_adjust(&s.m.stock, &id, a, note, &by, now())?;
+            Ok(s.stage_spool_row(spool, row))
+        })
+        .await
+    }
+}
+
+impl Staging<'_> {
+    /// Writes a decided spool and its ledger row; the mirror learns both.
+    fn stage_spool_row(&mut self, spool: Spool, row: LedgerRow) -> (SpoolView, LedgerRow) {
+        let row = self.put(|_, tx| {
+            tx.put_spool(&spool)?;
+            tx.add_ledger_row(spool.number, row)
+        });
+        let st = &mut self.m.stock;
+        *st.ledger_sum_g.entry(spool.number).or_insert(0.0) += row.grams;
+        let v = st.view(&spool);
+        st.spools.insert(spool.number, spool);
+        (v, row)
     }
 }
 
@@ -423,14 +399,15 @@ mod tests {
     }
 
     fn ev(farm: &Farm, seq: u64, e: Event) -> Applied {
-        farm.apply_event("p-1", seq, &e).expect("apply")
+        // The test runs on the runtime; applying one event waits for its commit.
+        tokio::task::block_in_place(|| farm.apply_event("p-1", seq, &e)).expect("apply")
     }
 
-    #[test]
-    fn material_reports_are_booked_once_even_when_replayed_reordered_and_restarted() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn material_reports_are_booked_once_even_when_replayed_reordered_and_restarted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let farm = open(dir.path());
-        farm.add_printer("p-1", None, true).expect("printer");
+        farm.add_printer("p-1", None, true).await.expect("printer");
         let pla = crate::inventory::new_material(
             NewMaterial {
                 id: None,
@@ -445,7 +422,7 @@ mod tests {
         )
         .expect("material");
         let gpm = pla.grams_per_mm();
-        farm.put_material(pla, false).expect("put");
+        farm.put_material(pla, false).await.expect("put");
         let spool = farm
             .add_spools(NewSpool {
                 material: "pla-black".into(),
@@ -455,9 +432,11 @@ mod tests {
                 location: None,
                 count: None,
             })
+            .await
             .expect("spool")
             .remove(0);
         farm.load_spool(&spool.spool.id, "p-1", 0, 8, "test")
+            .await
             .expect("load");
         let analysis = farm_protocol::gcode::analyze(&b"M83\nG1 X1 E100\n"[..]).expect("analysis");
         let stored = crate::catalog::files::Stored {
@@ -466,9 +445,13 @@ mod tests {
             analysis,
             plates: vec![],
         };
-        let job = farm.add_jobs("cube", &stored, 1, 0).expect("job").remove(0);
+        let job = farm
+            .add_jobs("cube", &stored, 1, 0)
+            .await
+            .expect("job")
+            .remove(0);
         farm.apply_status("p-1", crate::printers::fleet::status(Activity::Idle));
-        assert_eq!(farm.schedule().expect("schedule"), 1);
+        assert_eq!(farm.schedule().await.expect("schedule"), 1);
         let id = job.id.clone();
         let material = |mm: f64| Event::Material {
             job_id: id.clone(),
@@ -540,11 +523,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn bad_spool_operations_say_what_to_fix() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bad_spool_operations_say_what_to_fix() {
         let dir = tempfile::tempdir().expect("tempdir");
         let farm = open(dir.path());
-        farm.add_printer("p-1", None, true).expect("printer");
+        farm.add_printer("p-1", None, true).await.expect("printer");
         let e = farm
             .add_spools(NewSpool {
                 material: "nobody-has-this".into(),
@@ -554,14 +537,15 @@ mod tests {
                 location: None,
                 count: None,
             })
+            .await
             .expect_err("unknown material");
         assert!(e.to_string().contains("POST /api/v1/materials"), "{e}");
         assert!(matches!(
-            farm.load_spool("s-9", "p-1", 0, 8, "t"),
+            farm.load_spool("s-9", "p-1", 0, 8, "t").await,
             Err(WriteError::Refused(StockError::NotFound(_)))
         ));
         assert!(matches!(
-            farm.unload_spool("s-9", "t"),
+            farm.unload_spool("s-9", "t").await,
             Err(WriteError::Refused(StockError::NotFound(_)))
         ));
     }

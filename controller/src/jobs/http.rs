@@ -85,6 +85,10 @@ pub struct UploadQuery {
     priority: Option<i32>,
     /// For a `.gcode.3mf`: the plate to print (may be left out if the file has one plate).
     plate: Option<u32>,
+    /// Only a printer with this material loaded may print them (e.g. `PLA`; default: any).
+    material: Option<String>,
+    /// Only a printer with this colour loaded may print them (e.g. `orange`; default: any).
+    colour: Option<String>,
 }
 
 /// Upload: the raw G-code (or `.bgcode`, or a `.gcode.3mf` with `plate`) is the body. Stored
@@ -102,14 +106,20 @@ pub async fn upload(
 ) -> Result<Response, Problem> {
     require(&c, Role::Operator)?;
     let name = crate::catalog::files_http::file_name(q.name)?;
+    let needs = crate::jobs::Needs::new(q.material, q.colour)
+        .map_err(|d| Problem::new(StatusCode::BAD_REQUEST, "Bad query", &d))?;
     let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
-    let jobs = st.farm.add_plate_jobs(
-        &name,
-        &stored,
-        q.plate,
-        q.copies.unwrap_or(1),
-        q.priority.unwrap_or(0),
-    )?;
+    let jobs = st
+        .farm
+        .add_jobs_needing(
+            &name,
+            &stored,
+            q.plate,
+            q.copies.unwrap_or(1),
+            q.priority.unwrap_or(0),
+            &needs,
+        )
+        .await?;
     let analysis = stored.plate(q.plate).map_or(&stored.analysis, |(_, a)| a);
     let plates: Vec<_> = stored.plates.iter().map(|p| &p.meta).collect();
     Ok((
@@ -129,7 +139,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    let job = st.farm.cancel_job(&id)?;
+    let job = st.farm.cancel_job(&id).await?;
     let status = if job.state.is_final() {
         StatusCode::OK
     } else {

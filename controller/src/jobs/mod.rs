@@ -15,6 +15,7 @@
 //! | [`http`] | `/api/v1/jobs`: upload, list, show, cancel; file download for agents |
 //! | [`queue_http`] | `/api/v1/queue`: the timeline and operators' queue actions |
 
+pub mod actions;
 pub mod http;
 pub mod learning;
 pub mod production;
@@ -439,6 +440,34 @@ pub fn cancel_queued(job: &mut Job, now: OffsetDateTime) -> Result<(), Refused> 
     job.finished_at = Some(now);
     job.failure_reason = Some("cancelled while queued".into());
     Ok(())
+}
+
+/// What must be loaded to print a job queued by upload: the operator's choice of filament.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Needs {
+    pub material: Option<String>,
+    pub colour: Option<String>,
+}
+
+impl Needs {
+    /// Blank means any; otherwise 1 to 64 printable characters.
+    pub fn new(material: Option<String>, colour: Option<String>) -> Result<Needs, String> {
+        let clean = |what: &str, v: Option<String>| -> Result<Option<String>, String> {
+            let Some(t) = v.map(|v| v.trim().to_string()).filter(|t| !t.is_empty()) else {
+                return Ok(None);
+            };
+            if t.len() > 64 || t.chars().any(char::is_control) {
+                return Err(format!(
+                    "{what} must be 1 to 64 printable characters (e.g. PLA), or left out for any"
+                ));
+            }
+            Ok(Some(t))
+        };
+        Ok(Needs {
+            material: clean("material", material)?,
+            colour: clean("colour", colour)?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use crate::farm::{Farm, FarmError, Mirror, now};
 use crate::jobs::learning::Corrections;
 use crate::jobs::scheduler::{JobInput, Plan, PlanInput, PrinterInput, Rules, Slot, Waiting};
 use crate::jobs::{self, Job, JobState};
-use serde::Deserialize;
 use smol_str::SmolStr;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -192,17 +191,7 @@ pub(crate) fn job_input(j: &Job) -> JobInput {
     }
 }
 
-/// `PATCH /api/v1/queue/{job}`: an operator's change to a queued job.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QueuePatch {
-    pub priority: Option<i32>,
-    /// A printer id to pin to, or `""` to unpin.
-    pub pin: Option<String>,
-    pub hold: Option<bool>,
-    /// Move it just before this queued job (taking its priority and due date).
-    pub before: Option<String>,
-}
+pub use crate::jobs::actions::QueuePatch;
 
 impl Farm {
     // ---- the scheduler's input --------------------------------------------------------------
@@ -223,6 +212,7 @@ impl Farm {
                     let f = corrections.factor(&e.rec.id, j.material.as_deref().unwrap_or(""));
                     j.estimated_s * f * (1.0 - j.progress.clamp(0.0, 1.0))
                 });
+                let spools = m.stock.loaded_spools(&e.rec.id);
                 PrinterInput {
                     id: e.rec.id.clone(),
                     state: e.view.state,
@@ -232,9 +222,10 @@ impl Farm {
                     ),
                     auto_eject: e.rec.auto_eject,
                     build_volume_mm: e.rec.build_volume_mm,
-                    tools: crate::inventory::loadout::tools(
-                        &e.rec,
-                        &m.stock.loaded_spools(&e.rec.id),
+                    tools: crate::inventory::loadout::tools(&e.rec, &spools),
+                    trays: crate::inventory::loadout::changer(
+                        e.live.status.as_ref().map_or(&[][..], |s| &s.trays),
+                        &spools,
                     ),
                     busy_remaining_s,
                 }
@@ -343,111 +334,63 @@ impl Farm {
 
     // ---- operators' queue actions -----------------------------------------------------------
 
-    fn put_job_now(&self, m: &mut Mirror, j: Job) -> Result<Job, FarmError> {
-        self.store.write(|tx| tx.put_job(&j))?;
-        self.announce_job(&j);
-        m.jobs.insert(j.number, j.clone());
-        self.kick.notify_one();
-        Ok(j)
-    }
-
     /// Reorders, pins, holds or re-prioritises a queued job.
-    pub fn update_queued(&self, id: &str, p: QueuePatch) -> Result<Job, FarmError> {
-        let mut m = self.lock();
-        let n = *m
-            .job_numbers
-            .get(id)
-            .ok_or_else(|| FarmError::NoJob(id.into()))?;
-        let mut j = m
-            .jobs
-            .get(&n)
-            .cloned()
-            .ok_or_else(|| FarmError::NoJob(id.into()))?;
-        if j.state != JobState::Queued {
-            return Err(FarmError::Conflict(format!(
-                "job {id} is {}; only queued jobs can be moved, pinned or held",
-                j.state.as_str()
-            )));
-        }
-        if let Some(prio) = p.priority {
-            j.priority = prio;
-        }
-        if let Some(pin) = p.pin {
-            if pin.is_empty() {
-                j.pinned_printer = None;
-            } else if m.printers.contains_key(&pin) {
-                j.pinned_printer = Some(pin);
-            } else {
-                return Err(FarmError::NoPrinter(pin));
-            }
-        }
-        if let Some(hold) = p.hold {
-            j.hold = hold.then(|| crate::jobs::HELD_BY_OPERATOR.to_string());
-        }
-        if let Some(before) = p.before {
-            let target = m
+    pub async fn update_queued(&self, id: &str, p: QueuePatch) -> Result<Job, FarmError> {
+        let id = id.to_string();
+        self.write(move |farm, s| {
+            let m = &*s.m;
+            let job = m
                 .job_numbers
-                .get(&before)
+                .get(&id)
                 .and_then(|n| m.jobs.get(n))
-                .filter(|t| t.state == JobState::Queued)
-                .ok_or_else(|| {
-                    FarmError::Invalid(format!(
-                        "`before` must name a queued job; {before:?} is not one"
-                    ))
-                })?;
-            j.priority = target.priority;
-            j.due = target.due;
-            j.position = Some(target.queue_position() - 1);
-        }
-        self.put_job_now(&mut m, j)
+                .ok_or_else(|| FarmError::NoJob(id.clone()))?;
+            let j = crate::jobs::actions::decide_queue_patch(
+                job,
+                p,
+                |pin| m.printers.contains_key(pin),
+                |before| m.job_numbers.get(before).and_then(|n| m.jobs.get(n)),
+            )?;
+            s.put(|_, tx| tx.put_job(&j));
+            farm.announce_job(&j);
+            s.m.jobs.insert(j.number, j.clone());
+            farm.kick.notify_one();
+            Ok(j)
+        })
+        .await
     }
 
     /// Queues a failed or cancelled job again as a new attempt (whatever the attempt limit).
-    pub fn requeue(&self, id: &str) -> Result<Job, FarmError> {
-        let t = now();
-        let mut m = self.lock();
-        let n = *m
-            .job_numbers
-            .get(id)
-            .ok_or_else(|| FarmError::NoJob(id.into()))?;
-        let mut j = m
-            .jobs
-            .get(&n)
-            .cloned()
-            .ok_or_else(|| FarmError::NoJob(id.into()))?;
-        if !matches!(j.state, JobState::Failed | JobState::Cancelled) || j.retried_by.is_some() {
-            return Err(FarmError::Conflict(format!(
-                "job {id} is {}{}; only a failed or cancelled job that was not retried yet can be requeued",
-                j.state.as_str(),
-                j.retried_by
-                    .as_ref()
-                    .map(|r| format!(" (retried by {r})"))
-                    .unwrap_or_default()
-            )));
-        }
-        if let Some(o) = j
-            .order
-            .as_ref()
-            .and_then(|r| m.book.numbers.get(&r.order_id))
-            .and_then(|n| m.book.orders.get(n))
-            && o.state.is_final()
-        {
-            return Err(FarmError::Conflict(format!(
-                "its order {} is {}; nothing more is printed for it",
-                o.id,
-                o.state.as_str()
-            )));
-        }
-        let retry = self.store.write(|tx| {
-            let r = jobs::retry(&mut j, tx.next_job_number()?, t);
-            tx.put_job(&j)?;
-            tx.put_job(&r)?;
-            Ok::<_, FarmError>(r)
-        })?;
-        self.announce_job(&j);
-        m.jobs.insert(j.number, j);
-        self.mirror_new_job(&mut m, retry.clone());
-        self.kick.notify_one();
-        Ok(retry)
+    pub async fn requeue(&self, id: &str) -> Result<Job, FarmError> {
+        let id = id.to_string();
+        self.write(move |farm, s| {
+            let t = now();
+            let m = &*s.m;
+            let mut j = m
+                .job_numbers
+                .get(&id)
+                .and_then(|n| m.jobs.get(n))
+                .cloned()
+                .ok_or_else(|| FarmError::NoJob(id.clone()))?;
+            let order_final = j
+                .order
+                .as_ref()
+                .and_then(|r| m.book.numbers.get(&r.order_id))
+                .and_then(|n| m.book.orders.get(n))
+                .filter(|o| o.state.is_final())
+                .map(|o| (o.id.as_str(), o.state.as_str()));
+            crate::jobs::actions::decide_requeue(&j, order_final)?;
+            let retry = s.put(|_, tx| {
+                let r = jobs::retry(&mut j, tx.next_job_number()?, t);
+                tx.put_job(&j)?;
+                tx.put_job(&r)?;
+                Ok::<_, FarmError>(r)
+            });
+            farm.announce_job(&j);
+            s.m.jobs.insert(j.number, j);
+            farm.mirror_new_job(s.m, retry.clone());
+            farm.kick.notify_one();
+            Ok(retry)
+        })
+        .await
     }
 }

@@ -68,7 +68,7 @@ pub async fn update(
     JsonBody(p): JsonBody<QueuePatch>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    Ok(Json(st.farm.update_queued(&id, p)?))
+    Ok(Json(st.farm.update_queued(&id, p).await?))
 }
 
 /// `POST /api/v1/queue/{job}/requeue`: print a failed or cancelled job again.
@@ -79,5 +79,8 @@ pub async fn requeue(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    Ok((axum::http::StatusCode::CREATED, Json(st.farm.requeue(&id)?)))
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(st.farm.requeue(&id).await?),
+    ))
 }

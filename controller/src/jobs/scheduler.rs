@@ -44,6 +44,18 @@ pub struct Tool {
     pub loaded: Option<Loaded>,
 }
 
+/// One slot of a filament changer (Bambu's AMS) that can feed any of a job's filaments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangerSlot {
+    /// The printer's id for the slot (Bambu's absolute tray id), sent back in the assignment.
+    pub slot: u32,
+    /// The inventory spool's material, colour and grams when the tray is matched to one; else
+    /// the tray's own material and colour, grams unknown.
+    pub loaded: Loaded,
+    /// The colour the printer reports (`#RRGGBB`), also accepted for a job's colour.
+    pub reported_colour: Option<String>,
+}
+
 /// One printer, as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrinterInput {
@@ -55,6 +67,9 @@ pub struct PrinterInput {
     pub auto_eject: bool,
     pub build_volume_mm: Option<[f64; 3]>,
     pub tools: Vec<Tool>,
+    /// A filament changer's loaded slots: when there are any, each of a job's filaments may
+    /// come from any of them (the agent maps them), so they replace the per-tool check.
+    pub trays: Vec<ChangerSlot>,
     /// For a busy or paused printer: estimated seconds until its current job ends.
     pub busy_remaining_s: f64,
 }
@@ -590,7 +605,7 @@ pub fn plan(input: &PlanInput, now: OffsetDateTime) -> Plan {
 }
 
 mod fits;
-pub use fits::{Misfit, fits, needed_g};
+pub use fits::{Misfit, fits, matching_trays, needed_g};
 use fits::{fits_class, fits_quantity, fits_size};
 
 mod classes;

@@ -201,3 +201,14 @@ fn a_retry_is_a_new_job_for_the_same_copy_keeping_its_place() {
     assert_eq!(failed.extruded_mm, vec![30.0]);
     assert_eq!(failed.failure_reason.as_deref(), Some("why"));
 }
+
+#[test]
+fn an_uploads_filament_choice_is_trimmed_blank_is_any_and_junk_is_refused() {
+    let n = Needs::new(Some(" PLA ".into()), Some("".into())).expect("valid");
+    assert_eq!(n.material.as_deref(), Some("PLA"));
+    assert_eq!(n.colour, None);
+    assert_eq!(Needs::new(None, None), Ok(Needs::default()));
+    let e = Needs::new(None, Some("x".repeat(65))).expect_err("too long");
+    assert!(e.contains("colour") && e.contains("left out"), "{e}");
+    assert!(Needs::new(Some("PL\nA".into()), None).is_err());
+}

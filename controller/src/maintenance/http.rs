@@ -96,7 +96,8 @@ pub async fn add(
     require(&c, Role::Operator)?;
     let t = st
         .farm
-        .add_task(n, st.production.maintenance.due_soon_fraction)?;
+        .add_task(n, st.production.maintenance.due_soon_fraction)
+        .await?;
     Ok((StatusCode::CREATED, Json(t)))
 }
 
@@ -158,12 +159,15 @@ pub async fn complete(
             })?
             .notes
     };
-    let t = st.farm.complete_task(
-        &id,
-        &who(&c),
-        notes,
-        st.production.maintenance.due_soon_fraction,
-    )?;
+    let t = st
+        .farm
+        .complete_task(
+            &id,
+            &who(&c),
+            notes,
+            st.production.maintenance.due_soon_fraction,
+        )
+        .await?;
     Ok(Json(t))
 }
 

@@ -136,7 +136,7 @@ impl Farm {
         Ok(self.store.maintenance_log(id, limit)?)
     }
 
-    pub fn add_task(&self, n: NewTask, due_soon: f64) -> Result<TaskStatus, WriteError> {
+    pub async fn add_task(&self, n: NewTask, due_soon: f64) -> Result<TaskStatus, WriteError> {
         let name = clean_name(&n.name).map_err(|e| MaintenanceError::Invalid(e.to_string()))?;
         n.interval.validate().map_err(MaintenanceError::Invalid)?;
         let t = now();
@@ -147,15 +147,15 @@ impl Farm {
             )
             .into());
         }
-        let mut m = self.lock();
-        if !m.printers.contains_key(&n.printer) {
+        self.write(move |_, s| {
+        if !s.m.printers.contains_key(&n.printer) {
             return Err(MaintenanceError::NotFound(format!(
                 "no printer {:?}; list printers with GET /api/v1/printers",
                 n.printer
             ))
             .into());
         }
-        let task = self.store.write(|tx| {
+        let task = s.put(|_, tx| {
             let number = tx.next_task_number()?;
             let task = Task {
                 id: format!("mt-{number}"),
@@ -169,18 +169,19 @@ impl Farm {
             };
             tx.put_task(&task)?;
             Ok::<_, WriteError>(task)
-        })?;
-        m.tasks.insert(task.id.clone(), task.clone());
-        let s = status_in(&m, &task, t, due_soon);
-        drop(m);
-        if s.blocks_printer {
+        });
+        s.m.tasks.insert(task.id.clone(), task.clone());
+        let st = status_in(s.m, &task, t, due_soon);
+        if st.blocks_printer {
             tracing::info!(printer = %task.printer, task = %task.id, "blocking maintenance due");
         }
-        Ok(s)
+        Ok(st)
+        })
+        .await
     }
 
     /// Someone did the task: logged with who, when and notes; counting starts again.
-    pub fn complete_task(
+    pub async fn complete_task(
         &self,
         id: &str,
         by: &str,
@@ -193,20 +194,21 @@ impl Farm {
         if notes.as_ref().is_some_and(|n| n.len() > 2000) {
             return Err(MaintenanceError::Invalid("notes are limited to 2000 bytes".into()).into());
         }
-        let mut m = self.lock();
-        let mut task = m.tasks.get(id).cloned().ok_or_else(|| no_task(id))?;
-        let t = now();
-        let c = maintenance::complete(&mut task, by, notes, t);
-        self.store.write(|tx| {
-            tx.put_task(&task)?;
-            tx.add_completion(&c)
-        })?;
-        m.tasks.insert(task.id.clone(), task.clone());
-        let s = status_in(&m, &task, t, due_soon);
-        drop(m);
-        // The printer may be free for work again.
-        self.kick.notify_one();
-        Ok(s)
+        let (id, by) = (id.to_string(), by.to_string());
+        self.write(move |farm, s| {
+            let mut task = s.m.tasks.get(&id).cloned().ok_or_else(|| no_task(&id))?;
+            let t = now();
+            let c = maintenance::complete(&mut task, &by, notes, t);
+            s.put(|_, tx| {
+                tx.put_task(&task)?;
+                tx.add_completion(&c)
+            });
+            s.m.tasks.insert(task.id.clone(), task.clone());
+            // The printer may be free for work again.
+            farm.kick.notify_one();
+            Ok(status_in(s.m, &task, t, due_soon))
+        })
+        .await
     }
 }
 
@@ -215,13 +217,13 @@ mod tests {
     use super::*;
     use farm_protocol::messages::Activity;
 
-    #[test]
-    fn a_due_blocking_task_keeps_the_printer_out_of_scheduling_until_completed() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_due_blocking_task_keeps_the_printer_out_of_scheduling_until_completed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = crate::store::Store::open(&dir.path().join("farm.redb")).expect("store");
         let topics = farm_protocol::Topics::new("farm").expect("topics");
         let (farm, _rx) = Farm::load(store, topics, "http://x".into()).expect("load");
-        farm.add_printer("p-1", None, true).expect("printer");
+        farm.add_printer("p-1", None, true).await.expect("printer");
         let long_ago = OffsetDateTime::UNIX_EPOCH;
         let new = |blocking| NewTask {
             printer: "p-1".into(),
@@ -234,13 +236,13 @@ mod tests {
             last_done_at: Some(long_ago),
         };
         // A warning-only task that is due does not block.
-        let warn = farm.add_task(new(false), 0.9).expect("task");
+        let warn = farm.add_task(new(false), 0.9).await.expect("task");
         assert_eq!(
             (warn.due, warn.blocks_printer),
             (maintenance::Due::Overdue, false)
         );
         assert!(!farm.maintenance_blocked("p-1"));
-        let t = farm.add_task(new(true), 0.9).expect("task");
+        let t = farm.add_task(new(true), 0.9).await.expect("task");
         assert!(t.blocks_printer && farm.maintenance_blocked("p-1"));
 
         let analysis = farm_protocol::gcode::analyze(&b"G1 X1 E1\n"[..]).expect("analysis");
@@ -250,23 +252,24 @@ mod tests {
             analysis,
             plates: vec![],
         };
-        farm.add_jobs("part", &stored, 1, 0).expect("job");
+        farm.add_jobs("part", &stored, 1, 0).await.expect("job");
         farm.apply_status("p-1", crate::printers::fleet::status(Activity::Idle));
         assert_eq!(
-            farm.schedule().expect("schedule"),
+            farm.schedule().await.expect("schedule"),
             0,
             "blocked: nothing starts"
         );
 
         let done = farm
             .complete_task(&t.task.id, "ana", Some("new belts".into()), 0.9)
+            .await
             .expect("complete");
         assert_eq!(done.due, maintenance::Due::Ok);
         assert_eq!(farm.task_log(&t.task.id, 10).expect("log")[0].by, "ana");
         assert!(!farm.maintenance_blocked("p-1"));
-        assert_eq!(farm.schedule().expect("schedule"), 1, "free again");
+        assert_eq!(farm.schedule().await.expect("schedule"), 1, "free again");
         assert!(matches!(
-            farm.complete_task("mt-99", "ana", None, 0.9),
+            farm.complete_task("mt-99", "ana", None, 0.9).await,
             Err(WriteError::Refused(MaintenanceError::NotFound(_)))
         ));
     }

@@ -31,6 +31,15 @@
 //!   capacity), so `max_outgoing_packet_count` is 200; more is read and then held back.
 //! - rumqttd 0.20 does not set `TCP_NODELAY` on the sockets it accepts and offers no setting
 //!   (it binds and accepts inside `Server::start`); see ARCHITECTURE.md for the proposed fix.
+//!
+//! **Where it stops scaling** (measured at 5,000 printers, BENCHMARKS.md "Broker choice"): the
+//! one router thread (`router-0`) took 64 % of the controller's CPU samples. Its filter index
+//! is quadratic: each new subscription filter (every agent brings two: `commands`, `acks`)
+//! is matched against every topic already published (`DataLog::next_native_offset`), and each
+//! topic's first publish against every filter (`DataLog::matches`); every connection's set-up
+//! then waits for that router on the one server thread that carries all sockets. No router
+//! setting changes either, so connects time out and the controller's log falls behind until
+//! the router skips it ("jumping to head"). ARCHITECTURE.md records the decision.
 
 use crate::Fatal;
 use crate::config::BrokerConfig;

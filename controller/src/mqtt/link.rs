@@ -48,7 +48,12 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut opts = MqttOptions::new(fresh_client_id(), addr.host.clone(), addr.port);
-    opts.set_keep_alive(Duration::from_secs(10));
+    // The broker's PINGRESP queues behind every message it has for us, and rumqttc drops
+    // the connection when a ping is still unanswered one keep-alive later. At 5,000
+    // printers on a busy machine that queue was >10 s deep, so a 10 s keep-alive cut the
+    // link again and again (a clean session each time: everything queued was lost). A dead
+    // broker is still found within a minute (the embedded one by its probe much sooner).
+    opts.set_keep_alive(Duration::from_secs(60));
     opts.set_max_packet_size(
         farm_protocol::MAX_PAYLOAD_BYTES + 4096,
         farm_protocol::MAX_PAYLOAD_BYTES + 4096,

@@ -3,8 +3,10 @@
 //! webhooks) — always in the same transaction as the job's change.
 
 use crate::catalog::{CatalogEntry, FileMeta};
+use crate::farm::writer::Staging;
 use crate::farm::{Farm, FarmError, Mirror, now};
 use crate::jobs::{self, Job, JobState};
+use crate::orders::actions::{self, OrderChange};
 use crate::orders::view::OrderView;
 use crate::orders::webhooks::Delivery;
 use crate::orders::{self, FieldError, Order, OrderEvent};
@@ -271,23 +273,36 @@ impl Farm {
     }
 
     /// Applies an operator's or the shop's event (cancel, fulfil) to an order.
-    pub fn order_event(
+    pub async fn order_event(
         &self,
         id: &str,
         shop: Option<&str>,
         event: OrderEvent,
         stop_printing: bool,
     ) -> Result<OrderView, OrderError> {
+        let (id, shop) = (id.to_string(), shop.map(str::to_string));
+        self.write(move |farm, s| {
+            farm.stage_order_event(s, &id, shop.as_deref(), event, stop_printing)
+        })
+        .await
+    }
+
+    fn stage_order_event(
+        &self,
+        s: &mut Staging<'_>,
+        id: &str,
+        shop: Option<&str>,
+        event: OrderEvent,
+        stop_printing: bool,
+    ) -> Result<OrderView, OrderError> {
         let t = now();
-        let mut m = self.lock();
-        let mut order = m
+        let m = &*s.m;
+        let order = m
             .book
             .order(id)
             .filter(|o| shop.is_none_or(|s| o.shop == s))
-            .cloned()
             .ok_or_else(|| OrderError::NotFound(id.into()))?;
-        order.apply(event, t)?;
-        let mut jobs: Vec<Job> = m
+        let jobs: Vec<Job> = m
             .book
             .jobs_of
             .get(id)
@@ -295,23 +310,18 @@ impl Farm {
             .flatten()
             .filter_map(|n| m.jobs.get(n).cloned())
             .collect();
-        let mut stop = vec![];
-        if event == OrderEvent::Cancel {
-            for j in jobs.iter_mut() {
-                if j.state == JobState::Queued {
-                    let _ = jobs::cancel_queued(j, t);
-                    j.failure_reason = Some("order cancelled".into());
-                } else if j.state.is_active() && stop_printing {
-                    stop.push((j.printer_id.clone().unwrap_or_default(), j.id.clone()));
-                }
-            }
+        let OrderChange { order, jobs, stop } =
+            actions::decide_order_event(order, jobs, event, stop_printing, t)?;
+        // Every printer to stop must still take a command; checked before anything is written.
+        if let Some((p, _)) = stop.iter().find(|(p, _)| !m.printers.contains_key(p)) {
+            return Err(FarmError::NoPrinter(p.clone()).into());
         }
         let notify = self
             .production
             .settings()
             .webhook_shops
             .contains(&order.shop);
-        let delivery = self.store.write(|tx| {
+        let delivery = s.put(|_, tx| {
             tx.put_order(&order)?;
             for j in &jobs {
                 tx.put_job(j)?;
@@ -321,72 +331,63 @@ impl Farm {
             notify
                 .then(|| self.delivery(tx, &order, &refs, &event, None, t))
                 .transpose()
-        })?;
+        });
         for j in jobs {
-            if m.jobs.get(&j.number) != Some(&j) {
+            if s.m.jobs.get(&j.number) != Some(&j) {
                 self.announce_job(&j);
-                m.jobs.insert(j.number, j);
+                s.m.jobs.insert(j.number, j);
             }
         }
         if let Some(d) = delivery {
-            m.book.outbox.insert(d.number, d);
+            s.m.book.outbox.insert(d.number, d);
             self.wake_webhooks();
         }
-        m.book.orders.insert(order.number, order.clone());
-        drop(m);
+        s.m.book.orders.insert(order.number, order);
         for (printer, job) in stop {
-            self.send_command(
+            // The printer was checked above, so this cannot refuse after writing.
+            self.stage_command(
+                s,
                 &printer,
                 farm_protocol::messages::Command::Cancel { job_id: job },
             )?;
         }
-        self.order_view(id, shop)
+        self.order_view_in(s.m, id, shop)
             .ok_or_else(|| OrderError::NotFound(id.into()))
     }
 
     /// Releases an order into production (manual release mode).
-    pub fn release_order(&self, id: &str) -> Result<OrderView, OrderError> {
-        let mut m = self.lock();
-        let mut order = m
-            .book
-            .order(id)
-            .cloned()
-            .ok_or_else(|| OrderError::NotFound(id.into()))?;
-        if order.state.is_final() {
-            return Err(FarmError::Conflict(format!(
-                "order {id} is {}; there is nothing to release",
-                order.state.as_str()
-            ))
-            .into());
-        }
-        order.released = true;
-        let jobs: Vec<Job> = m
-            .book
-            .jobs_of
-            .get(id)
-            .into_iter()
-            .flatten()
-            .filter_map(|n| m.jobs.get(n))
-            .filter(|j| j.hold.as_deref() == Some(crate::jobs::AWAITING_RELEASE))
-            .cloned()
-            .map(|mut j| {
-                j.hold = None;
-                j
-            })
-            .collect();
-        self.store.write(|tx| {
-            tx.put_order(&order)?;
-            jobs.iter().try_for_each(|j| tx.put_job(j))
-        })?;
-        for j in jobs {
-            self.announce_job(&j);
-            m.jobs.insert(j.number, j);
-        }
-        m.book.orders.insert(order.number, order);
-        drop(m);
-        self.kick.notify_one();
-        self.order_view(id, None)
-            .ok_or_else(|| OrderError::NotFound(id.into()))
+    pub async fn release_order(&self, id: &str) -> Result<OrderView, OrderError> {
+        let id = id.to_string();
+        self.write(move |farm, s| {
+            let m = &*s.m;
+            let order = m
+                .book
+                .order(&id)
+                .ok_or_else(|| OrderError::NotFound(id.clone()))?;
+            let held: Vec<&Job> = m
+                .book
+                .jobs_of
+                .get(&id)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| m.jobs.get(n))
+                .collect();
+            let (order, jobs) =
+                actions::decide_release(order, &held).map_err(FarmError::Conflict)?;
+            s.put(|_, tx| {
+                tx.put_order(&order)?;
+                jobs.iter().try_for_each(|j| tx.put_job(j))
+            });
+            for j in jobs {
+                farm.announce_job(&j);
+                s.m.jobs.insert(j.number, j);
+            }
+            s.m.book.orders.insert(order.number, order);
+            farm.kick.notify_one();
+            farm.order_view_in(s.m, &id, None)
+                .ok_or_else(|| OrderError::NotFound(id.clone()))
+        })
+        .await
     }
 }
 

@@ -263,12 +263,11 @@ pub async fn cancel(
             )
         })?
     };
-    Ok(Json(st.farm.order_event(
-        &id,
-        shop.as_deref(),
-        OrderEvent::Cancel,
-        req.stop_printing,
-    )?))
+    Ok(Json(
+        st.farm
+            .order_event(&id, shop.as_deref(), OrderEvent::Cancel, req.stop_printing)
+            .await?,
+    ))
 }
 
 /// `POST /orders/{id}/fulfil`: operators hand the order over.
@@ -279,12 +278,11 @@ pub async fn fulfil(
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, Problem> {
     require(&c, Role::Operator)?;
-    Ok(Json(st.farm.order_event(
-        &id,
-        None,
-        OrderEvent::Fulfil,
-        false,
-    )?))
+    Ok(Json(
+        st.farm
+            .order_event(&id, None, OrderEvent::Fulfil, false)
+            .await?,
+    ))
 }
 
 /// `POST /orders/{id}/release` (manual release mode).
@@ -295,7 +293,7 @@ pub async fn release(
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, Problem> {
     require(&c, Role::Operator)?;
-    Ok(Json(st.farm.release_order(&id)?))
+    Ok(Json(st.farm.release_order(&id).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -317,7 +315,7 @@ pub async fn upload_file(
     let name = crate::catalog::files_http::file_name(q.name)?;
     let stored = crate::catalog::files_http::receive_gcode(&st, req).await?;
     let meta = crate::orders::follow_up::file_meta(&name, &stored);
-    st.farm.record_file(meta.clone())?;
+    st.farm.record_file(meta.clone()).await?;
     Ok((StatusCode::CREATED, Json(meta)).into_response())
 }
 

@@ -4,13 +4,14 @@
 //!
 //! Each redb commit waits for the disk (fsync). One commit per order caps intake at the disk's
 //! sync rate; instead the API hands orders to one task, which takes everything waiting (up to
-//! [`MAX_BATCH`]) and places it with [`Farm::place_orders`] in one transaction. Every order is
-//! still durable before its 2xx, and a lone order is not delayed: the task never waits for a
-//! batch to fill. The commit itself runs without the farm lock (unless the batch writes
-//! webhook deliveries), so requests and the scheduler go on while the disk syncs.
+//! [`MAX_BATCH`]) and hands it to the writer as one request ([`Farm::stage_orders`]), so it
+//! shares the writer's group commit with everything else. Every order is still durable
+//! before its 2xx, and a lone order is not delayed: the task never waits for a batch to
+//! fill, nor for the commit (its answers go out from the writer after the fsync).
 
 use crate::catalog::FileMeta;
-use crate::farm::{Farm, FarmError, Mirror, now};
+use crate::farm::writer::Staging;
+use crate::farm::{Farm, Mirror, now};
 use crate::jobs::{Job, OrderRef};
 use crate::orders::follow_up::OrderError;
 use crate::orders::{self, FieldError, Order, OrderRequest, OrderState, Resolved};
@@ -38,16 +39,18 @@ impl IntakeQueue {
             let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let (intakes, replies): (Vec<Intake>, Vec<_>) = batch.drain(..).unzip();
-                let f = farm.clone();
-                let answers = tokio::task::spawn_blocking(move || f.place_orders(intakes)).await;
-                match answers {
-                    Ok(answers) => {
+                // One request to the writer for the whole batch (its checks share one view of
+                // the printers); each order is answered after the commit that holds it. Not
+                // awaited: the next batch may join the writer's next commit.
+                let req: crate::farm::writer::Request = Box::new(move |farm, s| {
+                    let answers = farm.stage_orders(s, intakes);
+                    Box::new(move || {
                         for (reply, a) in replies.into_iter().zip(answers) {
                             let _ = reply.send(a);
                         }
-                    }
-                    Err(e) => tracing::error!("order intake task failed: {e}"),
-                }
+                    })
+                });
+                farm.submit_request(req).await;
             }
         });
         IntakeQueue(tx)
@@ -115,16 +118,32 @@ impl Farm {
         })
     }
 
-    /// Places a group of orders in one durable transaction (group commit). Each answer is
-    /// its own: one bad order does not fail the others.
-    pub fn place_orders(&self, batch: Vec<Intake>) -> Vec<Result<Placed, OrderError>> {
+    /// Places a group of orders in the writer's next commit and answers once it is durable.
+    /// Each answer is its own: one bad order does not fail the others.
+    pub async fn place_orders(&self, batch: Vec<Intake>) -> Vec<Result<Placed, OrderError>> {
+        let placed = self
+            .write(move |farm, s| Ok::<_, std::convert::Infallible>(farm.stage_orders(s, batch)))
+            .await;
+        match placed {
+            Ok(a) => a,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Stages a group of orders: each is checked against the mirror first and written only
+    /// when accepted, so a refused order writes nothing and the others stand.
+    pub(crate) fn stage_orders(
+        &self,
+        s: &mut Staging<'_>,
+        batch: Vec<Intake>,
+    ) -> Vec<Result<Placed, OrderError>> {
         let t = now();
         let settings = self.production.settings();
-        let mut m = self.lock();
+        let m = &*s.m;
         let mut answers: Vec<Option<Result<Placed, OrderError>>> = Vec::with_capacity(batch.len());
         let mut fresh: Vec<(usize, Order, Vec<Job>, Vec<String>)> = vec![];
         let mut keys_in_batch: HashMap<String, (String, usize)> = HashMap::new();
-        let printers = self.scheduler_printers(&m);
+        let printers = self.scheduler_printers(m);
         for (i, intake) in batch.iter().enumerate() {
             let key = intake
                 .idempotency_key
@@ -159,14 +178,14 @@ impl Farm {
                     continue;
                 }
             }
-            let items = match orders::validate(&intake.request, t, |it| Self::resolve(&m, it)) {
+            let items = match orders::validate(&intake.request, t, |it| Self::resolve(m, it)) {
                 Ok(items) => items,
                 Err(errs) => {
                     answers.push(Some(Err(OrderError::Invalid(errs))));
                     continue;
                 }
             };
-            let (errs, warnings) = self.check_printable(&m, &items, &printers, &settings.rules);
+            let (errs, warnings) = self.check_printable(m, &items, &printers, &settings.rules);
             if !errs.is_empty() {
                 answers.push(Some(Err(OrderError::Invalid(errs))));
                 continue;
@@ -194,29 +213,14 @@ impl Farm {
             answers.push(None);
         }
         if !fresh.is_empty() {
-            // Commit without the farm lock: the fsync takes milliseconds, and every reader
-            // (API tokens, order views, the scheduler's input) waits for this lock. Nothing
-            // else can touch these orders meanwhile: they reach the mirror only after the
-            // commit, below, and intake is one task, so no other batch takes their keys.
-            // A batch that writes webhook deliveries keeps the lock: a later-numbered delivery
-            // to the same shop must not reach the outbox (and the shop) before this one.
             let webhook_shops = &settings.webhook_shops;
-            let hold = fresh
-                .iter()
-                .any(|(_, o, ..)| webhook_shops.contains(&o.shop));
             let metas: HashMap<String, FileMeta> = fresh
                 .iter()
                 .flat_map(|(_, o, ..)| o.items.iter().flat_map(|it| it.files.iter()))
                 .filter_map(|f| m.book.files.get(&f.sha256))
                 .map(|meta| (meta.sha256.clone(), meta.clone()))
                 .collect();
-            let held = if hold {
-                Some(m)
-            } else {
-                drop(m);
-                None
-            };
-            let written = self.store.write(|tx| {
+            let deliveries = s.put(|_, tx| {
                 let mut deliveries = vec![];
                 for (i, order, jobs, _) in fresh.iter_mut() {
                     order.number = tx.next_number("next_order")?;
@@ -256,52 +260,38 @@ impl Farm {
                 }
                 Ok::<_, StoreError>(deliveries)
             });
-            m = held.unwrap_or_else(|| self.lock());
-            match written {
-                Ok(deliveries) => {
-                    let version = self.production.queue_version.fetch_add(1, SeqCst) + 1;
-                    for (i, order, jobs, warnings) in fresh {
-                        for j in jobs {
-                            self.mirror_new_job(&mut m, j);
-                        }
-                        if let Some(k) = &batch[i].idempotency_key {
-                            m.book.idempotency.insert(
-                                format!("{}\n{k}", order.shop),
-                                IdempotencyRecord {
-                                    request_sha256: batch[i].body_sha256.clone(),
-                                    order_id: order.id.clone(),
-                                },
-                            );
-                        }
-                        answers[i] = Some(Ok(Placed {
+            let m = &mut *s.m;
+            let version = self.production.queue_version.fetch_add(1, SeqCst) + 1;
+            for (i, order, jobs, warnings) in fresh {
+                for j in jobs {
+                    self.mirror_new_job(m, j);
+                }
+                if let Some(k) = &batch[i].idempotency_key {
+                    m.book.idempotency.insert(
+                        format!("{}\n{k}", order.shop),
+                        IdempotencyRecord {
+                            request_sha256: batch[i].body_sha256.clone(),
                             order_id: order.id.clone(),
-                            replay: false,
-                            warnings,
-                            queue_version: version,
-                        }));
-                        m.book.numbers.insert(order.id.clone(), order.number);
-                        m.book.orders.insert(order.number, order);
-                    }
-                    let any = !deliveries.is_empty();
-                    m.book
-                        .outbox
-                        .extend(deliveries.into_iter().map(|d| (d.number, d)));
-                    if any {
-                        self.wake_webhooks();
-                    }
-                    self.kick.notify_one();
+                        },
+                    );
                 }
-                Err(e) => {
-                    tracing::error!("order intake: {e}");
-                    for (i, ..) in fresh {
-                        answers[i] = Some(Err(OrderError::Farm(FarmError::Store(
-                            StoreError::Locked(format!(
-                                "the store could not commit the order ({e}); retry with the same Idempotency-Key"
-                            )),
-                        ))));
-                    }
-                }
+                answers[i] = Some(Ok(Placed {
+                    order_id: order.id.clone(),
+                    replay: false,
+                    warnings,
+                    queue_version: version,
+                }));
+                m.book.numbers.insert(order.id.clone(), order.number);
+                m.book.orders.insert(order.number, order);
             }
+            let any = !deliveries.is_empty();
+            m.book
+                .outbox
+                .extend(deliveries.into_iter().map(|d| (d.number, d)));
+            if any {
+                self.wake_webhooks();
+            }
+            self.kick.notify_one();
         }
         // Repeats of a key within this batch answer with the order its first use made.
         let firsts: Vec<Option<String>> = answers
@@ -480,11 +470,11 @@ mod tests {
     /// The batch commits outside the farm lock; what must still hold: every placed order is in
     /// the store (a reopen finds it), is in the first plan whose version its answer names, and
     /// leaves the scheduler's queue when it stops being queued.
-    #[test]
-    fn a_batch_is_durable_in_the_next_plan_and_the_queue_follows_its_jobs() {
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_batch_is_durable_in_the_next_plan_and_the_queue_follows_its_jobs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let farm = open(dir.path());
-        farm.add_printer("p-1", None, true).expect("printer");
+        farm.add_printer("p-1", None, true).await.expect("printer");
         let tools = vec![crate::printers::fleet::ToolSlot {
             nozzle_mm: Some(0.4),
             material: Some("PLA".into()),
@@ -494,7 +484,7 @@ mod tests {
             tools: Some(tools),
             ..ProfilePatch::default()
         };
-        farm.set_profile("p-1", patch).expect("profile");
+        farm.set_profile("p-1", patch).await.expect("profile");
         let sha = "ab".repeat(32);
         farm.record_file(crate::catalog::FileMeta {
             sha256: sha.clone(),
@@ -505,12 +495,13 @@ mod tests {
             size_mm: Some([20.0, 20.0, 5.0]),
             plates: vec![],
         })
+        .await
         .expect("file");
 
         let mut batch: Vec<Intake> = (0..40).map(|i| intake(&format!("k{i}"), &sha, 2)).collect();
         batch.push(intake("k3", &sha, 2)); // a retry inside the batch
         batch.push(intake("bad", &sha, 0)); // a mistake fails alone
-        let answers = farm.place_orders(batch);
+        let answers = farm.place_orders(batch).await;
         let placed: Vec<&Placed> = answers[..40]
             .iter()
             .map(|a| a.as_ref().expect("placed"))
@@ -520,7 +511,7 @@ mod tests {
         assert!(matches!(answers[41], Err(OrderError::Invalid(_))));
         let version = placed.iter().map(|p| p.queue_version).max().expect("some");
 
-        farm.schedule().expect("plan");
+        farm.schedule().await.expect("plan");
         let plan = farm.timeline();
         assert!(plan.version >= version);
         assert_eq!(
@@ -544,8 +535,9 @@ mod tests {
         );
 
         farm.order_event(&placed[0].order_id, None, OrderEvent::Cancel, false)
+            .await
             .expect("cancel");
-        farm.schedule().expect("plan");
+        farm.schedule().await.expect("plan");
         let plan = farm.timeline();
         assert_eq!(
             plan.planned_jobs, 78,
@@ -563,7 +555,7 @@ mod tests {
                 p.order_id
             );
         }
-        farm.schedule().expect("plan");
+        farm.schedule().await.expect("plan");
         assert_eq!(
             farm.timeline().planned_jobs,
             78,

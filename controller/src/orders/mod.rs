@@ -19,6 +19,7 @@
 //! | [`webhooks`] | signing, backoff, and the task that delivers the outbox to shops |
 //! | [`http`] | `/api/v1/orders`, file uploads to order from, webhook log |
 
+pub mod actions;
 pub mod follow_up;
 pub mod http;
 pub mod intake;

@@ -1,6 +1,7 @@
 //! The webhook outbox in the farm: which deliveries are due, recording attempts, the log.
 
 use crate::farm::{Farm, FarmError, now};
+use crate::orders::actions::decide_delivery_result;
 use crate::orders::webhooks::Delivery;
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
@@ -35,44 +36,37 @@ impl Farm {
         (due, next)
     }
 
-    /// Records attempts durably (one transaction for the round).
-    pub fn record_deliveries(
+    /// Records attempts durably (one request to the writer for the round).
+    pub async fn record_deliveries(
         &self,
-        results: &[crate::orders::webhooks::Outcome],
-        cfg: &crate::orders::webhooks::WebhookConfig,
+        results: Vec<crate::orders::webhooks::Outcome>,
+        cfg: crate::orders::webhooks::WebhookConfig,
     ) -> Result<(), FarmError> {
         let t = now();
-        let mut m = self.lock();
-        let mut changed = vec![];
-        for r in results {
-            let Some(mut d) = m.book.outbox.get(&r.number).cloned() else {
-                continue;
-            };
-            d.attempts += 1;
-            if r.ok {
-                d.delivered_at = Some(t);
-                d.last_error = None;
-            } else {
-                d.last_error = r.error.clone();
-                let jitter = rand::random::<f64>() * 2.0 - 1.0;
-                let wait = crate::orders::webhooks::backoff(d.attempts, cfg, jitter);
-                d.next_attempt_at =
-                    t + time::Duration::try_from(wait).unwrap_or(time::Duration::HOUR);
-                d.dead = d.attempts >= cfg.max_attempts;
-                tracing::warn!(delivery = %d.id, shop = %d.shop, attempts = d.attempts, error = ?d.last_error, "webhook not delivered");
+        self.write(move |_, s| {
+            let changed: Vec<_> = results
+                .iter()
+                .filter_map(|r| {
+                    let d = s.m.book.outbox.get(&r.number)?;
+                    let jitter = rand::random::<f64>() * 2.0 - 1.0;
+                    let d = decide_delivery_result(d, r, &cfg, jitter, t);
+                    if !r.ok {
+                        tracing::warn!(delivery = %d.id, shop = %d.shop, attempts = d.attempts, error = ?d.last_error, "webhook not delivered");
+                    }
+                    Some(d)
+                })
+                .collect();
+            s.put(|_, tx| changed.iter().try_for_each(|d| tx.put_delivery(d)));
+            for d in changed {
+                if d.pending() {
+                    s.m.book.outbox.insert(d.number, d);
+                } else {
+                    s.m.book.outbox.remove(&d.number);
+                }
             }
-            changed.push(d);
-        }
-        self.store
-            .write(|tx| changed.iter().try_for_each(|d| tx.put_delivery(d)))?;
-        for d in changed {
-            if d.pending() {
-                m.book.outbox.insert(d.number, d);
-            } else {
-                m.book.outbox.remove(&d.number);
-            }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// The delivery log (admin), after delivery number `after`.

@@ -177,7 +177,16 @@ impl Farm {
 
     /// One order; `shop`: only if it belongs to that shop.
     pub fn order_view(&self, id: &str, shop: Option<&str>) -> Option<OrderView> {
-        let m = self.lock();
+        self.order_view_in(&self.lock(), id, shop)
+    }
+
+    /// [`Farm::order_view`] from a mirror the caller holds (the writer).
+    pub(crate) fn order_view_in(
+        &self,
+        m: &crate::farm::Mirror,
+        id: &str,
+        shop: Option<&str>,
+    ) -> Option<OrderView> {
         let order = m
             .book
             .numbers

@@ -200,7 +200,7 @@ pub async fn run(farm: Arc<Farm>, cfg: WebhookConfig, mut shutdown: watch::Recei
             for r in futures_util::future::join_all(rounds).await {
                 results.extend(r);
             }
-            if let Err(e) = farm.record_deliveries(&results, &cfg) {
+            if let Err(e) = farm.record_deliveries(results.clone(), cfg.clone()).await {
                 tracing::error!("webhook outbox: {e}");
             }
         }

@@ -118,26 +118,26 @@ impl Farm {
         }
     }
 
-    /// Applies one event exactly once, in seq order (DESIGN §4), and commits it durably.
-    /// Ingest goes through the writer instead ([`Farm::submit_event`]), which stages many
-    /// events in one transaction with [`Farm::decide_event`], [`Farm::write_event`] and
-    /// [`Farm::finish_event`].
+    /// Applies one event exactly once, in seq order (DESIGN §4), and waits until it is
+    /// durable: one request to the writer, for threads that may block (tests, the bench).
+    /// Ingest hands events over without waiting ([`Farm::submit_event`]); both are staged
+    /// with [`Farm::decide_event`], [`Farm::write_event`] and [`Farm::finish_event`].
     pub fn apply_event(
         &self,
         printer: &str,
         seq: u64,
         event: &Event,
     ) -> Result<Applied, FarmError> {
-        let mut guard = self.lock();
-        let m = &mut *guard;
-        let mut step = match self.decide_event(m, printer, seq, event)? {
-            Decided::Done(a) => return Ok(a),
-            Decided::Apply(step) => step,
-        };
-        let mirror = &*m;
-        self.store
-            .write(|tx| self.write_event(mirror, tx, &mut step))?;
-        Ok(self.finish_event(m, *step))
+        let (printer, event) = (printer.to_string(), event.clone());
+        self.write_blocking(
+            move |farm, s| match farm.decide_event(s.m, &printer, seq, &event)? {
+                Decided::Done(a) => Ok(a),
+                Decided::Apply(mut step) => {
+                    s.put(|m, tx| farm.write_event(m, tx, &mut step));
+                    Ok(farm.finish_event(s.m, *step))
+                }
+            },
+        )
     }
 
     /// What an event does: nothing (a replay or a gap) or a [`Step`] to write. Reads the

@@ -266,6 +266,11 @@ pub struct PrinterView {
     pub model: Option<String>,
     pub build_volume_mm: Option<[f64; 3]>,
     pub tools: Vec<ToolSlot>,
+    /// A filament changer's slots as the printer reports them (Bambu's AMS and external
+    /// spool): `{slot, material, colour, remain_pct, preset, active}`; empty slots have no
+    /// material. `remain_pct` is the printer's coarse estimate, shown, never billed.
+    #[schema(value_type = Vec<Object>)]
+    pub trays: Vec<farm_protocol::messages::Tray>,
     pub tags: Vec<String>,
     pub location: Option<String>,
     pub power_w: Option<f64>,
@@ -291,6 +296,7 @@ pub fn view(rec: &PrinterRecord, live: &Live) -> PrinterView {
         model: rec.model.clone(),
         build_volume_mm: rec.build_volume_mm,
         tools: rec.tools.clone(),
+        trays: status.map(|s| s.trays.clone()).unwrap_or_default(),
         tags: rec.tags.clone(),
         location: rec.location.clone(),
         power_w: rec.power_w,
@@ -343,6 +349,7 @@ pub(crate) fn status(state: Activity) -> Status {
             outbox_pending: 0,
         },
         interval_ms: 1000,
+        trays: vec![],
     }
 }
 

@@ -63,7 +63,8 @@ pub async fn add(
     require(&c, Role::Admin)?;
     let (rec, token) = st
         .farm
-        .add_printer(&n.id, n.name.as_deref(), n.auto_eject)?;
+        .add_printer(&n.id, n.name.as_deref(), n.auto_eject)
+        .await?;
     let config = crate::printers::enrol::agent_config(&rec, &token, &st.enrol);
     let view = st.farm.printer(&rec.id);
     Ok((
@@ -139,7 +140,7 @@ pub async fn command(
             &format!("printer {id} is offline; the command would not arrive"),
         ));
     }
-    let command_id = st.farm.send_command(&id, cmd)?;
+    let command_id = st.farm.send_command(&id, cmd).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "command_id": command_id })),
@@ -156,7 +157,7 @@ pub async fn clear(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    Ok(Json(st.farm.clear_bed(&id)?))
+    Ok(Json(st.farm.clear_bed(&id).await?))
 }
 
 /// `PATCH /api/v1/printers/{id}/profile`: model, build volume, tools, tags, location, power,
@@ -169,5 +170,5 @@ pub async fn profile(
     JsonBody(p): JsonBody<ProfilePatch>,
 ) -> Result<impl IntoResponse, Problem> {
     require(&c, Role::Operator)?;
-    Ok(Json(st.farm.set_profile(&id, p)?))
+    Ok(Json(st.farm.set_profile(&id, p).await?))
 }

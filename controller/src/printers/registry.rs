@@ -20,7 +20,7 @@ pub struct ProfilePatch {
 }
 
 impl Farm {
-    pub fn set_profile(&self, id: &str, p: ProfilePatch) -> Result<PrinterView, FarmError> {
+    pub async fn set_profile(&self, id: &str, p: ProfilePatch) -> Result<PrinterView, FarmError> {
         let bad = |s: &str| Err(FarmError::Invalid(s.to_string()));
         if let Some(v) = p.build_volume_mm
             && v.iter()
@@ -42,26 +42,51 @@ impl Farm {
         if p.power_w.is_some_and(|w| !(w.is_finite() && w >= 0.0)) {
             return bad("power_w is watts, 0 or more");
         }
-        let mut m = self.lock();
-        let e = m
-            .printers
-            .get_mut(id)
-            .ok_or_else(|| FarmError::NoPrinter(id.into()))?;
-        let mut rec = e.rec.clone();
-        rec.model = p.model.or(rec.model);
-        rec.build_volume_mm = p.build_volume_mm.or(rec.build_volume_mm);
-        rec.tools = p.tools.unwrap_or(rec.tools);
-        rec.tags = p.tags.unwrap_or(rec.tags);
-        rec.location = p.location.or(rec.location);
-        rec.power_w = p.power_w.or(rec.power_w);
-        rec.auto_eject = p.auto_eject.unwrap_or(rec.auto_eject);
-        rec.maintenance = p.maintenance.unwrap_or(rec.maintenance);
-        self.store.write(|tx| tx.put_printer(&rec))?;
-        e.rec = rec;
-        self.announce_printer(e);
-        let view = e.view.clone();
-        drop(m);
-        self.kick.notify_one();
-        Ok(view)
+        let id = id.to_string();
+        self.write(move |farm, s| {
+            let e =
+                s.m.printers
+                    .get(&id)
+                    .ok_or_else(|| FarmError::NoPrinter(id.clone()))?;
+            let rec = apply_profile(e.rec.clone(), p);
+            s.put(|_, tx| tx.put_printer(&rec));
+            let e = s.m.printers.get_mut(&id).expect("checked above");
+            e.rec = rec;
+            farm.announce_printer(e);
+            farm.kick.notify_one();
+            Ok(e.view.clone())
+        })
+        .await
     }
+}
+
+/// A printer's record with an operator's declared facts over it (pure; checked before).
+pub(crate) fn apply_profile(
+    mut rec: crate::printers::fleet::PrinterRecord,
+    p: ProfilePatch,
+) -> crate::printers::fleet::PrinterRecord {
+    rec.model = p.model.or(rec.model);
+    rec.build_volume_mm = p.build_volume_mm.or(rec.build_volume_mm);
+    rec.tools = p.tools.unwrap_or(rec.tools);
+    rec.tags = p.tags.unwrap_or(rec.tags);
+    rec.location = p.location.or(rec.location);
+    rec.power_w = p.power_w.or(rec.power_w);
+    rec.auto_eject = p.auto_eject.unwrap_or(rec.auto_eject);
+    rec.maintenance = p.maintenance.unwrap_or(rec.maintenance);
+    rec
+}
+
+/// The operator confirms the bed is empty: the printer's record after it, or why not (pure).
+pub(crate) fn decide_bed_clear(
+    rec: &crate::printers::fleet::PrinterRecord,
+) -> Result<crate::printers::fleet::PrinterRecord, String> {
+    if !rec.awaiting_clear {
+        return Err(format!(
+            "printer {} is not waiting for its bed to be cleared",
+            rec.id
+        ));
+    }
+    let mut rec = rec.clone();
+    rec.awaiting_clear = false;
+    Ok(rec)
 }

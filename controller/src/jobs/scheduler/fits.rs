@@ -2,7 +2,8 @@
 //! colour, nozzle, build volume, maintenance, pin, filament on the spool)? Time is not
 //! considered here.
 
-use super::{JobInput, PrinterInput, Rules};
+use super::{ChangerSlot, JobInput, PrinterInput, Rules};
+use farm_protocol::materials::same_colour;
 
 /// Why a printer cannot take a job (ignoring whether it is free right now).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum Misfit {
     TooBig { size: [f64; 3], volume: [f64; 3] },
     #[error("tool {tool} holds {have:.0} g, the job needs {need:.0} g with margin")]
     NotEnough { tool: usize, have: f64, need: f64 },
+    #[error("no AMS tray holds {want} (it holds {have})")]
+    NoTray { want: String, have: String },
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -77,7 +80,11 @@ pub(super) fn fits_class(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
         if *g <= 0.0 {
             continue;
         }
-        let t = p.tools.get(tool);
+        // With a changer, a job's tool is a filament slot fed through the one nozzle.
+        let t = p
+            .tools
+            .get(tool)
+            .or_else(|| p.trays.first().and(p.tools.first()));
         if let Some(want) = j.nozzle_mm {
             let have = t.and_then(|t| t.nozzle_mm);
             if have.is_none_or(|h| (h - want).abs() > 0.001) {
@@ -85,6 +92,20 @@ pub(super) fn fits_class(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
             }
         }
         if j.material.is_none() && j.colour.is_none() {
+            continue;
+        }
+        if !p.trays.is_empty() {
+            if !p.trays.iter().any(|s| holds(s, j)) {
+                return Err(Misfit::NoTray {
+                    want: wanted(j),
+                    have: p
+                        .trays
+                        .iter()
+                        .map(|s| format!("{} {}", s.loaded.material, s.loaded.colour))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
             continue;
         }
         let Some(l) = t.and_then(|t| t.loaded.as_ref()) else {
@@ -96,15 +117,47 @@ pub(super) fn fits_class(p: &PrinterInput, j: &JobInput) -> Result<(), Misfit> {
             return Err(Misfit::Material {
                 tool,
                 have: format!("{} {}", l.material, l.colour),
-                want: format!(
-                    "{} {}",
-                    j.material.as_deref().unwrap_or("any material"),
-                    j.colour.as_deref().unwrap_or("any colour")
-                ),
+                want: wanted(j),
             });
         }
     }
     Ok(())
+}
+
+fn wanted(j: &JobInput) -> String {
+    format!(
+        "{} {}",
+        j.material.as_deref().unwrap_or("any material"),
+        j.colour.as_deref().unwrap_or("any colour")
+    )
+}
+
+/// Does a changer slot hold the job's material and colour? The colour may match the
+/// inventory's name for the spool or the colour the printer reports.
+fn holds(s: &ChangerSlot, j: &JobInput) -> bool {
+    let material_ok = j
+        .material
+        .as_deref()
+        .is_none_or(|m| same(m, &s.loaded.material));
+    let colour_ok = j.colour.as_deref().is_none_or(|c| {
+        same_colour(c, &s.loaded.colour)
+            || s.reported_colour
+                .as_deref()
+                .is_some_and(|r| same_colour(c, r))
+    });
+    material_ok && colour_ok
+}
+
+/// The changer slots of `p` that hold the job's material and colour: those matched to an
+/// inventory spool first (most grams first), then the rest by slot. What the assignment
+/// tells the agent to map the job onto.
+pub fn matching_trays(p: &PrinterInput, j: &JobInput) -> Vec<u32> {
+    let mut fit: Vec<&ChangerSlot> = p.trays.iter().filter(|s| holds(s, j)).collect();
+    fit.sort_by(|a, b| {
+        let g = |s: &ChangerSlot| s.loaded.remaining_g.unwrap_or(f64::NEG_INFINITY);
+        g(b).total_cmp(&g(a)).then(a.slot.cmp(&b.slot))
+    });
+    fit.iter().map(|s| s.slot).collect()
 }
 
 pub(super) fn fits_quantity(
@@ -113,6 +166,27 @@ pub(super) fn fits_quantity(
     rules: &Rules,
     remaining: Option<&[Option<f64>]>,
 ) -> Result<(), Misfit> {
+    if !p.trays.is_empty() {
+        // The fullest matching tray must hold the whole job; a tray of unknown weight (no
+        // inventory spool matched to it) is not checked. Not spent along the timeline.
+        let total: f64 = j.grams.iter().filter(|g| **g > 0.0).sum();
+        let mut have: Option<f64> = None;
+        for s in p.trays.iter().filter(|s| holds(s, j)) {
+            match s.loaded.remaining_g {
+                None => return Ok(()),
+                Some(g) => have = Some(have.map_or(g, |h: f64| h.max(g))),
+            }
+        }
+        let need = needed_g(total, rules);
+        return match have {
+            Some(have) if have < need && total > 0.0 => Err(Misfit::NotEnough {
+                tool: 0,
+                have,
+                need,
+            }),
+            _ => Ok(()),
+        };
+    }
     for (tool, g) in j.grams.iter().enumerate() {
         if *g <= 0.0 {
             continue;

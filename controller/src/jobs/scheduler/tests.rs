@@ -25,6 +25,7 @@ fn printer(id: &str, tools: Vec<Tool>) -> PrinterInput {
         auto_eject: true,
         build_volume_mm: Some([250.0, 210.0, 210.0]),
         tools,
+        trays: vec![],
         busy_remaining_s: 0.0,
     }
 }
@@ -368,6 +369,7 @@ fn arb_printer() -> impl Strategy<Value = PrinterInput> {
                     remaining_g: g,
                 }),
             }],
+            trays: vec![],
             busy_remaining_s: busy,
         })
 }
@@ -490,4 +492,62 @@ proptest! {
         let got: Vec<&str> = plan.waiting.iter().map(|w| &*w.job_id).collect();
         prop_assert_eq!(got, expected);
     }
+}
+
+fn ams_slot(slot: u32, material: &str, colour: &str, g: Option<f64>) -> ChangerSlot {
+    ChangerSlot {
+        slot,
+        loaded: Loaded {
+            material: material.into(),
+            colour: colour.into(),
+            remaining_g: g,
+        },
+        reported_colour: Some(colour.into()),
+    }
+}
+
+#[test]
+fn a_job_goes_to_the_printer_whose_ams_holds_its_material_and_waits_when_none_does() {
+    let r = Rules::default();
+    // A Bambu: one nozzle declared, nothing mounted on it; the AMS holds white PLA, black PETG.
+    let mut bambu = printer("bambu", vec![Tool::default()]);
+    bambu.tools[0].nozzle_mm = Some(0.4);
+    bambu.trays = vec![
+        ams_slot(0, "PLA", "#FFFFFF", None),
+        ams_slot(2, "PETG", "#000000", None),
+    ];
+    let other = printer("mk4", vec![pla("black", None)]);
+    let mut petg = job("petg", 1);
+    petg.material = Some("PETG".into());
+    // Two filament slots in the file: both fed from the AMS through the one nozzle.
+    petg.grams = smallvec::smallvec![5.0, 5.0];
+    petg.nozzle_mm = Some(0.4);
+    assert_eq!(fits(&bambu, &petg, &r), Ok(()));
+    assert_eq!(matching_trays(&bambu, &petg), vec![2]);
+    let mut red = job("red", 2);
+    red.material = Some("PETG".into());
+    red.colour = Some("red".into());
+    let plan = plan(
+        &input(vec![other.clone(), bambu.clone()], vec![petg, red]),
+        NOW,
+    );
+    assert_eq!(starts(&plan), vec![("petg", "bambu")]);
+    let why = &plan.waiting[0].reason;
+    assert!(
+        why.contains("bambu: no AMS tray holds PETG red (it holds PLA #FFFFFF, PETG #000000)"),
+        "{why}"
+    );
+    // A tray matched to an inventory spool brings its grams: too few refuses the job.
+    bambu.trays[1] = ams_slot(2, "PETG", "black", Some(8.0));
+    let mut big = job("big", 3);
+    big.material = Some("PETG".into());
+    assert!(matches!(
+        fits(&bambu, &big, &r),
+        Err(Misfit::NotEnough { .. })
+    ));
+    // A PLA black job: the MK4's spool, not the AMS's white PLA.
+    assert_eq!(
+        fits(&bambu, &job("pla", 4), &r).map_err(|e| e.to_string()),
+        Err("no AMS tray holds PLA black (it holds PLA #FFFFFF, PETG black)".into())
+    );
 }
