@@ -11,6 +11,7 @@
 //! | [`link`] | the MQTT connection: presence and last will, subscriptions, resends, backoff |
 //! | [`runner`] | commands → fetch → verify → hand to printer; printer events → outbox |
 //! | [`fetch`] | HTTP download with `Range` resume, sha256 check, bounded cache |
+//! | [`printable`] | what a back end is given to print: the job file as is, or plain G-code written beside it (a `.gcode.3mf`'s plate, a `.bgcode`'s text) for back ends that do not print that kind |
 //! | [`plate`] | a `.gcode.3mf` job's plate extracted (streamed) for back ends that print plain G-code |
 //! | [`printer`] | the back-end interface every printer type implements |
 //! | [`sim`] | the simulated printer back end |
@@ -46,6 +47,7 @@ pub mod moonraker;
 pub mod octoprint;
 pub mod outbox;
 pub mod plate;
+pub mod printable;
 pub mod printer;
 pub mod prusalink;
 pub mod runner;

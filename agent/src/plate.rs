@@ -6,51 +6,25 @@
 //! billing work on it unchanged.
 //!
 //! Bambu printers take the archive itself and are told the plate (`project_file`), so for them
-//! nothing is extracted.
+//! nothing is extracted ([`crate::printable`] decides).
 //!
 //! Layout under `state_dir/files/`: `<sha256>.plate<N>.part` while extracting,
 //! `<sha256>.plate<N>.gcode` once whole; the cache's eviction treats it like a fetched file.
 
 use farm_protocol::threemf::{ThreeMf, ThreeMfError};
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
-
-/// Whether a back end prints a `.gcode.3mf` as it is (and is told the plate).
-pub fn prints_archives(backend: &str) -> bool {
-    backend == "bambu"
-}
 
 /// The G-code of plate `plate` of the archive at `archive` (a verified cached job file), as a
 /// file beside it; reused if it was extracted whole before.
 pub fn extract(archive: &Path, plate: u32) -> Result<PathBuf, ThreeMfError> {
-    let stem = archive
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.split('.').next())
-        .unwrap_or("job");
-    let out = archive.with_file_name(format!("{stem}.plate{plate}.gcode"));
+    let out = crate::printable::beside(archive, &format!("plate{plate}"));
     let file = std::fs::File::open(archive)?;
     let mut zip = ThreeMf::open(BufReader::with_capacity(1 << 16, file))?;
     zip.choose_plate(Some(plate))?;
-    let mut gcode = zip.plate(plate)?;
-    if std::fs::metadata(&out).is_ok_and(|m| m.len() == gcode.len()) {
-        return Ok(out);
-    }
-    let part = out.with_extension("part");
-    let mut w = BufWriter::with_capacity(1 << 16, std::fs::File::create(&part)?);
-    let copied = std::io::copy(&mut gcode, &mut w).map_err(ThreeMfError::from);
-    let done = copied.and_then(|_| {
-        let f = w
-            .into_inner()
-            .map_err(|e| ThreeMfError::Io(e.into_error()))?;
-        f.sync_all()?;
-        Ok(())
-    });
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&part);
-        return Err(e);
-    }
-    std::fs::rename(&part, &out)?;
+    let gcode = zip.plate(plate)?;
+    let len = gcode.len();
+    crate::printable::write_whole(&out, Some(len), gcode)?;
     Ok(out)
 }
 
@@ -110,6 +84,5 @@ mod tests {
             extract(&path, 1).expect_err("not a zip").reason(),
             "not_zip"
         );
-        assert!(prints_archives("bambu") && !prints_archives("serial"));
     }
 }

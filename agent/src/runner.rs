@@ -16,6 +16,7 @@ use crate::config::{Config, STATUS_INTERVAL_MS};
 use crate::fetch::{FetchError, Fetcher};
 use crate::material::{MaterialMeter, REPORT_EVERY};
 use crate::outbox::{Batch, CurrentJob, JobChange, Outbox, OutboxError};
+use crate::printable;
 use crate::printer::{Printer, PrinterCommand};
 use crate::status::Transfer;
 use farm_protocol::Envelope;
@@ -395,7 +396,7 @@ impl Runner {
         };
         let plate = job.assignment.plate;
         let failure = match res {
-            Ok(Ok(path)) => match self.plate_file(path, plate).await {
+            Ok(Ok(path)) => match printable::for_backend(self.printer.backend, path, plate).await {
                 Ok((path, plate)) => {
                     let start = PrinterCommand::Start {
                         job_id: job_id.clone(),
@@ -433,26 +434,6 @@ impl Runner {
             })
             .await;
         }
-    }
-
-    /// The file to print and the plate to name: a `.gcode.3mf` goes as it is to a back end
-    /// that prints archives, else its plate's G-code is extracted ([`crate::plate`]).
-    async fn plate_file(
-        &self,
-        path: PathBuf,
-        plate: Option<u32>,
-    ) -> Result<(PathBuf, Option<u32>), String> {
-        let Some(n) = plate else {
-            return Ok((path, None));
-        };
-        if crate::plate::prints_archives(self.printer.backend) {
-            return Ok((path, Some(n)));
-        }
-        let extracted = tokio::task::spawn_blocking(move || crate::plate::extract(&path, n))
-            .await
-            .map_err(|e| format!("extracting plate {n} stopped: {e}"))?
-            .map_err(|e| format!("cannot read plate {n} of the job's .gcode.3mf: {e}"))?;
-        Ok((extracted, None))
     }
 
     async fn on_printer_event(&mut self, ev: Event) {

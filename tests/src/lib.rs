@@ -7,6 +7,7 @@
 //! when a test fails, so a red CI says why.
 
 pub mod bambu;
+pub mod bgcode;
 pub mod browser;
 pub mod moonraker;
 pub mod octoprint;

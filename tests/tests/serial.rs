@@ -607,20 +607,52 @@ async fn plate_print(farm: &mut Farm) -> Result<()> {
         "{status} {up}"
     );
     let id = job_id(up["jobs"].as_array().map(Vec::as_slice).unwrap_or_default());
-    let job = wait_job(farm, &id, "completed", Duration::from_secs(120)).await?;
-    // The printer took plate 2's G-code, whole and once, and the job billed exactly it.
+    // The printer took plate 2's G-code, whole and once, and the job billed exactly it: the
+    // quote priced plate 2's grams at the same default material.
+    printed_whole_and_billed(farm, &vp, &id, &file_commands(&plate2), &q).await
+}
+
+/// Job `id` completes; the printer took `commands` (400 short extruding moves) whole, in one
+/// session, and the job is billed exactly them: its cost is the quote `q`'s grams.
+async fn printed_whole_and_billed(
+    farm: &Farm,
+    vp: &VPrinter,
+    id: &str,
+    commands: &[String],
+    q: &Value,
+) -> Result<()> {
+    let job = wait_job(farm, id, "completed", Duration::from_secs(120)).await?;
     let sessions = vp.sessions()?;
     ensure!(sessions.len() == 1, "one session: {}", sessions.len());
-    assert_whole(&sessions[0], &file_commands(&plate2))?;
-    let moves = billed_exactly(&job, &accepted(&vp))?;
+    assert_whole(&sessions[0], commands)?;
+    let moves = billed_exactly(&job, &accepted(vp))?;
     ensure!(moves == 400, "{moves} extruding moves billed");
     let cost = farm.get(&format!("/api/v1/jobs/{id}/cost")).await?;
-    let grams = cost["grams"].as_f64().unwrap_or(-1.0);
-    // The quote priced plate 2's grams at the same default material: the bill is that figure.
-    let want = q["grams"].as_f64().unwrap_or(-2.0);
+    let (grams, want) = (cost["grams"].as_f64(), q["grams"].as_f64());
     ensure!(
-        (grams - want).abs() < 1e-6,
-        "billed {grams} g, plate 2 is {want} g: {cost}"
+        grams
+            .zip(want)
+            .is_some_and(|(g, w)| w > 0.0 && (g - w).abs() < 1e-6),
+        "billed {grams:?} g, the quote is {want:?} g: {cost}"
     );
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bgcode_job_prints_as_its_decoded_text_and_bills_its_grams_once() {
+    in_farm(async |farm| bgcode_print(farm).await).await;
+}
+
+async fn bgcode_print(farm: &mut Farm) -> Result<()> {
+    let vp = serial_printer(farm, &[]).await?;
+    wait_idle(farm).await?;
+    let ascii = farm_e2e::bgcode::as_prusaslicer(&short_segments(400, false, &[]));
+    let binary = farm_e2e::bgcode::from_ascii(&ascii)?;
+    let (status, q) = farm.post_file("/api/v1/quotes", binary.clone()).await?;
+    ensure!(status == 200, "a quote of the .bgcode: {status} {q}");
+    let jobs = farm.upload("cube.bgcode", binary, 1).await?;
+    let id = job_id(&jobs);
+    // The printer took the file's text (libbgcode's commands are the ASCII file's), whole and
+    // once; the binary would have been refused or garbled line by line.
+    printed_whole_and_billed(farm, &vp, &id, &file_commands(&ascii), &q).await
 }

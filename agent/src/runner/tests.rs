@@ -137,21 +137,27 @@ impl Rig {
     /// Puts a G-code file on the server; returns the assignment and the analyzer's totals.
     fn job(&self, job_id: &str, layers: u32) -> (JobAssignment, Vec<f64>) {
         let body = sample(layers);
-        let name = format!("{job_id}.gcode");
-        std::fs::write(self.srv_dir.path().join(&name), &body).expect("write");
         let total = analyze(body.as_bytes()).expect("analyze").filament_mm;
-        let a = JobAssignment {
+        (
+            self.serve(job_id, &format!("{job_id}.gcode"), body.as_bytes()),
+            total,
+        )
+    }
+
+    /// Puts `body` on the server as `name`; its assignment as job `job_id`.
+    fn serve(&self, job_id: &str, name: &str, body: &[u8]) -> JobAssignment {
+        std::fs::write(self.srv_dir.path().join(name), body).expect("write");
+        JobAssignment {
             job_id: job_id.into(),
-            name: name.clone(),
+            name: name.into(),
             url: format!("{}/{name}", self.base),
-            sha256: hex::encode(Sha256::digest(body.as_bytes())),
+            sha256: hex::encode(Sha256::digest(body)),
             size: body.len() as u64,
             material: None,
             colour: None,
             trays: vec![],
             plate: None,
-        };
-        (a, total)
+        }
     }
 
     fn send(&self, command_id: &str, cmd: Command) {
@@ -491,17 +497,9 @@ async fn a_3mf_plate_is_extracted_printed_and_billed_and_a_missing_plate_fails_t
         w.write_all(g.as_bytes()).expect("write");
     }
     let body = w.finish().expect("zip").into_inner();
-    std::fs::write(r.srv_dir.path().join("two.gcode.3mf"), &body).expect("write");
     let assign = |job: &str, plate| JobAssignment {
-        job_id: job.into(),
-        name: "two.gcode.3mf".into(),
-        url: format!("{}/two.gcode.3mf", r.base),
-        sha256: hex::encode(Sha256::digest(&body)),
-        size: body.len() as u64,
-        material: None,
-        colour: None,
-        trays: vec![],
         plate: Some(plate),
+        ..r.serve(job, "two.gcode.3mf", &body)
     };
     r.send("c-1", Command::AssignJob(assign("j-1", 2)));
     let evs = wait_for(&r.run.outbox, |e| finished(e, "j-1").is_some()).await;
@@ -521,6 +519,26 @@ async fn a_3mf_plate_is_extracted_printed_and_billed_and_a_missing_plate_fails_t
     assert!(
         reason.contains("plate 7") && reason.contains("plates are 1, 2"),
         "{reason}"
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_bgcode_job_is_printed_as_its_text_and_billed_its_filament() {
+    let r = rig(2000.0).await;
+    let body =
+        include_bytes!("../../../protocol/tests/data/bgcode/prusaslicer-2.8.1-mini-cube.bgcode");
+    let a = r.serve("j-b", "cube.bgcode", body);
+    r.send("c-1", Command::AssignJob(a));
+    let evs = wait_for(&r.run.outbox, |e| finished(e, "j-b").is_some()).await;
+    let (outcome, reason, extruded) = finished(&evs, "j-b").expect("finished");
+    let want = farm_protocol::bgcode::analyze_with(&body[..], Default::default())
+        .expect("analyse")
+        .filament_mm;
+    assert_eq!(
+        (outcome, reason, extruded),
+        (Outcome::Completed, None, want),
+        "the simulated printer printed the decoded text"
     );
     r.stop().await;
 }
