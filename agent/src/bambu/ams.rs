@@ -245,7 +245,11 @@ mod tests {
     fn a_one_filament_plate_takes_any_tray_of_its_material_unless_the_job_names_a_colour() {
         let plate = [slicer(1, "PLA", "#FF6A13")];
         let n = needs(&plate, &Filament::default());
-        assert_eq!(choose(&n, &trays(), &[]), Ok(vec![0]), "the feeding PLA tray");
+        assert_eq!(
+            choose(&n, &trays(), &[]),
+            Ok(vec![0]),
+            "the feeding PLA tray"
+        );
         let red = Filament {
             colour: Some("#C12E1F".into()),
             ..Filament::default()
