@@ -439,7 +439,7 @@ impl Runner {
     async fn on_printer_event(&mut self, ev: Event) {
         let mut batch = Batch::default();
         let ev = match ev {
-            Event::JobStarted { job_id } => {
+            Event::JobStarted { job_id, tool_trays } => {
                 if let Some(j) = self.job.as_mut().filter(|j| j.record.job_id == job_id) {
                     j.record.printing = true;
                     self.meter.begin(
@@ -449,7 +449,7 @@ impl Runner {
                     );
                     batch.job = JobChange::Set(j.record.clone());
                 }
-                Event::JobStarted { job_id }
+                Event::JobStarted { job_id, tool_trays }
             }
             Event::JobFinished {
                 job_id,

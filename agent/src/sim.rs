@@ -567,7 +567,7 @@ impl SimPrinter {
         });
         self.state = Activity::Printing;
         self.message = None;
-        self.emit(Event::JobStarted { job_id });
+        self.emit(Event::job_started(job_id));
         Ok(format!("printing {name}"))
     }
 

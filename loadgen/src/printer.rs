@@ -286,7 +286,7 @@ pub async fn live(
                         let body = match r {
                             Ok(()) => {
                                 printing = Some(job_id.clone());
-                                Event::JobStarted { job_id }
+                                Event::job_started(job_id)
                             }
                             Err(reason) => Event::JobFinished {
                                 job_id,

@@ -174,6 +174,14 @@ pub enum Event {
     /// The file is verified and on the printer; printing (with heat-up) has begun.
     JobStarted {
         job_id: String,
+        /// For a printer with a filament changer: per tool (index = tool number, as in
+        /// `extruded_mm`), the changer slot ([`Tray::slot`]) the printer was told to feed it
+        /// from, `null` for a tool no slot feeds. Bambu: the `ams_mapping` of the started
+        /// plate. The controller books each tool's filament to the spool in that slot.
+        /// Empty (left out) for every other printer: each tool's own spool is billed. Added
+        /// within v1: older receivers ignore it, older senders leave it out.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tool_trays: Vec<Option<u32>>,
     },
     JobPaused {
         job_id: String,
@@ -240,11 +248,19 @@ impl Body for Event {
 }
 
 impl Event {
+    /// `job_started` for a printer without a filament changer (no `tool_trays`).
+    pub fn job_started(job_id: impl Into<String>) -> Event {
+        Event::JobStarted {
+            job_id: job_id.into(),
+            tool_trays: vec![],
+        }
+    }
+
     /// The job the event is about, if any.
     pub fn job_id(&self) -> Option<&str> {
         match self {
             Event::JobAccepted { job_id }
-            | Event::JobStarted { job_id }
+            | Event::JobStarted { job_id, .. }
             | Event::JobPaused { job_id, .. }
             | Event::JobResumed { job_id }
             | Event::Material { job_id, .. }
@@ -361,5 +377,37 @@ mod plate_tests {
             serde_json::from_str::<JobAssignment>(&json).expect("back"),
             with
         );
+    }
+}
+
+#[cfg(test)]
+mod tool_tray_tests {
+    use super::*;
+
+    /// `job_started` without trays reads and writes as before; with them, a `null` marks a
+    /// tool no tray feeds, and an older receiver's view (no such field) still parses it.
+    #[test]
+    fn tool_trays_are_optional_on_the_wire() {
+        let old = r#"{"kind":"job_started","body":{"job_id":"j"}}"#;
+        let e: Event = serde_json::from_str(old).expect("old job_started");
+        assert_eq!(e, Event::job_started("j"));
+        assert_eq!(serde_json::to_string(&e).expect("json"), old);
+        let with = Event::JobStarted {
+            job_id: "j".into(),
+            tool_trays: vec![Some(0), None, None, Some(1)],
+        };
+        let json = serde_json::to_string(&with).expect("json");
+        assert_eq!(
+            json,
+            r#"{"kind":"job_started","body":{"job_id":"j","tool_trays":[0,null,null,1]}}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).expect("back"), with);
+        #[derive(Deserialize)]
+        #[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+        enum Older {
+            JobStarted { job_id: String },
+        }
+        let Older::JobStarted { job_id } = serde_json::from_str(&json).expect("older reader");
+        assert_eq!(job_id, "j");
     }
 }

@@ -71,9 +71,7 @@ async fn forgery(farm: &mut Farm) -> Result<()> {
     // 1. An event on p-2's topic, claiming to be p-2, signed with p-1's key.
     let ev = Envelope::new(
         pid("p-2"),
-        Event::JobStarted {
-            job_id: "job-1".into(),
-        },
+        Event::job_started("job-1"),
     )
     .with_seq(1);
     c.publish(

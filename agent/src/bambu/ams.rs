@@ -181,6 +181,13 @@ pub fn choose(needs: &[SlotNeed], trays: &[Tray], configured: &[u32]) -> Result<
     Ok(mapping)
 }
 
+/// What the farm is told fed each tool (`job_started`'s `tool_trays`): the plate's G-code
+/// selects filament N with `T<N-1>`, so tool `t` is fed by `mapping[t]`; −1 (unused) is `None`.
+/// The controller books each tool's filament to the spool in that tray.
+pub fn tool_trays(mapping: &[i32]) -> Vec<Option<u32>> {
+    mapping.iter().map(|t| u32::try_from(*t).ok()).collect()
+}
+
 /// The mapping for plate `plate` of the 3MF at `path` printed as `job` on a printer holding
 /// `trays`: [`plate_filaments`], [`needs`], [`choose`]. Blocking (reads the file).
 pub fn mapping_for_plate(
@@ -295,6 +302,16 @@ mod tests {
         assert!(e.contains("filament 2 (PETG #FF0000)"), "{e}");
         assert!(e.contains("1 PETG #000000") && e.contains("2 empty"), "{e}");
         assert!(!e.contains("filament 1"), "{e}");
+    }
+
+    #[test]
+    fn each_tool_is_fed_by_its_filaments_tray() {
+        assert_eq!(
+            tool_trays(&[0, -1, -1, 2]),
+            vec![Some(0), None, None, Some(2)]
+        );
+        assert_eq!(tool_trays(&[254]), vec![Some(254)]);
+        assert_eq!(tool_trays(&[]), Vec::<Option<u32>>::new());
     }
 
     /// A real Bambu Studio 02.05 two-colour plate (`protocol/tests/data/slicers/`, README

@@ -48,6 +48,8 @@ struct ActiveJob {
     started: Instant,
     /// The `sequence_id` of the print request: a refusal in its reply ends the job.
     request: String,
+    /// The tray that feeds each tool (the `ams_mapping` sent), told to the farm at the start.
+    tool_trays: Vec<Option<u32>>,
 }
 
 /// A command waiting for the printer's reply.
@@ -339,10 +341,12 @@ impl Shell {
             .watch
             .billed_mm(&job.layer_starts, &job.total, false, &job.extruded);
         let job_id = job.job_id.clone();
+        let tool_trays = job.tool_trays.clone();
         for c in changes {
             match c {
                 JobChange::Confirmed => self.emit(Event::JobStarted {
                     job_id: job_id.clone(),
+                    tool_trays: tool_trays.clone(),
                 }),
                 JobChange::Paused => self.emit(Event::JobPaused {
                     job_id: job_id.clone(),
@@ -575,6 +579,7 @@ impl Shell {
             file_size,
             started: Instant::now(),
             request: request.sequence_id,
+            tool_trays: ams::tool_trays(&ams_mapping),
         });
         self.publish();
         Ok(format!(

@@ -539,7 +539,7 @@ impl Shell {
             remaining_s: None,
             started: Instant::now(),
         });
-        self.emit(Event::JobStarted { job_id });
+        self.emit(Event::job_started(job_id));
         Ok(format!("printing {} on Klipper", stored.path))
     }
 

@@ -269,9 +269,7 @@ impl Tracker {
         let mut out = vec![];
         if let Some(j) = &mut self.job {
             j.file = path.to_string();
-            out.push(Effect::Emit(Event::JobStarted {
-                job_id: j.job_id.clone(),
-            }));
+            out.push(Effect::Emit(Event::job_started(j.job_id.clone())));
         }
         self.settle(&mut out);
         out

@@ -253,9 +253,7 @@ impl Tracker {
         if let Some(j) = &mut self.job {
             // The grace for showing the print counts from here, not from the upload's start.
             j.started = now;
-            out.push(Effect::Emit(Event::JobStarted {
-                job_id: j.job_id.clone(),
-            }));
+            out.push(Effect::Emit(Event::job_started(j.job_id.clone())));
         }
         self.settle(&mut out);
         out

@@ -252,9 +252,7 @@ async fn a_job_goes_through_fetch_and_print_with_exact_material_and_commands_run
             Event::JobAccepted {
                 job_id: "j-1".into()
             },
-            Event::JobStarted {
-                job_id: "j-1".into()
-            },
+            Event::job_started("j-1"),
         ]
     );
     let (outcome, _, extruded) = finished(&evs, "j-1").expect("finished");
@@ -282,9 +280,7 @@ async fn busy_wrong_job_and_bad_file_are_refused_with_reasons() {
     let (a, _) = r.job("j-1", 40);
     r.send("c-1", Command::AssignJob(a));
     wait_for(&r.run.outbox, |e| {
-        e.contains(&Event::JobStarted {
-            job_id: "j-1".into(),
-        })
+        e.contains(&Event::job_started("j-1"))
     })
     .await;
     let (b, _) = r.job("j-2", 1);
@@ -351,9 +347,7 @@ async fn emergency_stop_and_sim_fail_fail_the_job_and_raise_printer_errors() {
     let (a, _) = r.job("j-1", 40);
     r.send("c-1", Command::AssignJob(a));
     wait_for(&r.run.outbox, |e| {
-        e.contains(&Event::JobStarted {
-            job_id: "j-1".into(),
-        })
+        e.contains(&Event::job_started("j-1"))
     })
     .await;
     r.send("c-2", Command::EmergencyStop {});
@@ -385,9 +379,7 @@ async fn emergency_stop_and_sim_fail_fail_the_job_and_raise_printer_errors() {
 
     r.send("c-5", Command::AssignJob(b));
     wait_for(&r.run.outbox, |e| {
-        e.contains(&Event::JobStarted {
-            job_id: "j-2".into(),
-        })
+        e.contains(&Event::job_started("j-2"))
     })
     .await;
     r.send(
@@ -411,9 +403,7 @@ async fn a_restart_mid_print_reports_the_job_failed_once() {
     let (a, _) = r.job("j-1", 200);
     r.send("c-1", Command::AssignJob(a));
     wait_for(&r.run.outbox, |e| {
-        e.contains(&Event::JobStarted {
-            job_id: "j-1".into(),
-        })
+        e.contains(&Event::job_started("j-1"))
     })
     .await;
     assert!(

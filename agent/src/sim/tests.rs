@@ -63,9 +63,7 @@ async fn start(r: &mut Rig, job_id: &str) {
         .expect("start accepted");
     assert_eq!(
         next_event(&mut r.printer).await,
-        Event::JobStarted {
-            job_id: job_id.into()
-        }
+        Event::job_started(job_id)
     );
 }
 

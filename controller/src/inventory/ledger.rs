@@ -3,8 +3,10 @@
 //!
 //! Agents report cumulative mm per job and tool. For each job attempt the farm keeps a
 //! [`JobBooking`]: per tool, the mm already booked and the segments they went to. A report
-//! books `new_total − booked_mm` to the spool mounted on that tool now, in grams from that
-//! spool's material; if the spool was changed mid-job, the new spool gets the rest. A replayed
+//! books `new_total − booked_mm` to the spool feeding that tool now, in grams from that
+//! spool's material: the spool mounted on the tool, or on a printer with a filament changer
+//! the spool in the tray the agent said fed it (`inventory::loadout::feeding`); if the spool
+//! was changed mid-job, the new spool gets the rest. A replayed
 //! or late (lower) report books nothing, so replays, reorderings and partial prints can neither
 //! lose nor double a gram. The farm writes the booking, the rows and the event's
 //! `(printer, seq)` mark in one store transaction.
@@ -66,6 +68,9 @@ pub struct LedgerRow {
     pub printer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<u32>,
+    /// The changer tray (Bambu AMS slot) the tool drew this filament from, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tray: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +95,7 @@ impl LedgerRow {
             attempt: None,
             printer: None,
             tool: None,
+            tray: None,
             source: None,
             reason: None,
             note: None,
@@ -155,10 +161,12 @@ pub fn booking_key(job_id: &str, attempt: u32) -> String {
     format!("{job_id}#{attempt}")
 }
 
-/// The spool mounted on a tool, as booking needs it.
+/// The spool feeding a tool, as booking needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OnTool {
     pub spool_id: String,
+    /// The changer tray it feeds from, if any (recorded on the row).
+    pub tray: Option<u32>,
     pub material_id: String,
     pub grams_per_mm: f64,
     pub cost_per_kg: f64,
@@ -168,14 +176,15 @@ pub struct OnTool {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
     pub tool: u32,
+    pub tray: Option<u32>,
     pub spool_id: String,
     pub mm: f64,
     /// Consumed, g (positive; the row carries it negated).
     pub grams: f64,
 }
 
-/// Books a cumulative report: per tool, `cumulative − booked` goes to the spool on that tool
-/// now. Lower, equal, or non-finite figures book nothing. Returns the rows to write.
+/// Books a cumulative report: per tool, `cumulative − booked` goes to the spool feeding that
+/// tool now (`on_tool`). Lower, equal, or non-finite figures book nothing. Returns the rows to write.
 pub fn book(
     b: &mut JobBooking,
     cumulative_mm: &[f64],
@@ -210,6 +219,7 @@ pub fn book(
         if let Some(s) = spool {
             drafts.push(Draft {
                 tool,
+                tray: s.tray,
                 spool_id: s.spool_id,
                 mm,
                 grams,
@@ -297,6 +307,7 @@ mod tests {
     fn spool(id: &str, gpm: f64) -> OnTool {
         OnTool {
             spool_id: id.into(),
+            tray: None,
             material_id: "pla".into(),
             grams_per_mm: gpm,
             cost_per_kg: 20.0,

@@ -15,7 +15,8 @@
 //! name and grams. An unmatched tray still routes by its own material and colour, grams
 //! unknown (no quantity check). The printer's `remain` per cent is shown on the printer, never
 //! billed: it is coarse, and absent for spools without Bambu's tag. Grams are billed as for
-//! every printer, from the job file's extrusion index, to the spool mounted on the tool.
+//! every printer, from the job file's extrusion index; on a changer, to the spool in the tray
+//! that fed each tool ([`feeding`], by the same matching), else to the spool on the tool.
 
 use crate::inventory::LoadedSpool;
 use crate::jobs::scheduler::{ChangerSlot, Loaded, Tool};
@@ -66,9 +67,15 @@ pub fn tools(rec: &PrinterRecord, spools: &[Option<LoadedSpool>]) -> Vec<Tool> {
         .collect()
 }
 
-/// The loaded trays of a printer's changer as the scheduler's slots, each matched to at most
-/// one of the spools mounted on the printer (index = tool), each spool to at most one tray.
-pub fn changer(reported: &[Tray], spools: &[Option<LoadedSpool>]) -> Vec<ChangerSlot> {
+/// The loaded trays of a printer's changer, each with the spool in it: the index (= tool) of
+/// the spool mounted on the printer that [`changer`] and [`feeding`] both take for it. Each
+/// tray gets at most one spool and each spool at most one tray, in the order reported: the
+/// spool mounted under the tray's own number first, then any other of the tray's material and
+/// colour.
+pub fn tray_spools<'a>(
+    reported: &'a [Tray],
+    spools: &[Option<LoadedSpool>],
+) -> Vec<(&'a Tray, Option<usize>)> {
     let mut taken = vec![false; spools.len()];
     reported
         .iter()
@@ -84,10 +91,59 @@ pub fn changer(reported: &[Tray], spools: &[Option<LoadedSpool>]) -> Vec<Changer
                 .then_some(i)
             };
             let spool = fits(t.slot as usize).or_else(|| (0..spools.len()).find_map(fits));
-            let loaded = match spool.and_then(|i| {
+            if let Some(i) = spool {
                 taken[i] = true;
-                spools[i].as_ref()
-            }) {
+            }
+            Some((t, spool))
+        })
+        .collect()
+}
+
+/// Which mounted spool (index = its tool) a job's `tool` drew from, and through which changer
+/// tray, for booking its grams. `tool_trays` is what the agent said feeds each tool
+/// (`job_started`); `reported` the trays in the printer's status now.
+///
+/// - No tray map (every printer without a changer, and Bambu plain G-code): the spool on that
+///   tool.
+/// - The tool's tray is reported: the spool [`tray_spools`] puts in it (none if no mounted
+///   spool matches the tray's material and colour: the mm are recorded, no spool is charged).
+/// - The tray is not in the status (none arrived yet after a restart): the spool mounted
+///   under the tray's number, the operator's way of saying what is in it.
+/// - A tool the map gives no tray: none (never the spool numbered like the tool, which sits in
+///   another tray).
+pub fn feeding(
+    tool: u32,
+    tool_trays: &[Option<u32>],
+    reported: &[Tray],
+    spools: &[Option<LoadedSpool>],
+) -> (Option<usize>, Option<u32>) {
+    let mounted = |i: usize| spools.get(i).and_then(Option::as_ref).map(|_| i);
+    if tool_trays.is_empty() {
+        return (mounted(tool as usize), None);
+    }
+    let Some(tray) = tool_trays.get(tool as usize).copied().flatten() else {
+        return (None, None);
+    };
+    let spool = match tray_spools(reported, spools)
+        .into_iter()
+        .find(|(t, _)| t.slot == tray)
+    {
+        Some((_, spool)) => spool,
+        None if reported.iter().any(|t| t.slot == tray) => None,
+        None => mounted(tray as usize),
+    };
+    (spool, Some(tray))
+}
+
+/// The loaded trays of a printer's changer as the scheduler's slots, each matched to at most
+/// one of the spools mounted on the printer (index = tool), each spool to at most one tray
+/// ([`tray_spools`]).
+pub fn changer(reported: &[Tray], spools: &[Option<LoadedSpool>]) -> Vec<ChangerSlot> {
+    tray_spools(reported, spools)
+        .into_iter()
+        .map(|(t, spool)| {
+            let material = t.material.as_deref().unwrap_or_default();
+            let loaded = match spool.and_then(|i| spools[i].as_ref()) {
                 Some(s) => Loaded {
                     material: s.material.clone(),
                     colour: s.colour.clone(),
@@ -99,11 +155,11 @@ pub fn changer(reported: &[Tray], spools: &[Option<LoadedSpool>]) -> Vec<Changer
                     remaining_g: None,
                 },
             };
-            Some(ChangerSlot {
+            ChangerSlot {
                 slot: t.slot,
                 loaded,
                 reported_colour: t.colour.clone(),
-            })
+            }
         })
         .collect()
 }
@@ -233,5 +289,64 @@ mod tests {
         // "Galaxy Black" is no basic name: not matched to a hex colour.
         assert_eq!(slots[3].loaded.remaining_g, None);
         assert_eq!(slots[3].reported_colour.as_deref(), Some("#101010"));
+    }
+
+    fn pla(id: &str, colour: &str) -> Option<LoadedSpool> {
+        Some(LoadedSpool {
+            spool_id: id.into(),
+            material: "PLA".into(),
+            colour: colour.into(),
+            remaining_g: 500.0,
+        })
+    }
+
+    /// The real two-colour plate on an AMS: filament 1 (tool 0) from tray 0, filament 4
+    /// (tool 3) from tray 1. The spools sit on tools 0 to 3 like their trays.
+    #[test]
+    fn each_tool_draws_from_the_spool_in_the_tray_that_fed_it() {
+        let trays = [
+            tray(0, Some("PLA"), "#FFFFFF"),
+            tray(1, Some("PLA"), "#161616"),
+            tray(2, Some("PETG"), "#161616"),
+            tray(3, Some("PLA"), "#C12E1F"),
+        ];
+        let spools = [
+            pla("s-white", "white"),
+            pla("s-black", "black"),
+            Some(LoadedSpool {
+                material: "PETG".into(),
+                ..pla("s-petg", "black").expect("spool")
+            }),
+            pla("s-red", "red"),
+        ];
+        let map = [Some(0), None, None, Some(1)];
+        assert_eq!(feeding(0, &map, &trays, &spools), (Some(0), Some(0)));
+        // Tool 3's filament came from tray 1: the black spool, not the red one on tool 3.
+        assert_eq!(feeding(3, &map, &trays, &spools), (Some(1), Some(1)));
+        // Tools the plate does not use draw from nothing.
+        assert_eq!(feeding(1, &map, &trays, &spools), (None, None));
+        assert_eq!(feeding(7, &map, &trays, &spools), (None, None));
+        // Without a map (plain G-code, other printers): the spool on the tool.
+        assert_eq!(feeding(3, &[], &trays, &spools), (Some(3), None));
+        assert_eq!(feeding(5, &[], &trays, &spools), (None, None));
+    }
+
+    #[test]
+    fn a_tray_no_spool_matches_charges_nothing_and_an_unreported_one_its_numbered_spool() {
+        let spools = [pla("s-white", "white"), pla("s-black", "black")];
+        // Tray 1 reports red PLA: neither spool is red, so nothing is charged (the mm stay on
+        // the job's booking), though a black spool sits on tool 1.
+        let red = [tray(0, Some("PLA"), "#FFFFFF"), tray(1, Some("PLA"), "#C12E1F")];
+        assert_eq!(feeding(0, &[Some(1)], &red, &spools), (None, Some(1)));
+        // An empty tray fed nothing either.
+        let empty = [tray(0, Some("PLA"), "#FFFFFF"), tray(1, None, "")];
+        assert_eq!(feeding(0, &[Some(1)], &empty, &spools), (None, Some(1)));
+        // No status yet (a controller restarted): the spool mounted under the tray's number.
+        assert_eq!(feeding(0, &[Some(1)], &[], &spools), (Some(1), Some(1)));
+        // The spool on the tray's number is taken when it matches, else another that does.
+        let swapped = [pla("s-black", "black"), pla("s-white", "white")];
+        let trays = [tray(0, Some("PLA"), "#FFFFFF"), tray(1, Some("PLA"), "#000000")];
+        assert_eq!(feeding(0, &[Some(0)], &trays, &swapped), (Some(1), Some(0)));
+        assert_eq!(feeding(0, &[Some(1)], &trays, &swapped), (Some(0), Some(1)));
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::farm::writer::Staging;
 use crate::farm::{Farm, Mirror, now};
-use crate::inventory::actions;
+use crate::inventory::{actions, loadout};
 use crate::inventory::forecast::{SpoolStock, StockLevel, stock_levels};
 use crate::inventory::ledger::{
     self, Adjust, JobBooking, LedgerRow, OnTool, RowKind, Source, booking_key,
@@ -61,11 +61,30 @@ pub(crate) fn plan_booking(
         .cloned()
         .unwrap_or_else(|| JobBooking::new(&job.id, job.attempts, printer));
     let before = booking.clone();
+    // A changer's job (Bambu AMS) names the tray that fed each tool: its grams go to the spool
+    // in that tray, matched as the scheduler matches it; every other job's to the tool's spool.
+    let (trays, spools) = if job.tool_trays.is_empty() {
+        (&[][..], vec![])
+    } else {
+        let trays = m
+            .printers
+            .get(printer)
+            .and_then(|e| e.live.status.as_ref())
+            .map_or(&[][..], |s| &s.trays[..]);
+        (trays, m.stock.loaded_spools(printer))
+    };
     let drafts = ledger::book(&mut booking, &job.extruded_mm, |tool| {
-        let s = m.stock.on_tool(printer, tool)?;
+        let (s, tray) = if job.tool_trays.is_empty() {
+            (m.stock.on_tool(printer, tool)?, None)
+        } else {
+            let (i, tray) = loadout::feeding(tool, &job.tool_trays, trays, &spools);
+            let id = &spools.get(i?)?.as_ref()?.spool_id;
+            (m.stock.spool_by_id(id)?, tray)
+        };
         let mat = m.stock.materials.get(&s.material_id)?;
         Some(OnTool {
             spool_id: s.id.clone(),
+            tray,
             material_id: mat.id.clone(),
             grams_per_mm: mat.grams_per_mm(),
             cost_per_kg: mat.cost_per_kg,
@@ -84,6 +103,7 @@ pub(crate) fn plan_booking(
             r.attempt = Some(job.attempts);
             r.printer = Some(printer.into());
             r.tool = Some(d.tool);
+            r.tray = d.tray;
             r.source = Some(Source {
                 printer: printer.into(),
                 seq,
@@ -458,7 +478,7 @@ mod tests {
             extruded_mm: vec![mm],
         };
         ev(&farm, 1, Event::JobAccepted { job_id: id.clone() });
-        ev(&farm, 2, Event::JobStarted { job_id: id.clone() });
+        ev(&farm, 2, Event::job_started(id.clone()));
         assert_eq!(ev(&farm, 3, material(40.0)), Applied::Applied(3));
         // The same event again (redelivery): recognised, nothing booked.
         assert_eq!(ev(&farm, 3, material(40.0)), Applied::Replay(3));
@@ -550,3 +570,6 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod tray_tests;

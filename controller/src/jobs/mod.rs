@@ -182,6 +182,12 @@ pub struct Job {
     /// For a `.gcode.3mf`: the plate printed (N of `Metadata/plate_<N>.gcode`); `null` otherwise.
     #[serde(default)]
     pub plate: Option<u32>,
+    /// On a printer with a filament changer (Bambu's AMS): per tool (index = tool, as in
+    /// `extruded_mm`), the changer slot the agent said feeds it (`job_started`), `null` for a
+    /// tool no slot feeds; each tool's grams go to the spool in that slot. Empty otherwise,
+    /// and reset when the job is assigned again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_trays: Vec<Option<u32>>,
 }
 
 fn one() -> u32 {
@@ -235,6 +241,7 @@ impl Job {
             retried_by: None,
             wasted_g: None,
             plate: None,
+            tool_trays: vec![],
         }
     }
 
@@ -355,10 +362,11 @@ pub fn apply(
             Assigned => job.state = Transferring,
             _ => return Err(refuse(job)),
         },
-        Event::JobStarted { .. } => match job.state {
+        Event::JobStarted { tool_trays, .. } => match job.state {
             Assigned | Transferring => {
                 job.state = Printing;
                 job.started_at = Some(now);
+                job.tool_trays = tool_trays.clone();
             }
             _ => return Err(refuse(job)),
         },
@@ -414,6 +422,7 @@ pub fn assign(job: &mut Job, printer: &str, command_id: String, now: OffsetDateT
     job.assign_command_id = Some(command_id);
     job.assigned_at = Some(now);
     job.attempts += 1;
+    job.tool_trays.clear();
 }
 
 /// The agent refused the assignment (busy, offline printer): back to the queue.

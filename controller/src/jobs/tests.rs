@@ -35,9 +35,7 @@ fn the_happy_path() {
     apply(
         &mut j,
         "p-1",
-        &Event::JobStarted {
-            job_id: "job-1".into(),
-        },
+        &Event::job_started("job-1"),
         NOW,
     )
     .expect("started");
@@ -113,9 +111,7 @@ fn refused_transitions() {
         apply(
             &mut j,
             "p-2",
-            &Event::JobStarted {
-                job_id: "job-1".into()
-            },
+            &Event::job_started("job-1"),
             NOW
         ),
         Err(Refused::WrongPrinter { .. })

@@ -116,7 +116,7 @@ impl Session {
                 self.paused_by_host = false;
                 self.state = Activity::Printing;
                 self.message = None;
-                self.emit(Event::JobStarted { job_id });
+                self.emit(Event::job_started(job_id));
                 Ok(format!("printing {name} on {}", self.info.name))
             }
             PrinterCommand::Pause => self.pause(None),
