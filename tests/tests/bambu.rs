@@ -505,22 +505,34 @@ async fn a_real_two_colour_bambu_studio_plate_prints_and_bills_each_filament_exa
 
 async fn real_plate(farm: &mut Farm) -> Result<()> {
     // The plate's filaments 1 (white PLA) and 4 (#161616 PLA) are loaded in trays 0 and 1;
-    // tray 2 holds black PETG, which must not be chosen for the black PLA.
+    // tray 2 holds black PETG, which must not be chosen for the black PLA, tray 3 red PLA.
     let tray = |id: &str, kind: &str, colour: &str| serde_json::json!({"id": id, "tray_type": kind, "tray_color": colour, "remain": 90});
     let ams = serde_json::json!({
         "ams": [{"id": "0", "tray": [
             tray("0", "PLA", "FFFFFFFF"),
             tray("1", "PLA", "161616FF"),
             tray("2", "PETG", "161616FF"),
-            {"id": "3"},
+            tray("3", "PLA", "C12E1FFF"),
         ]}],
-        "ams_exist_bits": "1", "tray_exist_bits": "7", "tray_now": "255",
+        "ams_exist_bits": "1", "tray_exist_bits": "f", "tray_now": "255",
     });
     let options = SimOptions {
         ams: Some(ams),
         ..SimOptions::default()
     };
     let (sim, _dir) = bambu_with(farm, options).await?;
+    // The inventory: each tray's spool mounted under the tray's number. Filament 4 is the
+    // plate's tool 3, so billing by tool number would charge the red spool in tray 3.
+    let spools = [
+        ("PLA", "white", 0),
+        ("PLA", "black", 1),
+        ("PETG", "black", 2),
+        ("PLA", "red", 3),
+    ];
+    let mut spool_ids = vec![];
+    for (material, colour, tool) in spools {
+        spool_ids.push(spool_on(farm, material, colour, tool).await?);
+    }
     // One plate: it need not be named.
     let archive = farm_e2e::plates::real_3mf("bambustudio-02.05.00.66-p1s-two-colour")?;
     let (status, up) = farm
@@ -556,7 +568,83 @@ async fn real_plate(farm: &mut Farm) -> Result<()> {
             && project["print"]["use_ams"] == true,
         "{project}"
     );
+    ensure!(
+        job["tool_trays"] == serde_json::json!([0, null, null, 1]),
+        "the job says which tray fed each tool: {job}"
+    );
+    // Each colour's spool lost its own filament's grams, booked once; the others nothing.
+    let fed = [(0, want[0], 0), (1, want[3], 1)];
+    for (i, id) in spool_ids.iter().enumerate() {
+        let lost = 1000.0 - spool_left(farm, id).await?;
+        let expect = fed
+            .iter()
+            .find(|(spool, ..)| *spool == i)
+            .map_or(0.0, |(_, mm, _)| pla_grams(*mm));
+        ensure!(
+            (lost - expect).abs() < 1e-6,
+            "spool {id} ({:?}) lost {lost} g, its filament weighs {expect} g",
+            spools[i]
+        );
+    }
+    for (spool, mm, tray) in fed {
+        let ledger = farm
+            .get(&format!("/api/v1/spools/{}/ledger", spool_ids[spool]))
+            .await?;
+        let rows: Vec<&serde_json::Value> = ledger["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["kind"] == "consumption")
+            .collect();
+        let booked: f64 = rows.iter().filter_map(|r| r["mm"].as_f64()).sum();
+        ensure!(
+            (booked - mm).abs() < 1e-6 && rows.iter().all(|r| r["tray"] == tray),
+            "spool {} booked {booked} mm of {mm} from tray {tray}: {ledger}",
+            spool_ids[spool]
+        );
+    }
     Ok(())
+}
+
+/// A 1 kg spool of `material` `colour` mounted on `bambu-1`'s `tool`; its id.
+async fn spool_on(farm: &Farm, material: &str, colour: &str, tool: u32) -> Result<String> {
+    let (s, m) = farm
+        .post_json(
+            "/api/v1/materials",
+            serde_json::json!({"material": material, "colour": colour, "cost_per_kg": 20.0}),
+        )
+        .await?;
+    ensure!(s == 201, "material: {s} {m}");
+    let (s, made) = farm
+        .post_json(
+            "/api/v1/spools",
+            serde_json::json!({"material": m["id"], "initial_g": 1000.0}),
+        )
+        .await?;
+    ensure!(s == 201, "spool: {s} {made}");
+    let id = made["items"][0]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no spool id in {made}"))?
+        .to_string();
+    let (s, v) = farm
+        .post_json(
+            &format!("/api/v1/spools/{id}/load"),
+            serde_json::json!({"printer": "bambu-1", "tool": tool}),
+        )
+        .await?;
+    ensure!((200..300).contains(&s), "load: {s} {v}");
+    Ok(id)
+}
+
+async fn spool_left(farm: &Farm, id: &str) -> Result<f64> {
+    farm.get(&format!("/api/v1/spools/{id}")).await?["remaining_g"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("spool {id} has no remaining_g"))
+}
+
+/// Grams of `mm` of PLA at 1.75 mm (PLA's 1.24 g/cm³ in the farm's table).
+fn pla_grams(mm: f64) -> f64 {
+    std::f64::consts::PI * (1.75f64 / 2.0).powi(2) / 1000.0 * 1.24 * mm
 }
 
 /// An AMS as a P1S reports it, four trays: white PLA (RFID, 80 %), black PETG (50 %), an
