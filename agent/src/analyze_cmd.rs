@@ -21,17 +21,7 @@ const DEFAULT_DIAMETER: f64 = 1.75;
 /// The analyzer's starting limits: the printer-model profile named (`bambu-p1`, `C12`, `MK4S`;
 /// see `firmware-profiles/printers/`), else the defaults. The file's own statements win.
 fn base_limits(model: Option<&str>) -> anyhow::Result<Limits> {
-    let Some(model) = model else {
-        return Ok(Limits::default());
-    };
-    match farm_agent::model_profile::find(model) {
-        Some(p) => Ok(p.limits()),
-        None => anyhow::bail!(
-            "no printer-model profile {model:?}: give one of {} or a model code they list \
-             (firmware-profiles/printers/*.toml)",
-            farm_agent::model_profile::names().join(", ")
-        ),
-    }
+    farm_agent::model_profile::base_limits(model).map_err(anyhow::Error::msg)
 }
 
 pub fn run(file: &Path, plate: Option<u32>, model: Option<&str>, json: bool) -> anyhow::Result<()> {

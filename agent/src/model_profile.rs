@@ -181,6 +181,23 @@ pub fn find(name: &str) -> Option<ModelProfile> {
     all.into_iter().nth(i)
 }
 
+/// The analyzer's starting limits for a job on a printer of `model` (a profile name like
+/// `bambu-p1` or a model it lists like `C12`, `MK4S`; see `firmware-profiles/printers/`):
+/// [`ModelProfile::limits`], or the analyzer's defaults when no model is configured. The
+/// file's own configuration and commands still override them.
+pub fn base_limits(model: Option<&str>) -> Result<Limits, String> {
+    let Some(model) = model else {
+        return Ok(Limits::default());
+    };
+    find(model).map(|p| p.limits()).ok_or_else(|| {
+        format!(
+            "no printer-model profile {model:?}: give one of {} or a model code they list \
+             (firmware-profiles/printers/*.toml)",
+            names().join(", ")
+        )
+    })
+}
+
 /// The names `find` accepts as profile names, for error messages.
 #[must_use]
 pub fn names() -> Vec<&'static str> {

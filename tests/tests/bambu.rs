@@ -58,6 +58,7 @@ async fn sim(opts: SimOptions) -> Result<(SimPrinter, tempfile::TempDir, BambuCo
         ftps_port: printer.ftps_port,
         plate: 1,
         ams_mapping: vec![],
+        model: None,
     };
     Ok((printer, dir, cfg))
 }

@@ -69,11 +69,7 @@ async fn forgery(farm: &mut Farm) -> Result<()> {
     let c = mqtt_client(farm.mqtt_port, "p-1", "p-1", &token1).await?;
 
     // 1. An event on p-2's topic, claiming to be p-2, signed with p-1's key.
-    let ev = Envelope::new(
-        pid("p-2"),
-        Event::job_started("job-1"),
-    )
-    .with_seq(1);
+    let ev = Envelope::new(pid("p-2"), Event::job_started("job-1")).with_seq(1);
     c.publish(
         t.printer(&pid("p-2"), Channel::Events),
         QoS::AtLeastOnce,

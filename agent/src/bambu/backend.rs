@@ -11,6 +11,7 @@ use super::ams;
 use super::commands::{self, Request, Sequence};
 use super::hms::{DEVELOPER_MODE_HINT, UNSIGNED_REFUSED};
 use super::job::{JobChange, JobWatch};
+use super::plan::JobPlan;
 use super::report::{Incoming, Report};
 use super::tls::{PrinterVerifier, TlsMode, bambu_client_config};
 use super::{BambuConfig, ftps};
@@ -19,7 +20,6 @@ use farm_protocol::Backoff;
 use farm_protocol::messages::{Activity, Event, JobProgress, Outcome};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS, Transport};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -39,12 +39,10 @@ const MAX_PACKET: usize = 1 << 20;
 struct ActiveJob {
     job_id: String,
     watch: JobWatch,
-    /// Filament per tool when each layer begins, and the analyzer's total (of the plate's
-    /// G-code, read in place, for a `.gcode.3mf`).
-    layer_starts: Vec<Vec<f64>>,
-    total: Vec<f64>,
+    /// Filament per tool when each layer begins, the analyzer's total and its planned time
+    /// (of the plate's G-code, read in place, for a `.gcode.3mf`), with the model's limits.
+    plan: JobPlan,
     extruded: Vec<f64>,
-    file_size: u64,
     started: Instant,
     /// The `sequence_id` of the print request: a refusal in its reply ends the job.
     request: String,
@@ -337,9 +335,12 @@ impl Shell {
     fn observe_job(&mut self, delta: &serde_json::Value) {
         let Some(job) = self.job.as_mut() else { return };
         let changes = job.watch.observe(delta, &self.report);
-        job.extruded = job
-            .watch
-            .billed_mm(&job.layer_starts, &job.total, false, &job.extruded);
+        job.extruded = job.watch.billed_mm(
+            &job.plan.layer_starts,
+            &job.plan.total,
+            false,
+            &job.extruded,
+        );
         let job_id = job.job_id.clone();
         let tool_trays = job.tool_trays.clone();
         for c in changes {
@@ -365,8 +366,8 @@ impl Shell {
             return;
         };
         job.extruded = job.watch.billed_mm(
-            &job.layer_starts,
-            &job.total,
+            &job.plan.layer_starts,
+            &job.plan.total,
             outcome == Outcome::Completed,
             &job.extruded,
         );
@@ -534,9 +535,10 @@ impl Shell {
             }
             None => vec![],
         };
-        let (layer_starts, total, file_size) = {
+        let plan = {
             let p = path.to_path_buf();
-            tokio::task::spawn_blocking(move || layer_index(&p, plate))
+            let base = self.base_limits();
+            tokio::task::spawn_blocking(move || JobPlan::of_file(&p, plate, base))
                 .await
                 .map_err(|e| format!("file indexing stopped: {e}"))?
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?
@@ -569,14 +571,12 @@ impl Shell {
             commands::gcode_file(&mut self.seq, &remote)
         };
         self.send(client, &request);
-        let tools = total.len().max(1);
+        let tools = plan.total.len().max(1);
         self.job = Some(ActiveJob {
             job_id,
             watch: JobWatch::new(&remote_name),
-            layer_starts,
-            total,
+            plan,
             extruded: vec![0.0; tools],
-            file_size,
             started: Instant::now(),
             request: request.sequence_id,
             tool_trays: ams::tool_trays(&ams_mapping),
@@ -585,6 +585,15 @@ impl Shell {
         Ok(format!(
             "uploaded {remote} and asked the printer to print it"
         ))
+    }
+
+    /// The analyzer's starting limits: the configured printer model's (validated with the
+    /// config), else the defaults.
+    fn base_limits(&self) -> farm_protocol::gcode::Limits {
+        crate::model_profile::base_limits(self.cfg.model.as_deref()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "printer.bambu.model; analysing with the defaults");
+            farm_protocol::gcode::Limits::default()
+        })
     }
 
     fn reconfigure(&mut self, pc: crate::config::PrinterConfig) -> Reply {
@@ -648,11 +657,15 @@ impl Shell {
                 },
                 // Bambu reports no file position.
                 file_pos: 0,
-                file_size: j.file_size,
+                file_size: j.plan.size,
                 layer,
                 layer_count,
                 elapsed_s: j.started.elapsed().as_secs_f64(),
-                eta_s: if live { r.remaining_s() } else { None },
+                // The printer's own time left; the analyzer's from the layer if it gives none.
+                eta_s: live.then(|| {
+                    r.remaining_s()
+                        .unwrap_or_else(|| j.plan.left_at_layer(layer))
+                }),
                 extruded_mm: j.extruded.clone(),
             }
         });
@@ -688,26 +701,4 @@ fn connection_error(e: &rumqttc::ConnectionError) -> String {
         C::Tls(t) => format!("TLS with the printer failed: {t}"),
         other => format!("MQTT connection to the printer failed: {other}"),
     }
-}
-
-/// Filament per tool at each layer start, the analyzer's total and the G-code's size: of the
-/// file, or of plate `plate` of a `.gcode.3mf` read in place (what the printer prints of it).
-fn layer_index(path: &Path, plate: Option<u32>) -> std::io::Result<(Vec<Vec<f64>>, Vec<f64>, u64)> {
-    use std::io::BufReader;
-    let limits = farm_protocol::gcode::Limits::default();
-    let file = || std::fs::File::open(path).map(|f| BufReader::with_capacity(64 * 1024, f));
-    let index = |a: &mut dyn FnMut() -> std::io::Result<Box<dyn std::io::BufRead>>| {
-        let starts = farm_protocol::gcode::layer_starts_mm(a()?, limits)?;
-        let analysis = farm_protocol::gcode::analyze_with(a()?, limits)?;
-        Ok::<_, std::io::Error>((starts, analysis.filament_mm, analysis.bytes))
-    };
-    let Some(n) = plate else {
-        return index(&mut || Ok(Box::new(file()?)));
-    };
-    let refused = |e: farm_protocol::threemf::ThreeMfError| std::io::Error::other(e.to_string());
-    index(&mut || {
-        let archive = farm_protocol::threemf::ThreeMf::open(file()?).map_err(refused)?;
-        let gcode = archive.into_plate(n).map_err(refused)?;
-        Ok(Box::new(BufReader::with_capacity(64 * 1024, gcode)))
-    })
 }

@@ -9,6 +9,7 @@
 //! | `ams.rs` | pure: the AMS mapping of a plate, from the slicer's per-filament metadata or the job, onto the trays the printer reports |
 //! | `commands.rs` | pure: request payloads (`pushall`, `project_file`, `gcode_file`, pause/resume/stop, `gcode_line`) with sequence ids |
 //! | `job.rs` | pure: following our job through the reports (fresh news only), billing by layer |
+//! | `plan.rs` | the job file's plan (filament at each layer start, planned time), read once with the printer model's limits (`model`) |
 //! | `tls.rs` | the certificate check: Bambu's CA chain + CN == serial, or a pin on first use |
 //! | `ftps.rs` | job-file upload over implicit-TLS FTPS |
 //! | `backend.rs` | the task: MQTT session, reconnects with backoff, commands, snapshot and events |
@@ -29,6 +30,7 @@ pub mod commands;
 pub mod ftps;
 pub mod hms;
 pub mod job;
+pub mod plan;
 pub mod report;
 pub mod tls;
 
@@ -79,6 +81,13 @@ pub struct BambuConfig {
     /// the tray feeding now. Otherwise the mapping is chosen per job (`ams.rs`).
     #[serde(default)]
     pub ams_mapping: Vec<u32>,
+    /// The printer's model: a profile of `firmware-profiles/printers/` (`bambu-x1`,
+    /// `bambu-p1`, `bambu-a1`, `bambu-a1-mini`, `bambu-h2d`) or a model it lists (`C12`,
+    /// `Bambu Lab P1S`). The job file's analysis (filament by layer, the planned time that
+    /// stands in for the printer's own) starts from its limits and allowances; the file's
+    /// own settings still win. Absent: the analyzer's defaults.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 fn default_storage() -> Storage {
@@ -130,15 +139,19 @@ impl BambuConfig {
         if self.plate == 0 {
             return bad("printer.bambu.plate", "plates count from 1".into());
         }
+        if let Err(e) = crate::model_profile::base_limits(self.model.as_deref()) {
+            return bad("printer.bambu.model", e);
+        }
         Ok(())
     }
 
     /// One line for `check-config`; never contains the access code.
     pub(crate) fn summary(&self) -> String {
         format!(
-            "host {} serial {} tls {:?} ca_file {:?} storage {:?} mqtt_port {} ftps_port {} plate {} ams_mapping {:?} access_code set ({} chars)",
+            "host {} serial {} model {} tls {:?} ca_file {:?} storage {:?} mqtt_port {} ftps_port {} plate {} ams_mapping {:?} access_code set ({} chars)",
             self.host,
             self.serial,
+            self.model.as_deref().unwrap_or("(analyzer defaults)"),
             self.tls,
             self.ca_file,
             self.storage,
@@ -211,5 +224,18 @@ mod tests {
             )
             .is_err()
         );
+        let p1s = BambuConfig {
+            model: Some("C12".into()),
+            ..c.clone()
+        };
+        assert!(p1s.validate().is_ok());
+        let unknown = BambuConfig {
+            model: Some("X9".into()),
+            ..c
+        };
+        assert!(unknown.validate().is_err_and(|e| {
+            let e = e.to_string();
+            e.contains("printer.bambu.model") && e.contains("bambu-p1")
+        }));
     }
 }

@@ -11,7 +11,7 @@
 use super::state::{Effect, MaterialAt};
 use farm_protocol::bgcode;
 use farm_protocol::gcode::index::DEFAULT_STRIDE;
-use farm_protocol::gcode::{ExtrusionIndex, Limits, limits_from_tail};
+use farm_protocol::gcode::{ExtrusionIndex, Limits, limits_from_tail_with};
 use farm_protocol::messages::Event;
 use sha2::{Digest, Sha256};
 use std::io::{BufReader, Read};
@@ -45,6 +45,12 @@ pub struct JobFile {
 impl JobFile {
     /// Reads the whole file once (on a blocking thread).
     pub async fn open(path: &Path) -> Result<JobFile, String> {
+        JobFile::open_with(path, Limits::default()).await
+    }
+
+    /// [`JobFile::open`] for a printer whose limits are `base` (its model's profile: PrusaLink
+    /// `[printer.prusalink] model`); the slicer's settings in the file still win.
+    pub async fn open_with(path: &Path, base: Limits) -> Result<JobFile, String> {
         let p = path.to_path_buf();
         let built = tokio::task::spawn_blocking(move || {
             let mut file = std::fs::File::open(&p)?;
@@ -54,9 +60,9 @@ impl JobFile {
             // The slicer's limits (PrusaSlicer writes them at the end) first, so the index's
             // time is the analyzer's.
             let limits: Limits = if binary {
-                Limits::default()
+                base
             } else {
-                limits_from_tail(&mut file)?
+                limits_from_tail_with(&mut file, base)?
             };
             let mut reader = Hashing {
                 inner: file,

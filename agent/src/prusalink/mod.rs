@@ -72,6 +72,12 @@ pub struct PrusaLinkConfig {
     /// How often status is polled, ms (default 1000).
     #[serde(default = "default_poll_interval_ms")]
     pub poll_interval_ms: u32,
+    /// The printer's model: a profile of `firmware-profiles/printers/` (`prusa-mk4`,
+    /// `prusa-core-one`) or a model it lists (`MK4S`, `COREONE`). The job file's index (the
+    /// planned time left that stands in for PrusaLink's own) starts from its limits and
+    /// allowances; the file's own settings still win. Absent: the analyzer's defaults.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// How the agent proves itself to PrusaLink.
@@ -152,7 +158,16 @@ impl PrusaLinkConfig {
                 "must be between 100 and 60000",
             );
         }
+        if let Err(e) = crate::model_profile::base_limits(self.model.as_deref()) {
+            return invalid("printer.prusalink.model", &e);
+        }
         Ok(())
+    }
+
+    /// The analyzer's starting limits for this printer's jobs: its model's profile
+    /// (validated with the config), else the defaults.
+    pub fn base_limits(&self) -> farm_protocol::gcode::Limits {
+        crate::model_profile::base_limits(self.model.as_deref()).unwrap_or_default()
     }
 
     /// The login the config names (validated: exactly one is there).
@@ -175,10 +190,11 @@ impl PrusaLinkConfig {
             }
         };
         format!(
-            "url {} {login} storage {} poll_interval_ms {}",
+            "url {} {login} storage {} poll_interval_ms {} model {}",
             self.url,
             self.storage.as_deref().unwrap_or("(first writable)"),
-            self.poll_interval_ms
+            self.poll_interval_ms,
+            self.model.as_deref().unwrap_or("(analyzer defaults)")
         )
     }
 }
@@ -253,10 +269,56 @@ mod tests {
                 "url = \"http://10.0.0.5\"\napi_key = \"k\"\npoll_interval_ms = 5",
                 "poll_interval_ms",
             ),
+            (
+                "url = \"http://10.0.0.5\"\napi_key = \"k\"\nmodel = \"MK3S\"",
+                "printer.prusalink.model",
+            ),
         ];
         for (toml, want) in cases {
             let e = config(toml).expect_err(toml);
             assert!(e.contains(want), "{toml}: {e}");
         }
+    }
+
+    /// The configured model's profile is what a job's index plans with: its time left at the
+    /// start is the analyzer's with that profile, not with the defaults; filament is the same.
+    #[tokio::test]
+    async fn a_jobs_index_plans_with_the_printer_models_profile() {
+        let c =
+            config("url = \"http://10.0.0.5\"\napi_key = \"k\"\nmodel = \"MK4S\"").expect("config");
+        let mk4 = crate::model_profile::find("prusa-mk4").expect("profile");
+        assert_eq!(c.base_limits(), mk4.limits());
+        // Long fast moves (the MK4's limits count) and a filament change (its allowances),
+        // with no slicer settings in the file to override them.
+        let gcode = "G28\nM83\nT0\n;LAYER_CHANGE\nG1 Z0.2 F600\nG1 X200 Y200 E20 F30000\nG1 X0 Y0 E20\nT1\nG1 X200 Y0 E10 F30000\n";
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j.gcode");
+        std::fs::write(&path, gcode).expect("write");
+        let mut f = crate::octoprint::job_file::JobFile::open_with(&path, c.base_limits())
+            .await
+            .expect("index");
+        let want = farm_protocol::gcode::analyze_seekable_with(
+            std::io::Cursor::new(gcode.as_bytes()),
+            mk4.limits(),
+        )
+        .expect("analysis");
+        let planned = f.remaining(0).await.expect("time left");
+        assert!(
+            (planned - want.estimated_s).abs() < 1e-6,
+            "{planned} vs {}",
+            want.estimated_s
+        );
+        let mut plain = crate::octoprint::job_file::JobFile::open(&path)
+            .await
+            .expect("index");
+        let default = plain.remaining(0).await.expect("time left");
+        assert!(
+            (planned - default).abs() > 0.1,
+            "the profile changes the plan: {planned} s vs {default} s with the defaults"
+        );
+        assert_eq!(f.whole(), plain.whole());
+        // Without a model: the defaults.
+        let none = config("url = \"http://10.0.0.5\"\napi_key = \"k\"").expect("config");
+        assert_eq!(none.base_limits(), farm_protocol::gcode::Limits::default());
     }
 }

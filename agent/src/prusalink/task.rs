@@ -287,7 +287,7 @@ impl Shell {
             return Err(why);
         }
         let binary = is_bgcode(path).await;
-        let file = JobFile::open(path).await?;
+        let file = JobFile::open_with(path, self.cfg.base_limits()).await?;
         let mut upload = upload_name(job_id, &file.sha256);
         if binary {
             upload = format!("{}.bgcode", upload.trim_end_matches(".gcode"));

@@ -279,10 +279,7 @@ async fn busy_wrong_job_and_bad_file_are_refused_with_reasons() {
     let r = rig(20.0).await;
     let (a, _) = r.job("j-1", 40);
     r.send("c-1", Command::AssignJob(a));
-    wait_for(&r.run.outbox, |e| {
-        e.contains(&Event::job_started("j-1"))
-    })
-    .await;
+    wait_for(&r.run.outbox, |e| e.contains(&Event::job_started("j-1"))).await;
     let (b, _) = r.job("j-2", 1);
     r.send("c-2", Command::AssignJob(b));
     r.send(
@@ -346,10 +343,7 @@ async fn emergency_stop_and_sim_fail_fail_the_job_and_raise_printer_errors() {
     let r = rig(20.0).await;
     let (a, _) = r.job("j-1", 40);
     r.send("c-1", Command::AssignJob(a));
-    wait_for(&r.run.outbox, |e| {
-        e.contains(&Event::job_started("j-1"))
-    })
-    .await;
+    wait_for(&r.run.outbox, |e| e.contains(&Event::job_started("j-1"))).await;
     r.send("c-2", Command::EmergencyStop {});
     let evs = wait_for(&r.run.outbox, |e| {
         e.iter().any(|e| matches!(e, Event::PrinterError { .. }))
@@ -378,10 +372,7 @@ async fn emergency_stop_and_sim_fail_fail_the_job_and_raise_printer_errors() {
     assert!(!ok && msg.contains("M999"), "{msg}");
 
     r.send("c-5", Command::AssignJob(b));
-    wait_for(&r.run.outbox, |e| {
-        e.contains(&Event::job_started("j-2"))
-    })
-    .await;
+    wait_for(&r.run.outbox, |e| e.contains(&Event::job_started("j-2"))).await;
     r.send(
         "c-6",
         Command::RawGcode {
@@ -402,10 +393,7 @@ async fn a_restart_mid_print_reports_the_job_failed_once() {
     let r = rig(5.0).await;
     let (a, _) = r.job("j-1", 200);
     r.send("c-1", Command::AssignJob(a));
-    wait_for(&r.run.outbox, |e| {
-        e.contains(&Event::job_started("j-1"))
-    })
-    .await;
+    wait_for(&r.run.outbox, |e| e.contains(&Event::job_started("j-1"))).await;
     assert!(
         r.run
             .outbox

@@ -61,10 +61,7 @@ async fn start(r: &mut Rig, job_id: &str) {
         })
         .await
         .expect("start accepted");
-    assert_eq!(
-        next_event(&mut r.printer).await,
-        Event::job_started(job_id)
-    );
+    assert_eq!(next_event(&mut r.printer).await, Event::job_started(job_id));
 }
 
 async fn wait_snapshot(p: &Printer, what: impl Fn(&Snapshot) -> bool) -> Snapshot {

@@ -336,7 +336,10 @@ mod tests {
         let spools = [pla("s-white", "white"), pla("s-black", "black")];
         // Tray 1 reports red PLA: neither spool is red, so nothing is charged (the mm stay on
         // the job's booking), though a black spool sits on tool 1.
-        let red = [tray(0, Some("PLA"), "#FFFFFF"), tray(1, Some("PLA"), "#C12E1F")];
+        let red = [
+            tray(0, Some("PLA"), "#FFFFFF"),
+            tray(1, Some("PLA"), "#C12E1F"),
+        ];
         assert_eq!(feeding(0, &[Some(1)], &red, &spools), (None, Some(1)));
         // An empty tray fed nothing either.
         let empty = [tray(0, Some("PLA"), "#FFFFFF"), tray(1, None, "")];
@@ -345,7 +348,10 @@ mod tests {
         assert_eq!(feeding(0, &[Some(1)], &[], &spools), (Some(1), Some(1)));
         // The spool on the tray's number is taken when it matches, else another that does.
         let swapped = [pla("s-black", "black"), pla("s-white", "white")];
-        let trays = [tray(0, Some("PLA"), "#FFFFFF"), tray(1, Some("PLA"), "#000000")];
+        let trays = [
+            tray(0, Some("PLA"), "#FFFFFF"),
+            tray(1, Some("PLA"), "#000000"),
+        ];
         assert_eq!(feeding(0, &[Some(0)], &trays, &swapped), (Some(1), Some(0)));
         assert_eq!(feeding(0, &[Some(1)], &trays, &swapped), (Some(0), Some(1)));
     }

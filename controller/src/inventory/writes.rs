@@ -6,7 +6,6 @@
 
 use crate::farm::writer::Staging;
 use crate::farm::{Farm, Mirror, now};
-use crate::inventory::{actions, loadout};
 use crate::inventory::forecast::{SpoolStock, StockLevel, stock_levels};
 use crate::inventory::ledger::{
     self, Adjust, JobBooking, LedgerRow, OnTool, RowKind, Source, booking_key,
@@ -15,6 +14,7 @@ use crate::inventory::{
     LoadedSpool, Material, Mount, NewSpool, Spool, SpoolView, StockError, clean_text, non_negative,
     spool_id, spool_number,
 };
+use crate::inventory::{actions, loadout};
 use crate::jobs::Job;
 use crate::store::{StoreError, Tx};
 use time::OffsetDateTime;

@@ -32,13 +32,7 @@ fn the_happy_path() {
     )
     .expect("accepted");
     assert_eq!(j.state, JobState::Transferring);
-    apply(
-        &mut j,
-        "p-1",
-        &Event::job_started("job-1"),
-        NOW,
-    )
-    .expect("started");
+    apply(&mut j, "p-1", &Event::job_started("job-1"), NOW).expect("started");
     apply(
         &mut j,
         "p-1",
@@ -108,12 +102,7 @@ fn refused_transitions() {
         .is_err()
     );
     assert!(matches!(
-        apply(
-            &mut j,
-            "p-2",
-            &Event::job_started("job-1"),
-            NOW
-        ),
+        apply(&mut j, "p-2", &Event::job_started("job-1"), NOW),
         Err(Refused::WrongPrinter { .. })
     ));
     apply(&mut j, "p-1", &finished(Outcome::Cancelled, 5.0), NOW).expect("cancel");

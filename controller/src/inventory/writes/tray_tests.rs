@@ -70,7 +70,9 @@ async fn spool_on(farm: &Farm, material: &str, colour: &str, tool: u32) -> (Stri
 async fn each_tool_is_booked_to_the_spool_in_its_tray_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let farm = open(dir.path());
-    farm.add_printer("bambu", None, true).await.expect("printer");
+    farm.add_printer("bambu", None, true)
+        .await
+        .expect("printer");
     let (white, gpm) = spool_on(&farm, "PLA", "white", 0).await;
     let (black, _) = spool_on(&farm, "PLA", "black", 1).await;
     let (petg, _) = spool_on(&farm, "PETG", "black", 2).await;
@@ -128,7 +130,11 @@ async fn each_tool_is_booked_to_the_spool_in_its_tray_once() {
     assert!((left(&white) - (1000.0 - 100.0 * gpm)).abs() < 1e-9);
     assert!((left(&black) - (1000.0 - 50.0 * gpm)).abs() < 1e-9);
     assert_eq!(left(&petg), 1000.0, "black PETG untouched");
-    assert_eq!(left(&red), 1000.0, "the spool on tool 3 sits in another tray");
+    assert_eq!(
+        left(&red),
+        1000.0,
+        "the spool on tool 3 sits in another tray"
+    );
     let rows = farm.spool_ledger(&black, 0, 100).expect("ledger");
     let used: Vec<_> = rows
         .iter()
@@ -137,7 +143,10 @@ async fn each_tool_is_booked_to_the_spool_in_its_tray_once() {
         .collect();
     assert_eq!(
         used,
-        vec![(Some(3), Some(1), Some(20.0)), (Some(3), Some(1), Some(30.0))],
+        vec![
+            (Some(3), Some(1), Some(20.0)),
+            (Some(3), Some(1), Some(30.0))
+        ],
         "one row per new report, each saying which tool and tray"
     );
     let job = farm.job(&id).expect("job");
