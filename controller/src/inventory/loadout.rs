@@ -355,4 +355,100 @@ mod tests {
         assert_eq!(feeding(0, &[Some(0)], &trays, &swapped), (Some(1), Some(0)));
         assert_eq!(feeding(0, &[Some(1)], &trays, &swapped), (Some(0), Some(1)));
     }
+
+    mod booking_through_trays {
+        use super::*;
+        use crate::inventory::ledger::{JobBooking, OnTool, book};
+        use proptest::prelude::*;
+
+        const COLOURS: [&str; 3] = ["#FFFFFF", "#000000", "#C12E1F"];
+        const NAMES: [&str; 3] = ["white", "black", "red"];
+        const MATERIALS: [&str; 2] = ["PLA", "PETG"];
+
+        proptest! {
+            /// Whatever the AMS holds, whichever spools are mounted where and whatever the
+            /// agent's tray map says, each tool's mm go only to the spool `tray_spools` puts in
+            /// that tool's tray (none if it has none), never to a spool in another tray; and the
+            /// cumulative reports are still booked exactly once (booked mm = the largest report).
+            #[test]
+            fn each_tools_grams_land_only_on_the_spool_in_its_tray(
+                trays in prop::collection::vec((0usize..2, 0usize..3, any::<bool>()), 4),
+                spools in prop::collection::vec(prop::option::of((0usize..2, 0usize..3)), 0..6),
+                map in prop::collection::vec(prop::option::of(0u32..5), 1..5),
+                reports in prop::collection::vec(prop::collection::vec(0.0f64..100.0, 4), 1..8),
+                order in prop::collection::vec(0usize..8, 1..16),
+            ) {
+                let reported: Vec<Tray> = trays
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (m, c, loaded))| {
+                        let material = loaded.then_some(MATERIALS[*m]);
+                        tray(i as u32, material, COLOURS[*c])
+                    })
+                    .collect();
+                let mounted: Vec<Option<LoadedSpool>> = spools
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        s.map(|(m, c)| LoadedSpool {
+                            spool_id: format!("s-{i}"),
+                            material: MATERIALS[m].into(),
+                            colour: NAMES[c].into(),
+                            remaining_g: 1000.0,
+                        })
+                    })
+                    .collect();
+                // Cumulative per tool: running maxima of the random figures.
+                let mut cumulative = vec![];
+                let mut high = [0.0f64; 4];
+                for r in &reports {
+                    for (h, v) in high.iter_mut().zip(r) {
+                        *h += v;
+                    }
+                    cumulative.push(high.to_vec());
+                }
+                let in_tray: Vec<(u32, Option<usize>)> = tray_spools(&reported, &mounted)
+                    .into_iter()
+                    .map(|(t, s)| (t.slot, s))
+                    .collect();
+                let mut booking = JobBooking::new("job-1", 1, "bambu");
+                let mut most = [0.0f64; 4];
+                for i in &order {
+                    let r = &cumulative[i % cumulative.len()];
+                    let drafts = book(&mut booking, r, |tool| {
+                        let (i, tray) = feeding(tool, &map, &reported, &mounted);
+                        let s = mounted.get(i?)?.as_ref()?;
+                        Some(OnTool {
+                            spool_id: s.spool_id.clone(),
+                            tray,
+                            material_id: s.material.clone(),
+                            grams_per_mm: 0.003,
+                            cost_per_kg: 20.0,
+                        })
+                    });
+                    for (m, v) in most.iter_mut().zip(r) {
+                        *m = m.max(*v);
+                    }
+                    for d in drafts {
+                        let tray = map[d.tool as usize];
+                        prop_assert_eq!(d.tray, tray, "the row names the tool's tray");
+                        let tray = tray.expect("a draft has a tray");
+                        let spool: usize = d.spool_id[2..].parse().expect("id");
+                        match in_tray.iter().find(|(t, _)| *t == tray) {
+                            // A reported tray: only its matched spool.
+                            Some((_, s)) => prop_assert_eq!(*s, Some(spool)),
+                            // Not reported: the spool mounted under its number.
+                            None => prop_assert_eq!(spool, tray as usize),
+                        }
+                        // That spool is in no other tray.
+                        prop_assert!(in_tray.iter().all(|(t, s)| *t == tray || *s != Some(spool)));
+                    }
+                }
+                for (t, m) in most.iter().enumerate() {
+                    let booked = booking.tools.get(t).map_or(0.0, |b| b.booked_mm);
+                    prop_assert!((booked - m).abs() < 1e-9, "tool {t}: {booked} mm of {m}");
+                }
+            }
+        }
+    }
 }
