@@ -752,7 +752,16 @@ async fn ams_trays_are_reported_and_a_plate_is_mapped_onto_the_trays_holding_its
     .await
     .map_err(|e| anyhow!("start: {e}"))?;
     let mut seen = vec![];
-    until_event(&mut p, &mut seen, |e| matches!(e, Event::JobStarted { .. })).await?;
+    let started = until_event(&mut p, &mut seen, |e| matches!(e, Event::JobStarted { .. })).await?;
+    // The farm is told which tray feeds each tool, to bill each tray's spool.
+    ensure!(
+        started
+            == Event::JobStarted {
+                job_id: "j-ams".into(),
+                tool_trays: vec![Some(1), Some(3)],
+            },
+        "{started:?}"
+    );
     let start = sim
         .requests()
         .into_iter()
