@@ -14,7 +14,7 @@ use crate::farm::writer::Staging;
 use crate::farm::{Farm, Mirror, now};
 use crate::jobs::{Job, OrderRef};
 use crate::orders::follow_up::OrderError;
-use crate::orders::{self, FieldError, Order, OrderRequest, OrderState, Resolved};
+use crate::orders::{self, Order, OrderRequest, OrderState, Resolved};
 use crate::store::{IdempotencyRecord, StoreError, Tx};
 use std::collections::HashMap;
 use std::sync::Arc;
