@@ -12,6 +12,7 @@
 #   OFFLINE=0 DURATION=60s STORM_AT=30s scripts/bench-floor.sh
 #   SKIP_BUILD=1 ...                          # use the release binaries already in target/release
 #   STORM_AT= ...                             # no reconnect storm
+#   BIN=/tmp/before SKIP_BUILD=1 ...          # another build's binaries (before/after in one sitting)
 #
 # Beside the printers (BENCHMARKS.md "Order intake under load", "Dashboards on the stream",
 # "Dispatch fan-out"): LOADGEN_ARGS adds farm-loadgen options to the size runs, TAG names
@@ -41,7 +42,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ulimit -n 1048576 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 
 [[ ${SKIP_BUILD:-0} == 1 ]] || cargo build --release --locked -p farm-controller -p farm-loadgen
-BIN=$PWD/target/release
+# BIN=dir with farm-controller and farm-loadgen: another build (e.g. the one before a change).
+BIN=${BIN:-$PWD/target/release}
 # rmqtt lives outside the workspace (its own Cargo.lock) so that CI never builds it.
 RMQTT=$PWD/target/rmqtt-broker/release/rmqtt-bench-broker
 if [[ $BROKER == rmqtt && ${SKIP_BUILD:-0} != 1 ]]; then

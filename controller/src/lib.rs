@@ -225,7 +225,7 @@ pub async fn start(
         files: files.clone(),
         anonymous: config.anonymous_role,
         broker: broker_kind,
-        enrol: enrol.clone(),
+        enrol: Arc::new(enrol.clone()),
         production: Arc::new(config.production()),
         intake,
     };

@@ -306,6 +306,7 @@ impl Store {
             let mut tx = Tx {
                 txn: &txn,
                 marks: vec![],
+                open: OpenTables::default(),
             };
             let out = f(&mut tx)?;
             (out, tx.marks)
@@ -341,6 +342,7 @@ impl Batch {
         let mut tx = Tx {
             txn: &self.txn,
             marks: vec![],
+            open: OpenTables::default(),
         };
         let out = f(&mut tx);
         self.marks.append(&mut tx.marks);
@@ -357,9 +359,47 @@ pub struct Tx<'a> {
     txn: &'a redb::WriteTransaction,
     /// Applied marks written in this transaction (see [`Store::durable_applied_seq`]).
     marks: Vec<(String, u64)>,
+    /// The tables an order writes, opened once per staging and kept open until it ends:
+    /// opening and closing a redb table costs more than writing a row to it, and a batch of
+    /// orders writes four rows to these per order. (A table open here must not be opened
+    /// again in the same staging: redb refuses; every use goes through these.)
+    open: OpenTables<'a>,
 }
 
-impl Tx<'_> {
+#[derive(Default)]
+struct OpenTables<'a> {
+    meta: Option<redb::Table<'a, &'static str, u64>>,
+    jobs: Option<redb::Table<'a, u64, &'static [u8]>>,
+    orders: Option<redb::Table<'a, u64, &'static [u8]>>,
+    idempotency: Option<redb::Table<'a, &'static str, &'static [u8]>>,
+}
+
+/// The table in `slot`, opened on first use.
+fn opened<'s, 'a, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<redb::Table<'a, K, V>>,
+    txn: &'a redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<&'s mut redb::Table<'a, K, V>, StoreError> {
+    let t = match slot.take() {
+        Some(t) => t,
+        None => txn.open_table(def).db()?,
+    };
+    Ok(slot.insert(t))
+}
+
+impl<'a> Tx<'a> {
+    fn meta(&mut self) -> Result<&mut redb::Table<'a, &'static str, u64>, StoreError> {
+        opened(&mut self.open.meta, self.txn, META)
+    }
+
+    /// Adds one to a counter in `meta`; returns its value before (1 for a new counter).
+    fn bump(&mut self, counter: &str) -> Result<u64, StoreError> {
+        let meta = self.meta()?;
+        let n = meta.get(counter).db()?.map_or(1, |v| v.value());
+        meta.insert(counter, n + 1).db()?;
+        Ok(n)
+    }
+
     pub fn put_printer(&mut self, p: &PrinterRecord) -> Result<(), StoreError> {
         self.txn
             .open_table(PRINTERS)
@@ -370,9 +410,7 @@ impl Tx<'_> {
     }
 
     pub fn put_job(&mut self, j: &Job) -> Result<(), StoreError> {
-        self.txn
-            .open_table(JOBS)
-            .db()?
+        opened(&mut self.open.jobs, self.txn, JOBS)?
             .insert(j.number, encode(j).as_slice())
             .db()?;
         Ok(())
@@ -380,10 +418,7 @@ impl Tx<'_> {
 
     /// Allocates the next job number (1, 2, …), never reused.
     pub fn next_job_number(&mut self) -> Result<u64, StoreError> {
-        let mut meta = self.txn.open_table(META).db()?;
-        let n = meta.get("next_job").db()?.map_or(1, |v| v.value());
-        meta.insert("next_job", n + 1).db()?;
-        Ok(n)
+        self.bump("next_job")
     }
 
     pub fn applied_seq(&mut self, printer: &str) -> Result<u64, StoreError> {
@@ -432,25 +467,18 @@ impl Tx<'_> {
 
     /// Next number of a named counter in `meta` (1, 2, …), never reused.
     pub fn next_number(&mut self, counter: &str) -> Result<u64, StoreError> {
-        let mut meta = self.txn.open_table(META).db()?;
-        let n = meta.get(counter).db()?.map_or(1, |v| v.value());
-        meta.insert(counter, n + 1).db()?;
-        Ok(n)
+        self.bump(counter)
     }
 
     pub fn put_order(&mut self, o: &crate::orders::Order) -> Result<(), StoreError> {
-        self.txn
-            .open_table(ORDERS)
-            .db()?
+        opened(&mut self.open.orders, self.txn, ORDERS)?
             .insert(o.number, encode(o).as_slice())
             .db()?;
         Ok(())
     }
 
     pub fn put_idempotency(&mut self, key: &str, r: &IdempotencyRecord) -> Result<(), StoreError> {
-        self.txn
-            .open_table(IDEMPOTENCY)
-            .db()?
+        opened(&mut self.open.idempotency, self.txn, IDEMPOTENCY)?
             .insert(key, encode(r).as_slice())
             .db()?;
         Ok(())

@@ -54,7 +54,7 @@ pub struct AppState {
     pub anonymous: Option<Role>,
     pub broker: &'static str,
     /// What enrolment tells agents: where to fetch files and which broker to use.
-    pub enrol: crate::printers::enrol::Endpoints,
+    pub enrol: Arc<crate::printers::enrol::Endpoints>,
     /// `[inventory]`, `[pricing]`, `[maintenance]`.
     pub production: Arc<crate::config::ProductionConfig>,
     /// Order intake (group commit).
@@ -125,13 +125,16 @@ pub fn api(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// 401 before anything else (body parsing included) for a request with no credential. The
 /// handlers still check the role; this only keeps anonymous callers from probing bodies.
-async fn require_caller(c: Caller, req: Request, next: Next) -> Response {
-    if c.0.is_none() {
+/// The caller found here is kept with the request, so the handler's [`Caller`] does not look
+/// the token up a second time.
+async fn require_caller(c: Caller, mut req: Request, next: Next) -> Response {
+    let Some(p) = c.0 else {
         return require(&c, Role::Viewer)
             .err()
             .map(IntoResponse::into_response)
             .unwrap_or_else(|| StatusCode::UNAUTHORIZED.into_response());
-    }
+    };
+    req.extensions_mut().insert(problem::Known(p));
     next.run(req).await
 }
 

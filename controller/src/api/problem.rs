@@ -77,6 +77,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The caller the router's layer already identified (kept in the request's extensions).
+#[derive(Clone)]
+pub(crate) struct Known(pub(crate) Principal);
+
 /// Who is calling: `None` when no valid credential was sent and there is no anonymous role.
 pub struct Caller(pub Option<Principal>);
 
@@ -84,6 +88,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(Known(p)) = parts.extensions.get::<Known>() {
+            return Ok(Caller(Some(p.clone())));
+        }
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)

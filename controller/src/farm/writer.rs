@@ -323,7 +323,7 @@ impl Farm {
         match lock(&self.held).as_mut() {
             Some(h) => h.changes.push(c),
             None => {
-                let _ = self.changes.send(c);
+                let _ = self.changes.send(super::SharedChange::new(c));
             }
         }
     }
@@ -360,7 +360,7 @@ impl Farm {
         let mut held = lock(&self.held);
         if let Some(h) = held.take() {
             for c in h.changes {
-                let _ = self.changes.send(c);
+                let _ = self.changes.send(super::SharedChange::new(c));
             }
             for msg in h.outbound {
                 self.try_outbound(msg);

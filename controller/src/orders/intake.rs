@@ -14,7 +14,7 @@ use crate::farm::writer::Staging;
 use crate::farm::{Farm, Mirror, now};
 use crate::jobs::{Job, OrderRef};
 use crate::orders::follow_up::OrderError;
-use crate::orders::{self, FieldError, Order, OrderRequest, OrderState, Resolved};
+use crate::orders::{self, Order, OrderRequest, OrderState, Resolved};
 use crate::store::{IdempotencyRecord, StoreError, Tx};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -144,6 +144,7 @@ impl Farm {
         let mut fresh: Vec<(usize, Order, Vec<Job>, Vec<String>)> = vec![];
         let mut keys_in_batch: HashMap<String, (String, usize)> = HashMap::new();
         let printers = self.scheduler_printers(m);
+        let mut seen = HashMap::new(); // checks shared by the batch (`fit.rs`)
         for (i, intake) in batch.iter().enumerate() {
             let key = intake
                 .idempotency_key
@@ -185,7 +186,8 @@ impl Farm {
                     continue;
                 }
             };
-            let (errs, warnings) = self.check_printable(m, &items, &printers, &settings.rules);
+            let (errs, warnings) =
+                self.check_printable(m, &items, &printers, &settings.rules, &mut seen);
             if !errs.is_empty() {
                 answers.push(Some(Err(OrderError::Invalid(errs))));
                 continue;
@@ -369,63 +371,6 @@ impl Farm {
             j.hold = Some(crate::jobs::AWAITING_RELEASE.into());
         }
         Ok(j)
-    }
-
-    /// Refuses items no enrolled printer could ever print (422) and warns about items whose
-    /// material, colour or nozzle nobody has loaded right now (accepted: an operator can load it).
-    fn check_printable(
-        &self,
-        m: &Mirror,
-        items: &[orders::Item],
-        printers: &[crate::jobs::scheduler::PrinterInput],
-        rules: &crate::jobs::scheduler::Rules,
-    ) -> (Vec<FieldError>, Vec<String>) {
-        use crate::jobs::scheduler::{Misfit, fits};
-        let (mut errs, mut warnings) = (vec![], vec![]);
-        for (i, item) in items.iter().enumerate() {
-            for f in &item.files {
-                let Some((_, meta)) = m
-                    .book
-                    .files
-                    .get(&f.sha256)
-                    .and_then(|m| m.for_plate(f.plate).ok())
-                else {
-                    continue;
-                };
-                let meta = &meta;
-                let j = self.job_input_for(meta, item);
-                let results: Vec<Result<(), Misfit>> =
-                    printers.iter().map(|p| fits(p, &j, rules)).collect();
-                let declared = printers
-                    .iter()
-                    .filter(|p| p.build_volume_mm.is_some())
-                    .count();
-                let too_big = results
-                    .iter()
-                    .filter(|r| matches!(r, Err(Misfit::TooBig { .. })))
-                    .count();
-                if declared > 0 && too_big == declared {
-                    errs.push(FieldError {
-                        field: format!("items[{i}]"),
-                        problem: format!(
-                            "{} measures {:?} mm, larger than the build volume of every printer in the farm; send a smaller part or split it",
-                            f.name,
-                            meta.size_mm.unwrap_or_default()
-                        ),
-                    });
-                } else if !results.iter().any(|r| {
-                    r.is_ok() || matches!(r, Err(Misfit::NotEnough { .. } | Misfit::Blocked))
-                }) {
-                    warnings.push(format!(
-                        "items[{i}]: no printer has {} {}{} loaded now; the copies wait until an operator loads it",
-                        item.material.as_deref().unwrap_or("any material"),
-                        item.colour.as_deref().unwrap_or("any colour"),
-                        item.nozzle_mm.map(|n| format!(" with a {n} mm nozzle")).unwrap_or_default(),
-                    ));
-                }
-            }
-        }
-        (errs, warnings)
     }
 }
 

@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `mod.rs` | order lifecycle, copies, request validation (pure; tests in `tests.rs`) |
 //! | [`intake`] | farm writes: order intake with group commit, idempotency |
+//! | [`fit`] | does an item fit the farm's printers (refused, warned, fine), once per batch and class |
 //! | [`follow_up`] | farm writes: cancel, release, fulfil; a job's consequences for its order |
 //! | [`view`] | what the API shows of an order, read from the farm |
 //! | [`outbox`] | farm writes: the webhook outbox |
@@ -20,6 +21,7 @@
 //! | [`http`] | `/api/v1/orders`, file uploads to order from, webhook log |
 
 pub mod actions;
+pub mod fit;
 pub mod follow_up;
 pub mod http;
 pub mod intake;

@@ -3,7 +3,7 @@
 //! records, written only inside [`Store::write`], so a booking and its event's `(printer, seq)`
 //! mark commit together.
 
-use super::{Db, META, Store, StoreError, Tx, decode, encode};
+use super::{Db, Store, StoreError, Tx, decode, encode};
 use crate::inventory::ledger::{JobBooking, LedgerRow};
 use crate::inventory::{Material, Spool};
 use crate::maintenance::{Completion, Task};
@@ -135,10 +135,7 @@ impl Store {
 
 impl Tx<'_> {
     fn next(&mut self, counter: &str) -> Result<u64, StoreError> {
-        let mut meta = self.txn.open_table(META).db()?;
-        let n = meta.get(counter).db()?.map_or(1, |v| v.value());
-        meta.insert(counter, n + 1).db()?;
-        Ok(n)
+        self.bump(counter)
     }
 
     pub fn next_spool_number(&mut self) -> Result<u64, StoreError> {
