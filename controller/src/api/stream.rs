@@ -30,11 +30,18 @@ fn snapshot(s: &Snapshot) -> Event {
 }
 
 fn change(c: Change) -> Event {
+    let name = match c {
+        Change::Printer(_) => "printer",
+        Change::Job(_) => "job",
+    };
+    Event::default().event(name).data(render(&c))
+}
+
+/// The `data` of one change's event, as every stream client gets it.
+pub fn render(c: &Change) -> String {
     match c {
-        Change::Printer(v) => Event::default().event("printer").data(v.to_string()),
-        Change::Job(j) => Event::default()
-            .event("job")
-            .data(serde_json::to_string(&j).unwrap_or_default()),
+        Change::Printer(json) => json.to_string(),
+        Change::Job(j) => serde_json::to_string(j).unwrap_or_default(),
     }
 }
 

@@ -303,25 +303,63 @@ pub fn view(rec: &PrinterRecord, live: &Live) -> PrinterView {
     }
 }
 
-/// The fields of `new` that differ from `old`, plus `id`: what the live stream sends.
-pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::Value> {
-    let new_v = serde_json::to_value(new).ok()?;
-    let Some(old) = old else { return Some(new_v) };
-    let old_v = serde_json::to_value(old).ok()?;
-    let (serde_json::Value::Object(o), serde_json::Value::Object(n)) = (old_v, new_v) else {
-        return None;
+/// The fields of `new` that differ from `old`, plus `id`: what the live stream sends, as
+/// JSON text, rendered once here however many dashboards read it. Compared field by field
+/// on the typed views; only changed fields are serialised. `None` when nothing changed.
+pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<String> {
+    let Some(old) = old else {
+        return serde_json::to_string(new).ok();
     };
-    let mut out = serde_json::Map::new();
-    for (k, v) in n {
-        if o.get(&k) != Some(&v) {
-            out.insert(k, v);
-        }
+    fn put(out: &mut Vec<u8>, name: &str, v: &impl Serialize) {
+        out.push(if out.is_empty() { b'{' } else { b',' });
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        // Plain data into a Vec: cannot fail (a non-finite float is written as null).
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    /// `last_seen` as the view serialises it.
+    #[derive(Serialize)]
+    struct Rfc3339(#[serde(with = "time::serde::rfc3339::option")] Option<OffsetDateTime>);
+    let mut out = Vec::with_capacity(256);
+    // Every field of `PrinterView` but `id` and `last_seen` (a test checks none is missing).
+    macro_rules! changed {
+        ($($f:ident),*) => {$(
+            if old.$f != new.$f {
+                put(&mut out, stringify!($f), &new.$f);
+            }
+        )*};
+    }
+    changed!(
+        name,
+        state,
+        online,
+        activity,
+        temps,
+        job,
+        current_job_id,
+        message,
+        firmware_messages,
+        auto_eject,
+        agent,
+        maintenance,
+        model,
+        build_volume_mm,
+        tools,
+        trays,
+        tags,
+        location,
+        power_w
+    );
+    if old.last_seen != new.last_seen {
+        put(&mut out, "last_seen", &Rfc3339(new.last_seen));
     }
     if out.is_empty() {
         return None;
     }
-    out.insert("id".into(), serde_json::Value::String(new.id.clone()));
-    Some(serde_json::Value::Object(out))
+    put(&mut out, "id", &new.id);
+    out.push(b'}');
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -408,13 +446,69 @@ mod tests {
         let r = sample("p");
         let a = view(&r, &live(Some(Activity::Idle)));
         let b = view(&r, &live(Some(Activity::Printing)));
-        let d = diff(Some(&a), &b).expect("a change");
+        let d: serde_json::Value =
+            serde_json::from_str(&diff(Some(&a), &b).expect("a change")).expect("json");
         let keys: Vec<_> = d.as_object().expect("object").keys().cloned().collect();
         assert_eq!(keys.len(), 3, "{d}");
         assert_eq!(d["state"], "busy");
         assert_eq!(d["activity"], "printing");
         assert_eq!(d["id"], "p");
         assert!(diff(Some(&a), &a).is_none());
+    }
+
+    /// The typed diff must name every field of the view: one added to `PrinterView` but not
+    /// to `diff` would never reach a dashboard after the snapshot.
+    #[test]
+    fn diff_covers_every_field_of_the_view() {
+        let a = view(&sample("p"), &Live::default());
+        let mut r = sample("p");
+        r.name = "other".into();
+        r.auto_eject = true;
+        r.maintenance = true;
+        r.current_job = Some("job-1".into());
+        r.model = Some("mk4".into());
+        r.build_volume_mm = Some([1.0, 2.0, 3.0]);
+        r.tools = vec![ToolSlot::default()];
+        r.tags = vec!["t".into()];
+        r.location = Some("here".into());
+        r.power_w = Some(1.0);
+        let mut l = live(Some(Activity::Printing));
+        let s = l.status.as_mut().expect("status");
+        s.temps = vec![farm_protocol::messages::Heater {
+            name: "bed".into(),
+            actual: 60.0,
+            target: 60.0,
+        }];
+        s.message = Some("m".into());
+        s.job = Some(farm_protocol::messages::JobProgress {
+            job_id: "job-1".into(),
+            progress: 0.5,
+            file_pos: 1,
+            file_size: 2,
+            layer: None,
+            layer_count: None,
+            elapsed_s: 1.0,
+            eta_s: None,
+            extruded_mm: vec![],
+        });
+        s.trays = vec![farm_protocol::messages::Tray {
+            slot: 0,
+            material: None,
+            colour: None,
+            remain_pct: None,
+            preset: None,
+            active: false,
+        }];
+        l.last_seen = Some(OffsetDateTime::UNIX_EPOCH);
+        l.note(OffsetDateTime::UNIX_EPOCH, "n");
+        let b = view(&r, &l);
+        let d: serde_json::Value =
+            serde_json::from_str(&diff(Some(&a), &b).expect("a change")).expect("json");
+        let whole = serde_json::to_value(&b).expect("view");
+        assert_eq!(
+            d, whole,
+            "every field changed, so the diff is the whole view"
+        );
     }
 
     #[test]
