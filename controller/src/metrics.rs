@@ -40,6 +40,8 @@ pub struct Metrics {
     pub mqtt_received: Labelled,
     /// MQTT messages dropped, by reason (bad signature, unknown printer, …).
     pub mqtt_dropped: Labelled,
+    /// Times the MQTT link waited for a full ingest lane to take an event or presence message.
+    pub ingest_waits: AtomicU64,
     pub events_applied: AtomicU64,
     /// Events whose seq was already applied (redelivery after reconnect or restart).
     pub events_replayed: AtomicU64,
@@ -102,6 +104,12 @@ impl Metrics {
             "reason",
             &self.mqtt_dropped.snapshot(),
             "counter",
+        );
+        counter(
+            &mut o,
+            "farm_mqtt_ingest_waits_total",
+            "Times the MQTT link stopped reading to wait for a full ingest lane (events, presence)",
+            self.ingest_waits.load(Relaxed),
         );
         counter(
             &mut o,

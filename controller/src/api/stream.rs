@@ -56,11 +56,11 @@ fn snapshot(s: &Snapshot) -> Bytes {
     })
 }
 
-fn encode(c: &Change) -> Bytes {
+/// One change as its SSE event, encoded once and shared by every subscriber.
+pub fn encode(c: &Change) -> Bytes {
     match c {
-        Change::Printer(v) => frame("printer", |b| {
-            let _ = serde_json::to_writer(b, v);
-        }),
+        // Already JSON text: the diff renders it once ([`crate::printers::fleet::diff`]).
+        Change::Printer(json) => frame("printer", |b| b.extend_from_slice(json.as_bytes())),
         Change::Job(j) => frame("job", |b| {
             let _ = serde_json::to_writer(b, j);
         }),
@@ -153,7 +153,7 @@ mod tests {
     }
 
     fn change(n: usize) -> Change {
-        Change::Printer(serde_json::json!({"id": "p-1", "n": n}))
+        Change::Printer(serde_json::json!({"id": "p-1", "n": n}).to_string().into())
     }
 
     fn text(b: &Bytes) -> &str {

@@ -39,7 +39,7 @@ use farm_protocol::{Channel, PrinterId, Topics};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, broadcast, mpsc};
 
@@ -54,8 +54,9 @@ pub struct Outbound {
 /// One change on the live stream (`/api/v1/stream`).
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// Changed fields of one printer, with its `id`.
-    Printer(serde_json::Value),
+    /// Changed fields of one printer, with its `id`: JSON text, rendered once for every
+    /// stream client (a broadcast hands each receiver a clone: here a reference count).
+    Printer(Arc<str>),
     Job(Box<Job>),
 }
 
@@ -189,6 +190,10 @@ pub struct Farm {
     pub(crate) writer: writer::Writer,
     /// While the writer's staged batch awaits its fsync: what must not leave before it.
     pub(crate) held: Mutex<Option<writer::Held>>,
+    /// Each enrolled printer's HMAC key, apart from the mirror: ingest checks every message
+    /// with it, and must not wait for the mirror's lock (held by the writer for a whole
+    /// batch) or copy the key to do so. Keys never change once enrolled.
+    keys: RwLock<HashMap<String, Arc<str>>>,
 }
 
 /// What applying one event did, for the caller to acknowledge.
@@ -266,6 +271,11 @@ impl Farm {
                 },
             );
         }
+        let keys = m
+            .printers
+            .iter()
+            .map(|(id, e)| (id.clone(), Arc::from(e.rec.secret.as_str())))
+            .collect();
         let (changes, _) = broadcast::channel(STREAM_BACKLOG);
         let (outbound, rx) = mpsc::channel(10_000);
         let farm = Arc::new_cyclic(|me| Farm {
@@ -284,6 +294,7 @@ impl Farm {
             started: std::time::Instant::now(),
             production: crate::jobs::production::Production::new(corrections),
             webhook_kick: Notify::new(),
+            keys: RwLock::new(keys),
         });
         Ok((farm, rx))
     }
@@ -311,7 +322,7 @@ impl Farm {
         let diff = self.watched().then(|| fleet::diff(Some(&e.view), &new));
         e.view = new;
         if let Some(Some(d)) = diff {
-            self.publish(Change::Printer(d));
+            self.publish(Change::Printer(d.into()));
         }
     }
 
@@ -370,11 +381,10 @@ impl Farm {
     }
 
     /// The HMAC key of a printer, if it is enrolled.
-    pub fn secret(&self, printer: &str) -> Option<String> {
-        self.lock()
-            .printers
-            .get(printer)
-            .map(|e| e.rec.secret.clone())
+    pub fn secret(&self, printer: &str) -> Option<Arc<str>> {
+        // Poisoned only by a panic inside the two short sections below; the map is whole.
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.get(printer).cloned()
     }
 
     /// Checks broker credentials of an agent (username = printer id, password = token).
@@ -488,10 +498,14 @@ impl Farm {
                 return Err(FarmError::PrinterExists(rec.id));
             }
             s.put(|_, tx| tx.put_printer(&rec));
+            farm.keys
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rec.id.clone(), Arc::from(rec.secret.as_str()));
             let view = s.m.insert_printer(rec.clone());
-            farm.publish(Change::Printer(
-                serde_json::to_value(&view).unwrap_or_default(),
-            ));
+            if let Some(json) = fleet::diff(None, &view) {
+                farm.publish(Change::Printer(json.into()));
+            }
             Ok((rec, token))
         })
         .await

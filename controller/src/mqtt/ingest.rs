@@ -1,25 +1,39 @@
 //! Ingest: one MQTT message from an agent, verified and applied.
 //!
 //! Order of checks (cheapest first, nothing parsed before it is authenticated): the topic is
-//! ours and an agent channel, the printer is enrolled, then [`farm_protocol::open`] checks size,
-//! framing, signature, version, printer/topic match and kind. Every refusal is counted in
-//! `farm_mqtt_dropped_total{reason}`; none reaches the farm.
+//! ours and an agent channel ([`route`], on the link's task), then, on the printer's lane
+//! ([`crate::mqtt::shards`]), the printer is enrolled and [`farm_protocol::open`] checks size,
+//! framing, signature, version, printer/topic match and kind ([`apply`]). Every refusal is
+//! counted in `farm_mqtt_dropped_total{reason}`; none reaches the farm.
 
 use crate::farm::Farm;
 use farm_protocol::messages::{Event, OnlineMessage, StatusMessage};
-use farm_protocol::{Channel, open};
+use farm_protocol::{Channel, PrinterId, open};
 
-/// Handles one publish received from the broker.
+/// Handles one publish on the caller's task: [`route`], then [`apply`].
 pub fn handle(farm: &Farm, topic: &str, payload: &[u8]) {
+    if let Some((printer, channel)) = route(farm, topic) {
+        apply(farm, &printer, channel, payload);
+    }
+}
+
+/// The cheap part: which printer and channel, if the topic is ours and an agent's.
+pub fn route(farm: &Farm, topic: &str) -> Option<(PrinterId, Channel)> {
     let m = &farm.metrics;
     let Some((printer, channel)) = farm.topics().parse(topic) else {
         m.mqtt_dropped.inc("foreign_topic");
-        return;
+        return None;
     };
     if !channel.from_agent() {
-        return; // our own commands and acks echoed back by a wildcard subscription
+        return None; // our own commands and acks echoed back by a wildcard subscription
     }
     m.mqtt_received.inc(channel.as_str());
+    Some((printer, channel))
+}
+
+/// Verifies one routed message with its printer's secret and applies it.
+pub fn apply(farm: &Farm, printer: &PrinterId, channel: Channel, payload: &[u8]) {
+    let m = &farm.metrics;
     let Some(secret) = farm.secret(printer.as_str()) else {
         m.mqtt_dropped.inc("unknown_printer");
         tracing::debug!(%printer, "message from a printer that is not enrolled");
@@ -27,15 +41,15 @@ pub fn handle(farm: &Farm, topic: &str, payload: &[u8]) {
     };
     let key = secret.as_bytes();
     let result = match channel {
-        Channel::Status => open::<StatusMessage>(payload, key, &printer).map(|env| {
+        Channel::Status => open::<StatusMessage>(payload, key, printer).map(|env| {
             let StatusMessage::Status(s) = env.body;
             farm.apply_status(printer.as_str(), s);
         }),
-        Channel::Online => open::<OnlineMessage>(payload, key, &printer).map(|env| {
+        Channel::Online => open::<OnlineMessage>(payload, key, printer).map(|env| {
             let OnlineMessage::Online { online } = env.body;
             farm.apply_online(printer.as_str(), online);
         }),
-        Channel::Events => open::<Event>(payload, key, &printer).map(|env| {
+        Channel::Events => open::<Event>(payload, key, printer).map(|env| {
             let Some(seq) = env.seq else {
                 m.mqtt_dropped.inc("missing_field");
                 return;

@@ -1,9 +1,14 @@
 //! The controller's MQTT connection (to the embedded broker or an external one).
 //!
-//! One task owns the socket: it feeds every message from agents to [`crate::mqtt::ingest`] in
-//! arrival order (the order a printer's events must be applied in), and publishes what the
-//! farm queues ([`Outbound`]: commands, acks). rumqttc has no reconnect backoff of its own,
-//! so this loop sleeps between attempts.
+//! One task owns the socket: it routes every message from agents to its printer's ingest
+//! lane ([`crate::mqtt::shards`]: verified and applied there, each printer's in arrival
+//! order, the order its events must be applied in), and publishes what the farm queues
+//! ([`Outbound`]: commands, acks). Routing is a topic parse and a channel send, so this loop
+//! keeps polling rumqttc's event loop (which reads the socket and answers the broker's acks
+//! and pings only while polled) and takes outbound messages between publishes; it waits only
+//! when a lane is full and the message is an event or presence (backpressure to the broker,
+//! see `shards`). rumqttc has no reconnect backoff of its own, so this loop sleeps between
+//! attempts.
 //!
 //! Invariant: outbound messages are taken only while connected. A cancelled `poll()` drops a
 //! connection still in its handshake, so a steady flow of outbound messages could otherwise
@@ -67,6 +72,7 @@ pub async fn run(
     net.set_tcp_nodelay(true);
     events.set_network_options(net);
     let topics = farm.topics().clone();
+    let shards = crate::mqtt::shards::Shards::start(farm.clone());
     let mut backoff = RECONNECT;
     let mut subacks = 0;
     let mut connected = false;
@@ -98,7 +104,7 @@ pub async fn run(
                         farm.broker_connected.store(true, Relaxed);
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => crate::mqtt::ingest::handle(&farm, &p.topic, &p.payload),
+                Ok(Event::Incoming(Packet::Publish(p))) => shards.dispatch(&p.topic, p.payload).await,
                 Ok(_) => {}
                 Err(e) => {
                     connected = false;

@@ -3,9 +3,11 @@
 //! | file | concern |
 //! |---|---|
 //! | [`broker`] | the embedded rumqttd broker and its login check |
-//! | [`link`] | the controller's MQTT connection: feeds ingest, publishes commands and acks |
-//! | [`ingest`] | one MQTT message from an agent: verify, decode, apply, ack |
+//! | [`link`] | the controller's MQTT connection: routes to ingest, publishes commands and acks |
+//! | [`shards`] | ingest's lanes: one task per core, each printer's messages on one lane, in order |
+//! | [`ingest`] | one MQTT message from an agent: route, then verify, decode, apply |
 
 pub mod broker;
 pub mod ingest;
 pub mod link;
+pub mod shards;

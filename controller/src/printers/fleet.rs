@@ -303,16 +303,27 @@ pub fn view(rec: &PrinterRecord, live: &Live) -> PrinterView {
     }
 }
 
-/// The fields of `new` that differ from `old`, plus `id`: what the live stream sends.
+/// The fields of `new` that differ from `old`, plus `id`: what the live stream sends, as
+/// JSON text, rendered once here however many dashboards read it. `None` when nothing changed.
 ///
-/// Compared field by field on the typed views, and only changed fields are turned into JSON:
-/// this runs for every status of every printer (5,000 a second on a big floor), and most
-/// fields never change between two statuses.
-pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::Value> {
-    use serde_json::{Map, Value, to_value};
+/// Compared field by field on the typed views, and only changed fields are serialised: this
+/// runs for every status of every printer (5,000 a second on a big floor), and most fields
+/// never change between two statuses.
+pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<String> {
     let Some(old) = old else {
-        return serde_json::to_value(new).ok();
+        return serde_json::to_string(new).ok();
     };
+    fn put(out: &mut Vec<u8>, name: &str, v: &impl Serialize) {
+        out.push(if out.is_empty() { b'{' } else { b',' });
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        // Plain data into a Vec: cannot fail (a non-finite float is written as null).
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    /// `last_seen` as the view serialises it.
+    #[derive(Serialize)]
+    struct Rfc3339(#[serde(with = "time::serde::rfc3339::option")] Option<OffsetDateTime>);
     // Destructured, so a field added to the view fails to compile here until it is diffed.
     let PrinterView {
         id,
@@ -337,11 +348,11 @@ pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::
         location,
         power_w,
     } = new;
-    let mut out = Map::new();
+    let mut out = Vec::with_capacity(256);
     macro_rules! changed {
         ($($f:ident),*) => {$(
             if old.$f != *$f {
-                out.insert(stringify!($f).into(), to_value($f).ok()?);
+                put(&mut out, stringify!($f), $f);
             }
         )*};
     }
@@ -354,13 +365,11 @@ pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::
                 a.name == b.name && same(a.actual, b.actual) && same(a.target, b.target)
             });
     if !same_temps {
-        out.insert("temps".into(), to_value(temps).ok()?);
+        put(&mut out, "temps", temps);
     }
-    changed!(job, current_job_id, message);
-    changed!(firmware_messages, auto_eject);
+    changed!(job, current_job_id, message, firmware_messages, auto_eject);
     if old.last_seen != *last_seen {
-        let v = time::serde::rfc3339::option::serialize(last_seen, serde_json::value::Serializer);
-        out.insert("last_seen".into(), v.ok()?);
+        put(&mut out, "last_seen", &Rfc3339(*last_seen));
     }
     changed!(
         agent,
@@ -376,8 +385,9 @@ pub fn diff(old: Option<&PrinterView>, new: &PrinterView) -> Option<serde_json::
     if out.is_empty() {
         return None;
     }
-    out.insert("id".into(), Value::String(id.clone()));
-    Some(Value::Object(out))
+    put(&mut out, "id", id);
+    out.push(b'}');
+    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -520,10 +530,17 @@ mod tests {
         views.push(view(&r, &l));
         for a in &views {
             for b in &views {
-                assert_eq!(diff(Some(a), b), json_diff(a, b), "{a:?} -> {b:?}");
+                let typed = diff(Some(a), b).map(|t| {
+                    serde_json::from_str::<serde_json::Value>(&t).expect("the diff is JSON")
+                });
+                assert_eq!(typed, json_diff(a, b), "{a:?} -> {b:?}");
             }
         }
-        assert_eq!(diff(None, &views[3]), serde_json::to_value(&views[3]).ok());
+        let whole = diff(None, &views[3]).expect("a new printer is all of it");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&whole).ok(),
+            serde_json::to_value(&views[3]).ok()
+        );
     }
 
     #[test]
@@ -531,13 +548,69 @@ mod tests {
         let r = sample("p");
         let a = view(&r, &live(Some(Activity::Idle)));
         let b = view(&r, &live(Some(Activity::Printing)));
-        let d = diff(Some(&a), &b).expect("a change");
+        let d: serde_json::Value =
+            serde_json::from_str(&diff(Some(&a), &b).expect("a change")).expect("json");
         let keys: Vec<_> = d.as_object().expect("object").keys().cloned().collect();
         assert_eq!(keys.len(), 3, "{d}");
         assert_eq!(d["state"], "busy");
         assert_eq!(d["activity"], "printing");
         assert_eq!(d["id"], "p");
         assert!(diff(Some(&a), &a).is_none());
+    }
+
+    /// The typed diff must name every field of the view: one added to `PrinterView` but not
+    /// to `diff` would never reach a dashboard after the snapshot.
+    #[test]
+    fn diff_covers_every_field_of_the_view() {
+        let a = view(&sample("p"), &Live::default());
+        let mut r = sample("p");
+        r.name = "other".into();
+        r.auto_eject = true;
+        r.maintenance = true;
+        r.current_job = Some("job-1".into());
+        r.model = Some("mk4".into());
+        r.build_volume_mm = Some([1.0, 2.0, 3.0]);
+        r.tools = vec![ToolSlot::default()];
+        r.tags = vec!["t".into()];
+        r.location = Some("here".into());
+        r.power_w = Some(1.0);
+        let mut l = live(Some(Activity::Printing));
+        let s = l.status.as_mut().expect("status");
+        s.temps = vec![farm_protocol::messages::Heater {
+            name: "bed".into(),
+            actual: 60.0,
+            target: 60.0,
+        }];
+        s.message = Some("m".into());
+        s.job = Some(farm_protocol::messages::JobProgress {
+            job_id: "job-1".into(),
+            progress: 0.5,
+            file_pos: 1,
+            file_size: 2,
+            layer: None,
+            layer_count: None,
+            elapsed_s: 1.0,
+            eta_s: None,
+            extruded_mm: vec![],
+        });
+        s.trays = vec![farm_protocol::messages::Tray {
+            slot: 0,
+            material: None,
+            colour: None,
+            remain_pct: None,
+            preset: None,
+            active: false,
+        }];
+        l.last_seen = Some(OffsetDateTime::UNIX_EPOCH);
+        l.note(OffsetDateTime::UNIX_EPOCH, "n");
+        let b = view(&r, &l);
+        let d: serde_json::Value =
+            serde_json::from_str(&diff(Some(&a), &b).expect("a change")).expect("json");
+        let whole = serde_json::to_value(&b).expect("view");
+        assert_eq!(
+            d, whole,
+            "every field changed, so the diff is the whole view"
+        );
     }
 
     #[test]
