@@ -107,8 +107,10 @@ pub fn tray_spools<'a>(
 ///   tool.
 /// - The tool's tray is reported: the spool [`tray_spools`] puts in it (none if no mounted
 ///   spool matches the tray's material and colour: the mm are recorded, no spool is charged).
-/// - The tray is not in the status (none arrived yet after a restart): the spool mounted
+/// - The status reports no trays at all (none arrived yet after a restart): the spool mounted
 ///   under the tray's number, the operator's way of saying what is in it.
+/// - Trays are reported but not this one (an AMS unit that is not there): none; the spool
+///   under its number may sit in a reported tray, and must not be charged twice.
 /// - A tool the map gives no tray: none (never the spool numbered like the tool, which sits in
 ///   another tray).
 pub fn feeding(
@@ -129,8 +131,8 @@ pub fn feeding(
         .find(|(t, _)| t.slot == tray)
     {
         Some((_, spool)) => spool,
-        None if reported.iter().any(|t| t.slot == tray) => None,
-        None => mounted(tray as usize),
+        None if reported.is_empty() => mounted(tray as usize),
+        None => None,
     };
     (spool, Some(tray))
 }
@@ -437,8 +439,8 @@ mod tests {
                         match in_tray.iter().find(|(t, _)| *t == tray) {
                             // A reported tray: only its matched spool.
                             Some((_, s)) => prop_assert_eq!(*s, Some(spool)),
-                            // Not reported: the spool mounted under its number.
-                            None => prop_assert_eq!(spool, tray as usize),
+                            // Not reported while others are: no spool, so no draft.
+                            None => prop_assert!(false, "tray {tray} is not reported"),
                         }
                         // That spool is in no other tray.
                         prop_assert!(in_tray.iter().all(|(t, s)| *t == tray || *s != Some(spool)));
