@@ -7,7 +7,8 @@
 #   scripts/bench-floor.sh                      # embedded broker, every size, then the offline storm
 #   SIZES="1000 5000" scripts/bench-floor.sh    # some sizes only
 #   BROKER=mosquitto scripts/bench-floor.sh     # Mosquitto (apt's) in front of the controller
-#   BROKER=rmqtt scripts/bench-floor.sh         # rmqtt (benches/rmqtt-broker) in front of it
+#   BROKER=rmqtt scripts/bench-floor.sh         # standalone rmqtt (benches/rmqtt-broker) in front of it: the
+#                                               # embedded engine, kept only to re-run the broker comparison
 #   PERF=1 ...                                  # perf record the controller (perf.data beside)
 #   OFFLINE=0 DURATION=60s STORM_AT=30s scripts/bench-floor.sh
 #   SKIP_BUILD=1 ...                          # use the release binaries already in target/release
