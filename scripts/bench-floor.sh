@@ -13,6 +13,7 @@
 #   OFFLINE=0 DURATION=60s STORM_AT=30s scripts/bench-floor.sh
 #   SKIP_BUILD=1 ...                          # use the release binaries already in target/release
 #   STORM_AT= ...                             # no reconnect storm
+#   CONTROLLER_TOML=$'[broker]\ncontroller_queue = 50000' TAG=-q50k ...  # appended to controller.toml, embedded only
 #
 # Beside the printers (BENCHMARKS.md "Order intake under load", "Dashboards on the stream",
 # "Dispatch fan-out"): LOADGEN_ARGS adds farm-loadgen options to the size runs, TAG names
@@ -83,6 +84,7 @@ state_dir = "$dir_abs/state"
 http_listen = "127.0.0.1:$HTTP_PORT"
 mqtt_listen = "127.0.0.1:$MQTT_PORT"
 status_stale_s = 30
+${CONTROLLER_TOML:-}
 EOF
     local mqpid= mq=$dir_abs/$BROKER
     if [[ $BROKER == rmqtt ]]; then
