@@ -7,12 +7,14 @@
 #   scripts/bench-floor.sh                      # embedded broker, every size, then the offline storm
 #   SIZES="1000 5000" scripts/bench-floor.sh    # some sizes only
 #   BROKER=mosquitto scripts/bench-floor.sh     # Mosquitto (apt's) in front of the controller
-#   BROKER=rmqtt scripts/bench-floor.sh         # rmqtt (benches/rmqtt-broker) in front of it
+#   BROKER=rmqtt scripts/bench-floor.sh         # standalone rmqtt (benches/rmqtt-broker) in front of it: the
+#                                               # embedded engine, kept only to re-run the broker comparison
 #   PERF=1 ...                                  # perf record the controller (perf.data beside)
 #   OFFLINE=0 DURATION=60s STORM_AT=30s scripts/bench-floor.sh
 #   SKIP_BUILD=1 ...                          # use the release binaries already in target/release
 #   STORM_AT= ...                             # no reconnect storm
 #   BIN=/tmp/before SKIP_BUILD=1 ...          # another build's binaries (before/after in one sitting)
+#   CONTROLLER_TOML=$'[broker]\ncontroller_queue = 50000' TAG=-q50k ...  # appended to controller.toml, embedded only
 #
 # Beside the printers (BENCHMARKS.md "Order intake under load", "Dashboards on the stream",
 # "Dispatch fan-out"): LOADGEN_ARGS adds farm-loadgen options to the size runs, TAG names
@@ -84,6 +86,7 @@ state_dir = "$dir_abs/state"
 http_listen = "127.0.0.1:$HTTP_PORT"
 mqtt_listen = "127.0.0.1:$MQTT_PORT"
 status_stale_s = 30
+${CONTROLLER_TOML:-}
 EOF
     local mqpid= mq=$dir_abs/$BROKER
     if [[ $BROKER == rmqtt ]]; then

@@ -1,5 +1,5 @@
-//! The agent through its public API (`farm_agent::run`) against a real embedded broker
-//! (rumqttd), with a test "controller" speaking the v1 contract over rumqttc.
+//! The agent through its public API (`farm_agent::run`) against a real broker (rmqtt, as
+//! the controller embeds), with a test "controller" speaking the v1 contract over rumqttc.
 //!
 //! Covers: presence and last-will-style `online:false` on shutdown, signed commands (and
 //! dropping unsigned ones), seq order, resend when no ack comes, ack → outbox emptied
@@ -12,7 +12,7 @@ use farm_protocol::messages::{
 use farm_protocol::{Envelope, PrinterId};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -26,51 +26,61 @@ fn id() -> PrinterId {
     PrinterId::new("p-1").expect("id")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Static logins for the test broker: the printer and the test's controller.
+struct Logins;
+
+#[async_trait::async_trait]
+impl rmqtt::hook::Handler for Logins {
+    async fn hook(
+        &self,
+        param: &rmqtt::hook::Parameter,
+        acc: Option<rmqtt::hook::HookResult>,
+    ) -> rmqtt::hook::ReturnType {
+        use rmqtt::hook::{HookResult, Parameter};
+        use rmqtt::types::AuthResult;
+        let Parameter::ClientAuthenticate(info) = param else {
+            return (true, acc);
+        };
+        let user = info.username().map(|u| u.to_string()).unwrap_or_default();
+        let pass = info.password().map(|p| p.to_vec()).unwrap_or_default();
+        let ok = matches!(
+            (user.as_str(), &pass[..]),
+            ("p-1", p) if p == TOKEN.as_bytes()
+        ) || (user == "ctl" && pass == b"ctl-pass");
+        let r = if ok {
+            AuthResult::Allow(false, None)
+        } else {
+            AuthResult::BadUsernameOrPassword
+        };
+        (false, Some(HookResult::AuthResult(r)))
+    }
 }
 
-/// An embedded broker with static credentials (see deps.md §2.4 for the router traps).
-fn broker() -> u16 {
-    use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
-    let port = free_port();
-    let conn = ConnectionSettings {
-        connection_timeout_ms: 5_000,
-        max_payload_size: 256 * 1024,
-        max_inflight_count: 100,
-        auth: Some(HashMap::from([
-            ("p-1".to_string(), TOKEN.to_string()),
-            ("ctl".to_string(), "ctl-pass".to_string()),
-        ])),
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = ServerSettings {
-        name: "v4".into(),
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: conn,
-    };
-    let config = Config {
-        id: 0,
-        router: RouterConfig {
-            max_connections: 100,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1 << 20,
-            max_segment_count: 4,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("1".to_string(), server)])),
-        ..Default::default()
-    };
-    let mut broker = Broker::new(config);
-    std::thread::spawn(move || {
-        let _ = broker.start();
-    });
+/// A real broker (rmqtt, as the controller embeds) on this test's runtime, with static
+/// credentials.
+async fn broker() -> u16 {
+    use rmqtt::context::ServerContext;
+    use rmqtt::hook::Type;
+    let scx = ServerContext::new().busy_check_enable(false).build().await;
+    let register = scx.extends.hook_mgr().register();
+    register
+        .add(Type::ClientAuthenticate, Box::new(Logins))
+        .await;
+    register.start().await;
+    let listener = rmqtt::net::Builder::new()
+        .name("test")
+        .laddr(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .nodelay(true)
+        .allow_anonymous(false)
+        .max_packet_size(256 * 1024)
+        .bind()
+        .and_then(|l| l.tcp())
+        .expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let server = rmqtt::server::MqttServer::new(scx)
+        .listener_by_id(listener, 1)
+        .build();
+    tokio::spawn(server.run());
     port
 }
 
@@ -264,7 +274,7 @@ impl Agent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_speaks_the_v1_contract_over_a_real_broker() {
-    let port = broker();
+    let port = broker().await;
     let state = tempfile::tempdir().expect("tmp");
     let files = tempfile::tempdir().expect("tmp");
     let base = file_server(files.path()).await;
@@ -391,7 +401,7 @@ async fn the_agent_speaks_the_v1_contract_over_a_real_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_events_are_resent_after_a_restart() {
-    let port = broker();
+    let port = broker().await;
     let state = tempfile::tempdir().expect("tmp");
     let mut ctl = Ctl::connect(port).await;
     let mut log = Log::default();

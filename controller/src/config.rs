@@ -43,21 +43,26 @@ pub struct Config {
     pub broker: BrokerConfig,
 }
 
-/// `[broker]`: the embedded broker's limits and supervision (`broker.rs` says why each is so).
+/// `[broker]`: the embedded broker's limits and supervision (`mqtt/broker.rs` says why each
+/// default is what it is).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// Connections at once: every agent, the controller's two (its link and the broker
-    /// probe), and reconnects whose old connection is not yet noticed gone. A client refused
-    /// at this limit crashes rumqttd 0.20 when it retries (the controller then exits), so keep
-    /// it well above the number of printers.
+    /// Sessions at once: every printer (a printer's session outlives a dropped connection
+    /// for its next one), the controller's link and probe. A new session beyond this is
+    /// refused with "server unavailable"; a printer that already has one always gets back in.
     pub max_connections: usize,
-    /// How far each of the controller's subscriptions (status, events, presence) may fall
-    /// behind before the broker skips messages ("jumping to head"), MiB. This much memory per
-    /// subscription stays in use once filled. 10,000 printers × 1 status/s × ~600 B ≈ 6 MB/s,
-    /// so the default holds about 10 s of statuses.
-    pub controller_backlog_mib: usize,
-    /// The broker must pass the controller's probe (a message through its router) and keep
+    /// Logins being checked at once; the others wait their turn (first come, first served).
+    pub handshake_concurrency: usize,
+    /// A connection must have sent its CONNECT, and its login been checked, within this; an
+    /// older one is dropped unanswered (its client has given up and will retry).
+    pub handshake_timeout_s: u64,
+    /// Messages the broker holds for the controller's link while it catches up (a reconnect
+    /// storm of every printer at once); beyond it, new ones are dropped (agents resend events).
+    pub controller_queue: usize,
+    /// Messages the broker holds for one printer (its commands and acks).
+    pub printer_queue: usize,
+    /// The broker must pass the controller's probe (a message through it and back) and keep
     /// the controller's own link subscribed within this many seconds, or the controller exits
     /// (status 1) for its service manager to restart it.
     pub stall_timeout_s: u64,
@@ -67,7 +72,10 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             max_connections: 50_000,
-            controller_backlog_mib: 64,
+            handshake_concurrency: 1_000,
+            handshake_timeout_s: 10,
+            controller_queue: 200_000,
+            printer_queue: 100,
             stall_timeout_s: 60,
         }
     }
@@ -81,8 +89,17 @@ impl BrokerConfig {
                 "[broker] max_connections must be at least 3 (the controller holds two)".into(),
             );
         }
-        if !(1..=4096).contains(&self.controller_backlog_mib) {
-            return Err("[broker] controller_backlog_mib must be between 1 and 4096".into());
+        if self.handshake_concurrency == 0 {
+            return Err("[broker] handshake_concurrency must be at least 1".into());
+        }
+        if !(1..=300).contains(&self.handshake_timeout_s) {
+            return Err("[broker] handshake_timeout_s must be between 1 and 300".into());
+        }
+        if self.controller_queue < 1_000 {
+            return Err("[broker] controller_queue must be at least 1000".into());
+        }
+        if self.printer_queue == 0 {
+            return Err("[broker] printer_queue must be at least 1".into());
         }
         if self.stall_timeout_s < 5 {
             return Err("[broker] stall_timeout_s must be at least 5".into());
@@ -401,6 +418,8 @@ mod tests {
         let c: Config = toml::from_str("[broker]\nmax_connections = 1").expect("config");
         assert!(c.broker.check().is_err());
         let c: Config = toml::from_str("[broker]\nstall_timeout_s = 1").expect("config");
+        assert!(c.broker.check().is_err());
+        let c: Config = toml::from_str("[broker]\ncontroller_queue = 10").expect("config");
         assert!(c.broker.check().is_err());
         assert!(toml::from_str::<Config>("[broker]\nmax_conections = 5").is_err());
     }

@@ -176,7 +176,7 @@ pub async fn start(
                 tracing::warn!(
                     enrolled,
                     max_connections = config.broker.max_connections,
-                    "[broker] max_connections leaves no room for every printer (plus reconnects): raise it, or the broker will refuse and then crash"
+                    "[broker] max_connections leaves no room for every printer: raise it, or the broker will refuse new printers"
                 );
             }
             let b = broker::start(
@@ -184,22 +184,19 @@ pub async fn start(
                 farm.clone(),
                 &config.broker,
                 fatal.clone(),
-            )?;
+                shutdown.clone(),
+            )
+            .await?;
             tokio::spawn(broker::watch_link(
                 farm.clone(),
                 Duration::from_secs(config.broker.stall_timeout_s),
                 fatal.clone(),
                 shutdown.clone(),
             ));
-            let host = if b.addr.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                b.addr.ip().to_string()
-            };
             (
                 farm_protocol::BrokerUrl {
-                    host,
-                    port: b.addr.port(),
+                    host: b.link.ip().to_string(),
+                    port: b.link.port(),
                     tls: false,
                     user: Some(b.user),
                     password: Some(b.pass),

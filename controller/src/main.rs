@@ -15,7 +15,7 @@ use std::path::PathBuf;
     long_about = None,
     after_help = "Logging: set RUST_LOG (default `info`), e.g. RUST_LOG=farm_controller=debug. \
         The embedded broker's per-connection lines are left out unless RUST_LOG is set \
-        (RUST_LOG=info,rumqttd=debug shows them).\n\
+        (RUST_LOG=info,rmqtt=debug shows them).\n\
         Try it: `cargo run --release -p farm-demo` (or `farm-demo`) runs a whole farm of simulated printers."
 )]
 struct Cli {

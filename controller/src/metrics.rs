@@ -1,7 +1,6 @@
 //! Counters for `/metrics` (Prometheus text format 0.0.4).
 //!
-//! Hand-rolled on atomics: a handful of counters does not justify a global recorder, and
-//! rumqttd already installs its own `metrics` 0.22 recorder (deps.md §2.4 #10).
+//! Hand-rolled on atomics: a handful of counters does not justify a global recorder.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

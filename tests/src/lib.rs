@@ -116,6 +116,15 @@ pub fn install_crypto() {
 }
 
 async fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
+    spawn_env(program, args, log, &[]).await
+}
+
+async fn spawn_env(
+    program: &Path,
+    args: &[&str],
+    log: &Path,
+    env: &[(&str, String)],
+) -> Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -123,7 +132,8 @@ async fn spawn(program: &Path, args: &[&str], log: &Path) -> Result<Child> {
     let err = out.try_clone()?;
     Command::new(program)
         .args(args)
-        .env("RUST_LOG", "info,rumqttd=warn,rumqttc=warn")
+        .env("RUST_LOG", "info,rmqtt=warn,rmqtt_net=warn,rumqttc=warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
@@ -161,6 +171,9 @@ pub struct FarmOptions {
     pub anonymous_role: Option<&'static str>,
     /// Appended to the controller's config file (e.g. `[orders]`, `[webhooks]` sections).
     pub extra_toml: String,
+    /// Extra environment of the controller process (a test's fault, e.g.
+    /// `FARM_TEST_STOP_BROKER_AFTER_S`).
+    pub controller_env: Vec<(&'static str, String)>,
 }
 
 impl Default for FarmOptions {
@@ -171,6 +184,7 @@ impl Default for FarmOptions {
             max_upload_bytes: 64 * 1024 * 1024,
             anonymous_role: None,
             extra_toml: String::new(),
+            controller_env: Vec::new(),
         }
     }
 }
@@ -249,8 +263,15 @@ impl Farm {
         std::fs::write(self.config_path(), toml)?;
         let cfg = self.config_path().display().to_string();
         let log = self.dir.path().join("controller.log");
-        self.controller =
-            Some(spawn(&bin("farm-controller")?, &["serve", "--config", &cfg], &log).await?);
+        self.controller = Some(
+            spawn_env(
+                &bin("farm-controller")?,
+                &["serve", "--config", &cfg],
+                &log,
+                &self.opts.controller_env,
+            )
+            .await?,
+        );
         let url = format!("{}/api/v1/health", self.http);
         let client = self.client.clone();
         // Ready means serving HTTP and subscribed at the broker: before that, agents' messages
@@ -272,6 +293,11 @@ impl Farm {
         self.opts.extra_toml = toml.to_string();
     }
 
+    /// The controller's extra environment from its next start on.
+    pub fn set_controller_env(&mut self, env: Vec<(&'static str, String)>) {
+        self.opts.controller_env = env;
+    }
+
     /// Waits for the controller process to end by itself; its exit status.
     pub async fn controller_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
         let c = self
@@ -283,6 +309,13 @@ impl Farm {
             .map_err(|_| anyhow!("the controller still runs after {limit:?}"))??;
         self.controller = None;
         Ok(status)
+    }
+
+    /// Is the controller process still running?
+    pub fn controller_running(&mut self) -> bool {
+        self.controller
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL: no chance to flush or say goodbye.

@@ -106,7 +106,9 @@ async fn forgery(farm: &mut Farm) -> Result<()> {
     )
     .await?;
 
-    dropped(farm, "bad_signature", 3.0).await?;
+    // 1 and 2 never reach the controller: the broker's ACL keeps p-1 to its own topics.
+    dropped(farm, "not_authorized", 2.0).await?;
+    dropped(farm, "bad_signature", 1.0).await?;
     dropped(farm, "printer_mismatch", 1.0).await?;
     let p2 = farm.get("/api/v1/printers/p-2").await?;
     ensure!(
@@ -188,6 +190,7 @@ async fn bad_input(farm: &mut Farm) -> Result<()> {
         ),
     )
     .await?;
+    // A printer that is not enrolled cannot log in at all, and p-1 may not publish for it.
     c.publish(
         "farm/v1/printers/ghost/status",
         QoS::AtLeastOnce,
@@ -201,7 +204,7 @@ async fn bad_input(farm: &mut Farm) -> Result<()> {
         "too_large",
         "bad_framing",
         "version",
-        "unknown_printer",
+        "not_authorized",
     ] {
         dropped(farm, reason, 1.0).await?;
     }
@@ -353,5 +356,171 @@ async fn bad_input(farm: &mut Farm) -> Result<()> {
         "no job was created"
     );
     ensure!(farm.get("/api/v1/health").await?["status"] == "ok");
+    Ok(())
+}
+
+/// The embedded broker's topic ACL, with real clients over TCP: a printer publishes only on
+/// its own agent channels and subscribes only to its own commands and acks; it cannot read
+/// the farm's traffic, send another printer commands, clear another's retained status, or
+/// leave a last will on another's topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printer_is_kept_to_its_own_topics() {
+    let mut farm = Farm::start(FarmOptions::default())
+        .await
+        .expect("controller");
+    let r = own_topics(&mut farm).await;
+    or_logs(r, &farm);
+}
+
+/// A client whose every received packet after its CONNACK comes back on a channel.
+async fn watched_client(
+    farm: &Farm,
+    id: &str,
+    token: &str,
+    will: Option<rumqttc::LastWill>,
+) -> Result<(
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::Packet>,
+)> {
+    use rumqttc::{Event, MqttOptions, Packet};
+    let mut o = MqttOptions::new(id, "127.0.0.1", farm.mqtt_port);
+    o.set_credentials(id, token);
+    if let Some(w) = will {
+        o.set_last_will(w);
+    }
+    let (client, mut ev) = rumqttc::AsyncClient::new(o, 100);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => anyhow::bail!("{e}"),
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no CONNACK in 10 s"))??;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = ev.poll().await {
+            if let Event::Incoming(p) = e
+                && tx.send(p).is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok((client, rx))
+}
+
+async fn own_topics(farm: &mut Farm) -> Result<()> {
+    use rumqttc::{LastWill, Packet, SubscribeReasonCode};
+    farm.enrol("p-1", false, "speed = 1.0").await?;
+    farm.enrol("p-2", false, "speed = 1.0").await?;
+    let (secret1, token1) = farm.agent_keys("p-1")?;
+    let (secret2, token2) = farm.agent_keys("p-2")?;
+    let t = Topics::default();
+    let (p1, p2) = (pid("p-1"), pid("p-2"));
+
+    // A will on another printer's topic: the login itself is refused.
+    let will = LastWill::new(
+        t.printer(&p2, Channel::Status),
+        Vec::new(),
+        QoS::AtLeastOnce,
+        true,
+    );
+    let e = watched_client(farm, "p-1", &token1, Some(will))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a login with a will on p-2's topic was let in"))?;
+    ensure!(
+        e.to_string().contains("NotAuthorized"),
+        "refused as not authorized: {e}"
+    );
+
+    let (c1, mut rx1) = watched_client(farm, "p-1", &token1, None).await?;
+    let filters = [
+        ("farm/#", false),
+        ("farm/v1/printers/+/status", false),
+        ("farm/v1/printers/p-2/commands", false),
+        ("farm/v1/printers/p-1/status", false),
+        ("farm/v1/printers/p-1/commands", true),
+        ("farm/v1/printers/p-1/acks", true),
+    ];
+    for (f, _) in filters {
+        c1.subscribe(f, QoS::AtLeastOnce).await?;
+    }
+    let mut answered = Vec::new();
+    while answered.len() < filters.len() {
+        match tokio::time::timeout(Duration::from_secs(10), rx1.recv()).await {
+            Ok(Some(Packet::SubAck(a))) => answered.extend(a.return_codes),
+            Ok(Some(Packet::Publish(p))) => anyhow::bail!("p-1 read {}", p.topic),
+            Ok(Some(_)) => {}
+            other => anyhow::bail!("no SUBACK: {other:?}"),
+        }
+    }
+    for ((f, allowed), code) in filters.iter().zip(&answered) {
+        ensure!(
+            (*code != SubscribeReasonCode::Failure) == *allowed,
+            "{f}: {code:?} (allowed: {allowed})"
+        );
+    }
+
+    // p-2 reports for itself (retained, as agents do): the controller applies it.
+    let (c2, _rx2) = watched_client(farm, "p-2", &token2, None).await?;
+    let st = seal(&Envelope::new(p2.clone(), status()), secret2.as_bytes())?;
+    c2.publish(t.printer(&p2, Channel::Status), QoS::AtMostOnce, true, st)
+        .await?;
+    eventually(
+        "p-2's own status applied",
+        Duration::from_secs(10),
+        async || {
+            farm.get("/api/v1/printers/p-2")
+                .await
+                .ok()
+                .filter(|p| p["state"] == "idle")
+        },
+    )
+    .await?;
+
+    // p-1 tries to clear p-2's retained status and to command p-2: both refused and counted.
+    c1.publish(
+        t.printer(&p2, Channel::Status),
+        QoS::AtLeastOnce,
+        true,
+        Vec::new(),
+    )
+    .await?;
+    c1.publish(
+        t.printer(&p2, Channel::Commands),
+        QoS::AtLeastOnce,
+        false,
+        b"{}".to_vec(),
+    )
+    .await?;
+    dropped(farm, "not_authorized", 2.0).await?;
+    // p-1's own status still goes through; by the time it is applied, p-1 would have been
+    // sent p-2's status if it could read it.
+    let own = seal(&Envelope::new(p1.clone(), status()), secret1.as_bytes())?;
+    c1.publish(t.printer(&p1, Channel::Status), QoS::AtLeastOnce, true, own)
+        .await?;
+    eventually(
+        "p-1's own status applied",
+        Duration::from_secs(10),
+        async || {
+            farm.get("/api/v1/printers/p-1")
+                .await
+                .ok()
+                .filter(|p| p["state"] == "idle")
+        },
+    )
+    .await?;
+    while let Ok(p) = rx1.try_recv() {
+        if let Packet::Publish(p) = p {
+            anyhow::bail!("p-1 read {}", p.topic);
+        }
+    }
+    let p2_view = farm.get("/api/v1/printers/p-2").await?;
+    ensure!(p2_view["state"] == "idle", "p-2 untouched: {p2_view}");
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! Mosquitto), re-read on SIGHUP. Like the embedded broker: the client id must equal the
 //! login, one user is the superuser (the controller) and everyone else is a printer that
 //! may publish and subscribe only under its own `<root>/v1/printers/<id>/` (a topic ACL,
-//! which the embedded rumqttd cannot do).
+//! as the embedded broker, now rmqtt too, enforces). Kept to re-run the broker comparison.
 //!
 //! Usage: rmqtt-bench-broker LISTEN PASSWORD_FILE SUPERUSER [WORKERS]
 

@@ -1,76 +1,86 @@
-//! The embedded MQTT broker (rumqttd 0.20), for farms that do not run their own, and its
-//! supervision.
+//! The embedded MQTT broker (rmqtt 0.24, on the controller's own tokio runtime), for farms
+//! that do not run their own, and its supervision.
 //!
-//! Agents log in with username = printer id and password = their token; the controller logs
-//! in with a random password minted at start. The client id must equal the username, so one
-//! agent cannot take over another's session (MQTT disconnects the older holder of a client id).
-//! Traps handled here (deps.md §2.4): every router field is set (the defaults forward nothing),
-//! and the listen port is checked before the broker thread starts, because rumqttd reports a
-//! failed bind only inside its own thread.
+//! **Logins and topics.** Agents log in with username = printer id and password = their
+//! token; the controller's link and probe with a random login minted at start (the
+//! superuser). The client id must equal the username, so one agent cannot take over another's
+//! session (MQTT disconnects the older holder of a client id). A topic ACL
+//! ([`crate::mqtt::acl`]) keeps each printer to its own channels; a refused publish is
+//! acknowledged, dropped and counted (`farm_mqtt_dropped_total{reason="not_authorized"}`), a
+//! refused subscription answered "not authorized".
 //!
-//! **Supervised.** rumqttd cannot be restarted in-process: its server thread keeps the port
-//! and a poisoned lock after a panic, and it has no shutdown. So any fault raises
-//! [`crate::Fatal`] and `farm-controller serve` exits with status 1 (systemd restarts it; agents
-//! keep their events and send them again). Raised by: the broker thread ending; a panic in
-//! any rumqttd thread or task ([`raise_on_broker_panic`]); a probe message through the router
-//! not coming back within `[broker] stall_timeout_s` ([`probe`]); the controller's own link
-//! not subscribed for that long ([`watch_link`]).
+//! **Two listeners.** Printers connect to `mqtt_listen`; the controller's link to a second
+//! listener on 127.0.0.1 (an ephemeral port), so that its session gets its own large queue
+//! and window, and its reconnect never waits behind thousands of printers' logins.
 //!
-//! **Limits** (`[broker]`, [`crate::config::BrokerConfig`]), from rumqttd 0.20's source:
-//! - `max_connections` counts the controller's link and probe too. At the limit the router
-//!   refuses the connection, and the refused client's *next* attempt with the same client id
-//!   panics its connection task (`server/broker.rs`: a last-will sender left behind by the
-//!   failed attempt, unwrapped while holding a std Mutex), which poisons that Mutex: every
-//!   later connection panics too. So the default is far above any one-machine farm.
-//! - Messages live in a log per subscription filter, kept by size whether read or not. The
-//!   controller's three wildcard filters get `controller_backlog_mib` each (a subscriber that
-//!   falls further behind skips to the newest: "jumping to head"); every other filter (each
-//!   agent's `commands` and `acks`) a small log, or 10,000 printers' logs would grow without
-//!   bound to the default's size over days.
-//! - The router hands a subscriber at most 200 messages at a time (its fixed channel
-//!   capacity), so `max_outgoing_packet_count` is 200; more is read and then held back.
-//! - rumqttd 0.20 does not set `TCP_NODELAY` on the sockets it accepts and offers no setting
-//!   (it binds and accepts inside `Server::start`); see ARCHITECTURE.md for the proposed fix.
+//! **Supervised.** If the broker's server task ends, fails or panics, or its probe (a
+//! message through the printers' listener and back, [`probe`]) has not come back for
+//! `[broker] stall_timeout_s`, or the controller's own link has not been subscribed for that
+//! long ([`watch_link`]), this raises [`crate::Fatal`] and `farm-controller serve` exits with
+//! status 1 (systemd restarts it; agents keep their events and send them again). A panic in
+//! one connection's task is not fatal: tokio ends that task only, and rmqtt's shared state is
+//! behind `parking_lot` locks, which are not poisoned by a panic (a printer's bad packet must
+//! not take the farm down); the probe notices if the broker stopped serving anyway.
 //!
-//! **Where it stops scaling** (measured at 5,000 printers, BENCHMARKS.md "Broker choice"): the
-//! one router thread (`router-0`) took 64 % of the controller's CPU samples. Its filter index
-//! is quadratic: each new subscription filter (every agent brings two: `commands`, `acks`)
-//! is matched against every topic already published (`DataLog::next_native_offset`), and each
-//! topic's first publish against every filter (`DataLog::matches`); every connection's set-up
-//! then waits for that router on the one server thread that carries all sockets. No router
-//! setting changes either, so connects time out and the controller's log falls behind until
-//! the router skips it ("jumping to head"). ARCHITECTURE.md records the decision.
+//! **Limits** (`[broker]`, [`crate::config::BrokerConfig`]; rmqtt 0.24's defaults in brackets):
+//! - `max_connections` (50,000) caps sessions (rmqtt's `mqtt_max_sessions` [unlimited]),
+//!   counting printers whose session waits for their next connection; at the cap a *new*
+//!   session is refused with "server unavailable", a known one always gets back in.
+//! - `handshake_concurrency` (1,000 [1,000]): logins checked at once; the others queue first
+//!   come, first served. Far more (the first rmqtt bench used 20,000) shares two cores among
+//!   thousands of half-done logins, so all of them finish late and clients time out; far fewer
+//!   leaves the CPU idle while logins wait on session takeovers.
+//! - `handshake_timeout_s` (10 [30]): a connection must have sent CONNECT, and its login been
+//!   checked, within this; later it is dropped unanswered. Agents (and the loadgen) give up
+//!   on a CONNACK after ~10 s and retry, so older work would only answer no one.
+//! - `controller_queue` (200,000 messages [1,000 per session]): the controller's session
+//!   takes every printer's status, presence and events; a reconnect storm of 10,000 printers
+//!   is ~30,000 messages at once, and 10,000 printers' statuses fill 1,000 in 0.1 s. Memory is
+//!   only what is queued (~1 KB a message). Its in-flight window is 1,000 QoS 1 messages [16].
+//! - `printer_queue` (100 [1,000]): a printer's commands and acks while it is slow or away.
+//! - Printers' sessions (clean_session = false, as agents connect) outlive a dropped
+//!   connection for 2 h (rmqtt's default), holding commands for the agent's return. Retained
+//!   messages (each printer's last status and presence) are kept in memory
+//!   ([`RetainedInMemory`]); rmqtt's own store keeps none without its plugin.
+//! - `TCP_NODELAY` on every accepted socket; a 4,096-connection accept backlog [512] for a
+//!   reconnect storm; rmqtt's "busy" check (refuse logins while the machine's load average is
+//!   high) is off: a loaded farm machine must still take its printers.
 
 use crate::Fatal;
 use crate::config::BrokerConfig;
 use crate::farm::Farm;
-use farm_protocol::Channel;
-use rumqttd::{
-    Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings,
-    local::{LinkRx, LinkTx},
+use crate::mqtt::acl::{self, Who};
+use async_trait::async_trait;
+use farm_protocol::Topics;
+use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::net::Builder;
+use rmqtt::retain::{DefaultRetainStorage, RetainStorage};
+use rmqtt::server::MqttServer;
+use rmqtt::types::{
+    AuthResult, LastWill, ListenerId, PublishAclResult, Retain, SubscribeAclResult, TopicFilter,
+    TopicName,
 };
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-/// The name of rumqttd's server thread (it takes the server's name); the router's is `router-0`.
-const SERVER_THREAD: &str = "mqtt-server";
-/// Our thread that runs (and joins) rumqttd's server threads.
-const BROKER_THREAD: &str = "mqtt-broker";
-/// Per-agent filters (`commands`, `acks`): two segments of this size each. Big enough for a
-/// burst of commands to an agent that is reconnecting; small, because there are thousands.
-const PRINTER_SEGMENT_BYTES: usize = 16 * 1024;
-/// The controller's backlog is cut into this many segments (the oldest is dropped whole).
-const CONTROLLER_SEGMENTS: usize = 8;
-/// How often the probe goes through the router.
+/// The printers' listener and the controller's, as rmqtt tells them apart.
+const PRINTERS: ListenerId = 1;
+const CONTROLLER: ListenerId = 2;
+/// How often the probe goes through the broker.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
-/// Credentials of the controller's own connection to the embedded broker.
+/// Where and how the controller's own link connects to the embedded broker.
 #[derive(Clone)]
 pub struct Embedded {
+    /// The printers' listener (`mqtt_listen`, its port resolved).
     pub addr: SocketAddr,
+    /// The controller's own listener (127.0.0.1, an ephemeral port).
+    pub link: SocketAddr,
     pub user: String,
     pub pass: String,
 }
@@ -80,181 +90,329 @@ pub enum BrokerError {
     #[error(
         "cannot listen for MQTT on {addr}: {err} (is another broker running there? choose another port with --mqtt-listen)"
     )]
-    Bind {
-        addr: SocketAddr,
-        err: std::io::Error,
-    },
-    #[error("could not start the broker thread: {0}")]
+    Bind { addr: SocketAddr, err: String },
+    #[error("could not start the broker probe thread: {0}")]
     Thread(std::io::Error),
-    #[error("the embedded broker's router did not accept the controller's probe: {0}")]
-    Probe(String),
 }
 
-/// The router settings for our limits: see the module doc.
-fn router_config(limits: &BrokerConfig, topics: &farm_protocol::Topics) -> RouterConfig {
-    let backlog = limits.controller_backlog_mib << 20;
-    let controller = rumqttd::SegmentConfig {
-        max_segment_size: (backlog / CONTROLLER_SEGMENTS).max(1024),
-        max_segment_count: CONTROLLER_SEGMENTS,
-    };
-    // Exact filter strings: rumqttd applies every key that matches, in hash order.
-    let custom = [Channel::Status, Channel::Events, Channel::Online]
-        .map(|ch| (topics.all_printers(ch), controller.clone()));
-    RouterConfig {
-        max_connections: limits.max_connections,
-        max_outgoing_packet_count: 200,
-        max_segment_size: PRINTER_SEGMENT_BYTES,
-        max_segment_count: 2,
-        custom_segment: Some(HashMap::from(custom)),
-        initialized_filters: None,
-        shared_subscriptions_strategy: Default::default(),
+/// The login and topic rules, as rmqtt hooks.
+struct Rules {
+    farm: Arc<Farm>,
+    topics: Topics,
+    user: String,
+    pass: String,
+}
+
+impl Rules {
+    fn who<'a>(&self, username: &'a str) -> Who<'a> {
+        if username == self.user {
+            Who::Controller
+        } else {
+            Who::Printer(username)
+        }
+    }
+
+    fn authenticate(&self, info: &rmqtt::types::ConnectInfo) -> AuthResult {
+        let user = info.username().map(|u| u.as_ref()).unwrap_or_default();
+        let pass = info.password().map(|p| &p[..]).unwrap_or_default();
+        if user == self.user {
+            return if pass == self.pass.as_bytes() {
+                AuthResult::Allow(true, None)
+            } else {
+                AuthResult::BadUsernameOrPassword
+            };
+        }
+        let will = info.last_will().map(|w| match w {
+            LastWill::V3(w) => w.topic.to_string(),
+            LastWill::V5(w) => w.topic.to_string(),
+        });
+        let client_id: &str = info.client_id();
+        let shape = acl::decide_printer_login(&self.topics, client_id, user, will.as_deref());
+        let token_ok = || std::str::from_utf8(pass).is_ok_and(|p| self.farm.broker_login(user, p));
+        match shape {
+            Ok(()) if token_ok() => AuthResult::Allow(false, None),
+            Ok(()) => {
+                tracing::warn!(client_id, user, "broker refused a login: wrong token");
+                AuthResult::BadUsernameOrPassword
+            }
+            Err(why) => {
+                tracing::warn!(client_id, user, ?why, "broker refused a login");
+                AuthResult::NotAuthorized
+            }
+        }
     }
 }
 
-pub fn start(
+struct Hooks(Arc<Rules>);
+
+#[async_trait]
+impl Handler for Hooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let r = &self.0;
+        match param {
+            Parameter::ClientAuthenticate(info) => {
+                (false, Some(HookResult::AuthResult(r.authenticate(info))))
+            }
+            Parameter::MessagePublishCheckAcl(s, p) => {
+                let user = s.id.username_ref();
+                let res = if acl::may_publish(&r.topics, r.who(user), &p.topic) {
+                    PublishAclResult::allow()
+                } else {
+                    r.farm.metrics.mqtt_dropped.inc("not_authorized");
+                    tracing::debug!(user, topic = %p.topic, "broker refused a publish");
+                    PublishAclResult::rejected(false, None)
+                };
+                (false, Some(HookResult::PublishAclResult(res)))
+            }
+            Parameter::ClientSubscribeCheckAcl(s, sub) => {
+                let user = s.id.username_ref();
+                let res = if acl::may_subscribe(&r.topics, r.who(user), &sub.topic_filter) {
+                    SubscribeAclResult::new_success(sub.opts.qos(), None)
+                } else {
+                    tracing::warn!(user, filter = %sub.topic_filter, "broker refused a subscription");
+                    SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized)
+                };
+                (false, Some(HookResult::SubscribeAclResult(res)))
+            }
+            _ => (true, acc),
+        }
+    }
+}
+
+/// rmqtt's in-memory retained store, switched on (its trait's default says "disabled" and
+/// leaves retained messages to a plugin). One message per topic: at most two per printer.
+#[derive(Default)]
+pub struct RetainedInMemory(DefaultRetainStorage);
+
+#[async_trait]
+impl RetainStorage for RetainedInMemory {
+    fn enable(&self) -> bool {
+        true
+    }
+
+    async fn set(
+        &self,
+        topic: &TopicName,
+        retain: Retain,
+        expiry: Option<Duration>,
+    ) -> rmqtt::Result<()> {
+        self.0.set_with_timeout(topic, retain, expiry).await
+    }
+
+    async fn get(&self, filter: &TopicFilter) -> rmqtt::Result<Vec<(TopicName, Retain)>> {
+        self.0.get_message(filter).await
+    }
+
+    async fn count(&self) -> isize {
+        self.0.count().await
+    }
+
+    async fn max(&self) -> isize {
+        self.0.max().await
+    }
+}
+
+/// One listener; `queue` and `window` are each session's message queue and QoS 1 in-flight
+/// window.
+fn listener(
+    name: &str,
+    addr: SocketAddr,
+    limits: &BrokerConfig,
+    queue: usize,
+    window: u16,
+) -> Result<rmqtt::net::Listener, BrokerError> {
+    let bind = |err: rmqtt::net::Error| BrokerError::Bind {
+        addr,
+        err: format!("{err:#}"),
+    };
+    Builder::new()
+        .name(name)
+        .laddr(addr)
+        .backlog(4096)
+        .reuseaddr(Some(true))
+        .nodelay(true)
+        .allow_anonymous(false)
+        .max_connections(limits.max_connections)
+        .max_handshaking_limit(limits.handshake_concurrency)
+        .handshake_timeout(Duration::from_secs(limits.handshake_timeout_s))
+        .max_packet_size((farm_protocol::MAX_PAYLOAD_BYTES + 4096) as u32)
+        .max_mqueue_len(queue)
+        .max_inflight(NonZeroU16::new(window).unwrap_or(NonZeroU16::MIN))
+        .bind()
+        .and_then(|l| l.tcp())
+        .map_err(bind)
+}
+
+/// Starts the broker on the current tokio runtime; returns once both listeners are bound.
+pub async fn start(
     listen: SocketAddr,
     farm: Arc<Farm>,
     limits: &BrokerConfig,
     fatal: Fatal,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Embedded, BrokerError> {
-    // Probe the port so a clash is reported here, not lost inside rumqttd's thread.
-    drop(
-        std::net::TcpListener::bind(listen)
-            .map_err(|err| BrokerError::Bind { addr: listen, err })?,
-    );
     let user = format!("farm-controller-{}", crate::auth::random_hex(4));
     let pass = crate::auth::random_hex(24);
-    let mut server = ServerSettings {
-        name: SERVER_THREAD.into(),
-        listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: ConnectionSettings {
-            // A client that connects and says nothing is dropped after this; others are not held up.
-            connection_timeout_ms: 5_000,
-            max_payload_size: farm_protocol::MAX_PAYLOAD_BYTES + 4096,
-            max_inflight_count: 200,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
+    let printers = listener("printers", listen, limits, limits.printer_queue, 16)?;
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    // The controller's session takes every printer's news: a large queue and window.
+    let controller = listener("controller", local, limits, limits.controller_queue, 1000)?;
+    let addr = printers.local_addr().map_err(|e| BrokerError::Bind {
+        addr: listen,
+        err: e.to_string(),
+    })?;
+    let link = controller.local_addr().map_err(|e| BrokerError::Bind {
+        addr: local,
+        err: e.to_string(),
+    })?;
+
+    let scx = ServerContext::new()
+        .busy_check_enable(false)
+        .mqtt_max_sessions(limits.max_connections as isize)
+        .build()
+        .await;
+    *scx.extends.retain_mut().await = Box::new(RetainedInMemory::default());
+    let rules = Arc::new(Rules {
+        topics: farm.topics().clone(),
+        farm,
+        user: user.clone(),
+        pass: pass.clone(),
+    });
+    let register = scx.extends.hook_mgr().register();
+    for t in [
+        Type::ClientAuthenticate,
+        Type::MessagePublishCheckAcl,
+        Type::ClientSubscribeCheckAcl,
+    ] {
+        register.add(t, Box::new(Hooks(rules.clone()))).await;
+    }
+    register.start().await;
+
+    let server = MqttServer::new(scx)
+        .listener_by_id(printers, PRINTERS)
+        .listener_by_id(controller, CONTROLLER)
+        .build();
+    let serving = tokio::spawn(async move {
+        tokio::select! {
+            r = server.run() => r,
+            _ = test_fault() => Err(anyhow::anyhow!("stopped by FARM_TEST_STOP_BROKER_AFTER_S (a test's fault)")),
+        }
+    });
+    let stopped = fatal.clone();
+    tokio::spawn(async move {
+        // The accept loops never end on their own: any end is a dead broker.
+        let why = match serving.await {
+            Ok(Ok(())) => "the embedded MQTT broker's server stopped".to_string(),
+            Ok(Err(e)) => format!("the embedded MQTT broker's server stopped: {e:#}"),
+            Err(e) if e.is_panic() => format!("the embedded MQTT broker's server panicked: {e}"),
+            Err(e) => format!("the embedded MQTT broker's server stopped: {e}"),
+        };
+        stopped.raise(why);
+    });
+
+    let stall = Duration::from_secs(limits.stall_timeout_s);
+    let probe_to = if addr.ip().is_unspecified() {
+        SocketAddr::new(
+            if addr.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            addr.port(),
+        )
+    } else {
+        addr
     };
     let (u, p) = (user.clone(), pass.clone());
-    let login_farm = farm.clone();
-    server.set_auth_handler(
-        move |client_id: String, username: String, password: String| {
-            let ok = if username == u {
-                password == p
-            } else {
-                client_id == username && login_farm.broker_login(&username, &password)
-            };
-            if !ok {
-                tracing::warn!(
-                    client_id,
-                    username,
-                    "broker refused a login (wrong token, or client id ≠ username)"
-                );
-            }
-            async move { ok }
-        },
-    );
-    let config = Config {
-        id: 0,
-        router: router_config(limits, farm.topics()),
-        v4: Some(HashMap::from([(SERVER_THREAD.to_string(), server)])),
-        ..Default::default()
-    };
-    raise_on_broker_panic(fatal.clone());
-    let mut broker = Broker::new(config);
-    let probe_link = broker
-        .link(&format!(
-            "farm-controller-probe-{}",
-            crate::auth::random_hex(4)
-        ))
-        .map_err(|e| BrokerError::Probe(e.to_string()))?;
-    let stopped = fatal.clone();
-    std::thread::Builder::new()
-        .name(BROKER_THREAD.into())
-        .spawn(move || {
-            // Returns only once every server thread has ended (an error, a panic, a failed bind).
-            let why = match broker.start() {
-                Ok(()) => "the embedded MQTT broker's server stopped".to_string(),
-                Err(e) => format!("the embedded MQTT broker stopped: {e}"),
-            };
-            stopped.raise(why);
-        })
-        .map_err(BrokerError::Thread)?;
-    let stall = Duration::from_secs(limits.stall_timeout_s);
-    let topic = format!("farm-controller/probe/{}", crate::auth::random_hex(4));
     std::thread::Builder::new()
         .name("mqtt-probe".into())
         .spawn(move || {
-            let (tx, rx) = probe_link;
-            fatal.raise(probe(tx, rx, &topic, stall));
+            // Its own small runtime: a broker (or runtime) so busy that nothing moves for
+            // `stall` is found even if the controller's runtime cannot run this.
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fatal.raise(format!("the broker probe cannot run: {e}")),
+            };
+            if let Some(why) = rt.block_on(probe(probe_to, u, p, stall, shutdown)) {
+                fatal.raise(why);
+            }
         })
         .map_err(BrokerError::Thread)?;
-    // rumqttd binds inside its thread; wait (briefly) until it accepts, so the first
-    // connection attempt of the controller's own link succeeds.
-    let probe = if listen.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], listen.port()))
-    } else {
-        listen
-    };
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(100)).is_err() {
-        if t0.elapsed() > Duration::from_secs(5) {
-            tracing::warn!(%listen, "the embedded broker is not accepting connections yet; continuing");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
     tracing::info!(
-        %listen,
+        %addr,
         max_connections = limits.max_connections,
         "embedded MQTT broker listening"
     );
     Ok(Embedded {
-        addr: listen,
+        addr,
+        link,
         user,
         pass,
     })
 }
 
-/// Sends a message through the router every [`PROBE_EVERY`] and waits for it to come back;
-/// returns why it stopped: the router is gone (its thread ended: the link's channel closes at
-/// once) or has not passed a probe for `stall`. Runs on its own thread (rumqttd's local link
-/// blocks).
-fn probe(mut tx: LinkTx, mut rx: LinkRx, topic: &str, stall: Duration) -> String {
-    if let Err(e) = tx.subscribe(topic) {
-        return format!("the embedded MQTT broker's router is gone: {e}");
+/// Tests only, debug builds only: the broker's server ends after `FARM_TEST_STOP_BROKER_AFTER_S`
+/// seconds, as if it had died. A mock of a fault the real broker cannot be made to produce
+/// from outside (its accept loops never end); release builds never end here.
+async fn test_fault() {
+    #[cfg(debug_assertions)]
+    if let Some(s) = std::env::var("FARM_TEST_STOP_BROKER_AFTER_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_secs(s)).await;
+        return;
     }
+    std::future::pending::<()>().await
+}
+
+/// Keeps a connection to the printers' listener as the superuser and sends a message to
+/// itself every [`PROBE_EVERY`]; returns why the broker is dead once none has come back for
+/// `stall` (None at shutdown). Any message back counts: a slow broker is not a dead one.
+async fn probe(
+    to: SocketAddr,
+    user: String,
+    pass: String,
+    stall: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<String> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let id = format!("farm-controller-probe-{}", crate::auth::random_hex(4));
+    let topic = format!("farm-controller/probe/{}", crate::auth::random_hex(4));
+    let mut opts = MqttOptions::new(id, to.ip().to_string(), to.port());
+    opts.set_credentials(user, pass);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(opts, 16);
+    let mut tick = tokio::time::interval(PROBE_EVERY);
     let mut passed = Instant::now();
     let mut n = 0u64;
     loop {
-        n = n.wrapping_add(1);
-        let sent = Instant::now();
-        let token = n.to_be_bytes();
-        // try_: a wedged router with a full channel must not block the probe itself.
-        let _ = tx.try_publish(topic.to_string(), token.to_vec());
-        let deadline = sent + PROBE_EVERY;
-        loop {
-            match rx.recv_deadline(deadline) {
-                Ok(Some(Notification::Forward(f))) if f.publish.payload[..] == token[..] => {
-                    passed = Instant::now();
+        tokio::select! {
+            _ = shutdown.changed() => return None,
+            _ = tick.tick() => {
+                if passed.elapsed() > stall {
+                    return Some(format!(
+                        "the embedded MQTT broker has passed no message for {} s",
+                        passed.elapsed().as_secs()
+                    ));
                 }
-                Ok(Some(Notification::Unschedule)) => {
-                    let _ = rx.ready();
-                }
-                Ok(_) => {}
-                Err(_) if Instant::now() >= deadline => break,
-                Err(e) => return format!("the embedded MQTT broker's router is gone: {e}"),
+                n += 1;
+                let _ = client.try_publish(&topic, QoS::AtMostOnce, false, n.to_be_bytes().to_vec());
             }
-        }
-        if passed.elapsed() > stall {
-            return format!(
-                "the embedded MQTT broker's router has passed no message for {} s",
-                passed.elapsed().as_secs()
-            );
+            ev = events.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_subscribe(&topic, QoS::AtMostOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => passed = Instant::now(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("broker probe: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
         }
     }
 }
@@ -284,88 +442,5 @@ pub async fn watch_link(
             ));
             return;
         }
-    }
-}
-
-/// Is a panic on this thread, at this source file, the embedded broker's? rumqttd's threads
-/// are the router (`router-N`), the server (named after it) and ours; its connection tasks
-/// run on the server thread; a panic inside rumqttd's code names its file.
-pub fn is_broker_panic(thread: &str, file: &str) -> bool {
-    thread.starts_with("router-")
-        || thread == SERVER_THREAD
-        || thread == BROKER_THREAD
-        || file.contains("/rumqttd-")
-}
-
-/// Chains a panic hook that raises `fatal` for a panic in the broker (after the usual
-/// message). Any rumqttd panic leaves it broken: a dead router, or a poisoned lock that fails
-/// every later connection.
-fn raise_on_broker_panic(fatal: Fatal) {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        previous(info);
-        let thread = std::thread::current()
-            .name()
-            .unwrap_or_default()
-            .to_string();
-        let at = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        if is_broker_panic(&thread, &at) {
-            let what = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            fatal.raise(format!(
-                "the embedded MQTT broker panicked (thread {thread}, {at}): {what}"
-            ));
-        }
-    }));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_controller_subscriptions_get_the_backlog_and_agents_a_small_log() {
-        let topics = farm_protocol::Topics::new("farm").expect("root");
-        let limits = BrokerConfig {
-            controller_backlog_mib: 64,
-            ..BrokerConfig::default()
-        };
-        let r = router_config(&limits, &topics);
-        assert_eq!(r.max_connections, limits.max_connections);
-        let custom = r.custom_segment.expect("custom segments");
-        assert_eq!(custom.len(), 3);
-        for ch in [Channel::Status, Channel::Events, Channel::Online] {
-            let s = &custom[&topics.all_printers(ch)];
-            assert_eq!(s.max_segment_size * s.max_segment_count, 64 << 20);
-        }
-        // An agent's own filter matches none of them, so it gets the small default log.
-        let agent = topics.printer(&"p-1".parse().expect("id"), Channel::Commands);
-        assert!(
-            custom
-                .keys()
-                .all(|k| !rumqttd::protocol::matches(&agent, k))
-        );
-        assert!(r.max_segment_size * r.max_segment_count <= 64 * 1024);
-    }
-
-    #[test]
-    fn broker_panics_are_told_from_others() {
-        let rumqttd =
-            "/root/.cargo/registry/src/index.crates.io-x/rumqttd-0.20.0/src/router/scheduler.rs:63";
-        assert!(is_broker_panic("router-0", "slab-0.4/src/lib.rs:1"));
-        assert!(is_broker_panic(SERVER_THREAD, "std/src/sync/poison.rs:1"));
-        assert!(is_broker_panic("tokio-runtime-worker", rumqttd));
-        assert!(!is_broker_panic(
-            "tokio-runtime-worker",
-            "controller/src/farm/agents.rs:12"
-        ));
-        assert!(!is_broker_panic("main", "controller/src/broker.rs:1"));
     }
 }
