@@ -138,7 +138,8 @@ fn describe(e: &ConnectionError, while_connecting: bool) -> String {
         ConnectionError::ConnectionRefused(Rc::BadUserNamePassword | Rc::NotAuthorized) => {
             format!("{e}: the broker refused printer_id/token; check the token in the config")
         }
-        // rumqttd answers bad credentials by closing the socket without a CONNACK code.
+        // Some brokers (rumqttd, which the controller embedded before rmqtt) answer bad
+        // credentials by closing the socket without a CONNACK code.
         ConnectionError::MqttState(StateError::ConnectionAborted) if while_connecting => format!(
             "{e}: if this repeats, the broker may be refusing the credentials; check that token matches what `printer add` printed"
         ),
