@@ -324,6 +324,7 @@ pub async fn start(
         addr
     };
     let (u, p) = (user.clone(), pass.clone());
+    let (probe_in, probe_connected) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("mqtt-probe".into())
         .spawn(move || {
@@ -336,11 +337,19 @@ pub async fn start(
                 Ok(rt) => rt,
                 Err(e) => return fatal.raise(format!("the broker probe cannot run: {e}")),
             };
-            if let Some(why) = rt.block_on(probe(probe_to, u, p, stall, shutdown)) {
+            if let Some(why) = rt.block_on(probe(probe_to, u, p, stall, probe_in, shutdown)) {
                 fatal.raise(why);
             }
         })
         .map_err(BrokerError::Thread)?;
+    // Ready means the probe holds its session too: `max_connections` counts it, so a printer
+    // let in before it would take its place (and the probe would be refused).
+    if tokio::time::timeout(Duration::from_secs(5), probe_connected)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the broker probe has not connected within 5 s; starting without it");
+    }
     tracing::info!(
         %addr,
         max_connections = limits.max_connections,
@@ -377,8 +386,10 @@ async fn probe(
     user: String,
     pass: String,
     stall: Duration,
+    connected: tokio::sync::oneshot::Sender<()>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Option<String> {
+    let mut connected = Some(connected);
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
     let id = format!("farm-controller-probe-{}", crate::auth::random_hex(4));
     let topic = format!("farm-controller/probe/{}", crate::auth::random_hex(4));
@@ -405,6 +416,9 @@ async fn probe(
             ev = events.poll() => match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     let _ = client.try_subscribe(&topic, QoS::AtMostOnce);
+                    if let Some(tx) = connected.take() {
+                        let _ = tx.send(());
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == topic => passed = Instant::now(),
                 Ok(_) => {}
