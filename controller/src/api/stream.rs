@@ -144,13 +144,7 @@ mod tests {
     use crate::farm::STREAM_BACKLOG;
     use futures_util::StreamExt;
 
-    fn open(dir: &std::path::Path) -> Arc<Farm> {
-        let store = crate::store::Store::open(&dir.join("farm.redb")).expect("store");
-        let topics = farm_protocol::Topics::new("farm").expect("topics");
-        let (farm, rx) = Farm::load(store, topics, "http://x".into()).expect("load");
-        std::mem::forget(rx); // keep the broker queue open; nothing reads it here
-        farm
-    }
+    use crate::farm::open_for_tests as open;
 
     fn change(n: usize) -> Change {
         Change::Printer(serde_json::json!({"id": "p-1", "n": n}).to_string().into())

@@ -77,18 +77,11 @@ impl Farm {
 #[cfg(test)]
 mod tests {
     use crate::catalog::{CatalogEntry, CatalogFile, FileMeta, PlateMeta};
-    use crate::farm::{Farm, FarmError};
+    use crate::farm::FarmError;
     use crate::orders::intake::Intake;
     use crate::orders::{ItemRequest, OrderRequest};
-    use std::sync::Arc;
 
-    fn open(dir: &std::path::Path) -> Arc<Farm> {
-        let store = crate::store::Store::open(&dir.join("farm.redb")).expect("store");
-        let topics = farm_protocol::Topics::new("farm").expect("topics");
-        let (farm, rx) = Farm::load(store, topics, "http://x".into()).expect("load");
-        std::mem::forget(rx); // keep the broker queue open; nothing reads it here
-        farm
-    }
+    use crate::farm::open_for_tests as open;
 
     fn plate(n: u32, mm: f64) -> PlateMeta {
         PlateMeta {

@@ -204,6 +204,17 @@ pub enum Applied {
     Gap { have: u64 },
 }
 
+/// A farm on a fresh store in `dir`, for unit tests. The broker queue's receiver is leaked so
+/// the queue stays open (nothing reads it in these tests).
+#[cfg(test)]
+pub(crate) fn open_for_tests(dir: &std::path::Path) -> Arc<Farm> {
+    let store = Store::open(&dir.join("farm.redb")).expect("store");
+    let topics = Topics::new("farm").expect("topics");
+    let (farm, rx) = Farm::load(store, topics, "http://x".into()).expect("load");
+    std::mem::forget(rx);
+    farm
+}
+
 pub(crate) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }

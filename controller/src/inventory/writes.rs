@@ -410,13 +410,7 @@ mod tests {
     use crate::inventory::NewMaterial;
     use farm_protocol::messages::{Activity, Event, Outcome};
 
-    fn open(dir: &std::path::Path) -> std::sync::Arc<Farm> {
-        let store = crate::store::Store::open(&dir.join("farm.redb")).expect("store");
-        let topics = farm_protocol::Topics::new("farm").expect("topics");
-        let (farm, rx) = Farm::load(store, topics, "http://x".into()).expect("load");
-        std::mem::forget(rx); // keep the broker queue open; nothing reads it here
-        farm
-    }
+    use crate::farm::open_for_tests as open;
 
     fn ev(farm: &Farm, seq: u64, e: Event) -> Applied {
         // The test runs on the runtime; applying one event waits for its commit.

@@ -106,21 +106,13 @@ fn fit(j: &JobInput, printers: &[PrinterInput], rules: &Rules) -> Fit {
 #[cfg(test)]
 mod tests {
     use crate::catalog::FileMeta;
-    use crate::farm::Farm;
     use crate::orders::follow_up::OrderError;
     use crate::orders::intake::Intake;
     use crate::orders::{ItemRequest, OrderRequest};
     use crate::printers::fleet::ToolSlot;
     use crate::printers::registry::ProfilePatch;
-    use std::sync::Arc;
 
-    fn open(dir: &std::path::Path) -> Arc<Farm> {
-        let store = crate::store::Store::open(&dir.join("farm.redb")).expect("store");
-        let topics = farm_protocol::Topics::new("farm").expect("topics");
-        let (farm, rx) = Farm::load(store, topics, "http://x".into()).expect("load");
-        std::mem::forget(rx); // keep the broker queue open; nothing reads it here
-        farm
-    }
+    use crate::farm::open_for_tests as open;
 
     fn file(sha: &str, size_mm: [f64; 3]) -> FileMeta {
         FileMeta {

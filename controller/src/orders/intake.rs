@@ -380,13 +380,7 @@ mod tests {
     use crate::orders::{ItemRequest, OrderEvent, OrderRequest};
     use crate::printers::registry::ProfilePatch;
 
-    fn open(dir: &std::path::Path) -> Arc<Farm> {
-        let store = crate::store::Store::open(&dir.join("farm.redb")).expect("store");
-        let topics = farm_protocol::Topics::new("farm").expect("topics");
-        let (farm, rx) = Farm::load(store, topics, "http://x".into()).expect("load");
-        std::mem::forget(rx); // keep the broker queue open; nothing reads it here
-        farm
-    }
+    use crate::farm::open_for_tests as open;
 
     fn intake(key: &str, sha: &str, quantity: i64) -> Intake {
         Intake {

@@ -6,13 +6,7 @@ use crate::inventory::ledger::RowKind;
 use crate::inventory::{NewMaterial, NewSpool};
 use farm_protocol::messages::{Activity, Event, Outcome, Tray};
 
-fn open(dir: &std::path::Path) -> std::sync::Arc<Farm> {
-    let store = crate::store::Store::open(&dir.join("farm.redb")).expect("store");
-    let topics = farm_protocol::Topics::new("farm").expect("topics");
-    let (farm, rx) = Farm::load(store, topics, "http://x".into()).expect("load");
-    std::mem::forget(rx); // keep the broker queue open; nothing reads it here
-    farm
-}
+use crate::farm::open_for_tests as open;
 
 fn ev(farm: &Farm, seq: u64, e: Event) {
     tokio::task::block_in_place(|| farm.apply_event("bambu", seq, &e)).expect("apply");
